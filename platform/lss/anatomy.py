@@ -1,0 +1,274 @@
+"""The single source of truth for lumbar anatomy, label values, severities and grading cut-offs.
+
+Every other module imports these names; none hard-codes a level name, a label value or a cut-off.
+
+Label values on disk follow SPIDER (van der Graaf et al., Sci Data 11:264, 2024): one label per vertebra
+(1-25), one per intervertebral disc (201-225), the spinal canal 100. Vertebrae are numbered caudal to cranial
+starting at the sacrum (S1 = 1, L5 = 2, ... T12 = 7) and disc ``200 + k`` lies directly cranial to vertebra ``k``,
+so disc 201 is L5/S1, matching SPIDER's ``radiological_gradings.csv`` ("IVD label 1 = L5/S1, upward").
+Verify the vertebra direction on real SPIDER masks before relying on vertebra identities; the disc and canal
+labels, which grading uses, do not depend on it.
+
+Cut-offs come from ``shared/reference/clinical_grading.md``: dural sac cross-sectional area (Bolender /
+Schonstrom: < 100 mm2 stenosis, < 70-75 mm2 severe) and canal AP diameter (Verbiest: < 10 mm absolute stenosis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+__all__ = [
+    "LEVELS",
+    "VERTEBRAE",
+    "Severity",
+    "SEVERITIES",
+    "Structure",
+    "Tissue",
+    "GradingCutoffs",
+    "CUTOFFS",
+    "CANAL_LABEL",
+    "PARTIAL_VERTEBRA_OFFSET",
+    "vertebra_label",
+    "disc_label",
+    "disc_label_for_level",
+    "level_for_disc_label",
+    "level_key",
+    "parse_level",
+    "structure_of_label",
+    "to_structure_mask",
+    "grade_from_measurements",
+    "RSNA_CLASS_BALANCE",
+    "RSNA_CONDITION",
+    "rsna_column",
+    "UNGRADED_DISCS",
+]
+
+# Vertebrae from caudal to cranial, as the SPIDER labels count them.
+VERTEBRAE: tuple[str, ...] = ("S1", "L5", "L4", "L3", "L2", "L1", "T12")
+
+# The five graded lumbar levels, cranial to caudal (anatomical reading order, as RSNA 2024 lists them).
+LEVELS: tuple[str, ...] = ("L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1")
+
+# The disc directly above the top graded level; present in the phantom, not graded.
+UNGRADED_DISCS: tuple[str, ...] = ("T12/L1",)
+
+CANAL_LABEL = 100
+PARTIAL_VERTEBRA_OFFSET = 100  # SPIDER: 101-125 are partially visible vertebrae
+DISC_LABEL_OFFSET = 200
+
+
+class Severity(str, Enum):
+    """Central canal stenosis severity, in the RSNA 2024 three-class convention (ordered)."""
+
+    NORMAL_MILD = "Normal/Mild"
+    MODERATE = "Moderate"
+    SEVERE = "Severe"
+
+    @property
+    def index(self) -> int:
+        return SEVERITIES.index(self)
+
+    @classmethod
+    def from_index(cls, index: int) -> Severity:
+        if not 0 <= int(index) < len(SEVERITIES):
+            raise ValueError(f"severity index must be in 0..{len(SEVERITIES) - 1}, got {index!r}.")
+        return SEVERITIES[int(index)]
+
+    @classmethod
+    def parse(cls, value: str | int | Severity) -> Severity:
+        """Accepts a Severity, its index, its value ("Normal/Mild") or a loose spelling ("normal_mild")."""
+        if isinstance(value, Severity):
+            return value
+        if isinstance(value, (int, np.integer)):
+            return cls.from_index(int(value))
+        key = str(value).strip().lower().replace("_", "/").replace(" ", "")
+        for severity in SEVERITIES:
+            if severity.value.lower().replace(" ", "") == key:
+                return severity
+        if key in ("normal", "mild"):
+            return cls.NORMAL_MILD
+        raise ValueError(f"unknown severity {value!r}; expected one of {[s.value for s in SEVERITIES]}.")
+
+
+SEVERITIES: tuple[Severity, ...] = (Severity.NORMAL_MILD, Severity.MODERATE, Severity.SEVERE)
+
+
+class Structure(str, Enum):
+    """Segmentation classes used for training; index = channel. Built from on-disk labels by ``to_structure_mask``."""
+
+    BACKGROUND = "background"
+    VERTEBRA = "vertebra"
+    DISC = "disc"
+    CANAL = "spinal_canal"
+
+    @property
+    def index(self) -> int:
+        return list(Structure).index(self)
+
+
+class Tissue(int, Enum):
+    """Tissue classes of the synthetic label map (finer than the on-disk masks; they drive image contrast)."""
+
+    AIR = 0
+    BODY = 1  # abdominal and other soft tissue
+    SUBCUTANEOUS_FAT = 2
+    MUSCLE = 3
+    MARROW = 4
+    CORTICAL_BONE = 5
+    POSTERIOR_ELEMENTS = 6
+    ANNULUS = 7
+    NUCLEUS = 8
+    EPIDURAL_FAT = 9
+    LIGAMENTUM_FLAVUM = 10
+    CSF = 11
+    CAUDA_EQUINA = 12
+
+
+@dataclass(frozen=True)
+class GradingCutoffs:
+    """Published cut-offs used to grade central canal stenosis from measurements at a disc level.
+
+    Attributes:
+        severe_area_mm2: dural sac area below which stenosis is severe (absolute), Bolender/Schonstrom 70-75 mm2.
+        stenosis_area_mm2: dural sac area below which there is stenosis (at least moderate), 100 mm2.
+        relative_area_mm2: dural sac area below which stenosis is early/relative (still Normal/Mild here), 130 mm2.
+        absolute_ap_mm: canal AP diameter below which stenosis is absolute (Verbiest), 10 mm; counts as at least
+            moderate because AP alone does not separate moderate from severe.
+        normal_ap_mm: canal AP diameter above which the canal is normal (Verbiest), 13 mm.
+    """
+
+    severe_area_mm2: float = 75.0
+    stenosis_area_mm2: float = 100.0
+    relative_area_mm2: float = 130.0
+    absolute_ap_mm: float = 10.0
+    normal_ap_mm: float = 13.0
+
+
+CUTOFFS = GradingCutoffs()
+
+
+def grade_from_measurements(area_mm2: float, ap_mm: float, cutoffs: GradingCutoffs = CUTOFFS) -> Severity:
+    """The rule grade of one level from its dural sac area and AP diameter.
+
+    Severe if the area is below ``severe_area_mm2``; Moderate if the area is below ``stenosis_area_mm2`` or the AP
+    diameter is below ``absolute_ap_mm``; Normal/Mild otherwise.
+
+    Raises:
+        ValueError: when a measurement is negative or not finite.
+    """
+    for name, value in (("area_mm2", area_mm2), ("ap_mm", ap_mm)):
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite non-negative number, got {value!r}.")
+    if area_mm2 < cutoffs.severe_area_mm2:
+        return Severity.SEVERE
+    if area_mm2 < cutoffs.stenosis_area_mm2 or ap_mm < cutoffs.absolute_ap_mm:
+        return Severity.MODERATE
+    return Severity.NORMAL_MILD
+
+
+def _check_vertebra(name: str) -> int:
+    if name not in VERTEBRAE:
+        raise ValueError(f"unknown vertebra {name!r}; expected one of {VERTEBRAE}.")
+    return VERTEBRAE.index(name)
+
+
+def vertebra_label(name: str) -> int:
+    """SPIDER label value of a vertebra (S1 = 1, L5 = 2, ..., T12 = 7)."""
+    return _check_vertebra(name) + 1
+
+
+def disc_label(upper: str, lower: str) -> int:
+    """SPIDER label value of the disc between two adjacent vertebrae (L5/S1 = 201, ..., T12/L1 = 206)."""
+    lower_index = _check_vertebra(lower)
+    if _check_vertebra(upper) != lower_index + 1:
+        raise ValueError(f"{upper}/{lower} are not adjacent vertebrae.")
+    return DISC_LABEL_OFFSET + lower_index + 1
+
+
+def parse_level(level: str) -> str:
+    """Normalises a level name: "L4/L5", "l4_l5", "L4-L5" and "l4l5" all give "L4/L5".
+
+    Raises:
+        ValueError: when the text names no disc level of the phantom.
+    """
+    text = str(level).strip().upper().replace("_", "/").replace("-", "/").replace(" ", "")
+    if "/" not in text and len(text) in (4, 5):
+        # "L4L5", "T12L1"
+        split = 3 if text.startswith("T12") else 2
+        text = f"{text[:split]}/{text[split:]}"
+    if text in LEVELS or text in UNGRADED_DISCS:
+        return text
+    raise ValueError(f"unknown level {level!r}; expected one of {LEVELS + UNGRADED_DISCS}.")
+
+
+def level_key(level: str) -> str:
+    """Lower-case key of a level as used in column names: "L4/L5" -> "l4_l5" (the RSNA 2024 spelling)."""
+    return parse_level(level).lower().replace("/", "_")
+
+
+def disc_label_for_level(level: str) -> int:
+    """On-disk label of the disc at a level: "L5/S1" -> 201, "L4/L5" -> 202, ..., "T12/L1" -> 206."""
+    upper, lower = parse_level(level).split("/")
+    return disc_label(upper, lower)
+
+
+def level_for_disc_label(label: int) -> str:
+    """Inverse of ``disc_label_for_level``.
+
+    Raises:
+        ValueError: for a label that is no disc of the phantom.
+    """
+    index = int(label) - DISC_LABEL_OFFSET
+    if not 1 <= index < len(VERTEBRAE):
+        raise ValueError(f"label {label} is no disc label (expected {DISC_LABEL_OFFSET + 1}..{DISC_LABEL_OFFSET + len(VERTEBRAE) - 1}).")
+    return f"{VERTEBRAE[index]}/{VERTEBRAE[index - 1]}"
+
+
+def structure_of_label(label: int) -> Structure:
+    """Training structure of one on-disk label value (SPIDER convention, partial vertebrae count as vertebrae)."""
+    label = int(label)
+    if label == CANAL_LABEL:
+        return Structure.CANAL
+    if 1 <= label <= 25 or PARTIAL_VERTEBRA_OFFSET + 1 <= label <= PARTIAL_VERTEBRA_OFFSET + 25:
+        return Structure.VERTEBRA
+    if DISC_LABEL_OFFSET + 1 <= label <= DISC_LABEL_OFFSET + 25:
+        return Structure.DISC
+    return Structure.BACKGROUND
+
+
+def to_structure_mask(labels: np.ndarray) -> np.ndarray:
+    """Maps an on-disk label map to structure indices (``Structure.index``), any shape, returns uint8."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        rounded = np.rint(labels)
+        if not np.allclose(labels, rounded):
+            raise ValueError("a label map must hold integer values.")
+        labels = rounded.astype(np.int32)
+    out = np.zeros(labels.shape, dtype=np.uint8)
+    out[(labels >= 1) & (labels <= 25)] = Structure.VERTEBRA.index
+    out[(labels >= PARTIAL_VERTEBRA_OFFSET + 1) & (labels <= PARTIAL_VERTEBRA_OFFSET + 25)] = Structure.VERTEBRA.index
+    out[(labels >= DISC_LABEL_OFFSET + 1) & (labels <= DISC_LABEL_OFFSET + 25)] = Structure.DISC.index
+    out[labels == CANAL_LABEL] = Structure.CANAL.index
+    return out
+
+
+# RSNA 2024 central canal stenosis class balance (1,975 training studies), from clinical_grading.md:
+# level -> (Normal/Mild, Moderate, Severe) fractions.
+RSNA_CLASS_BALANCE: dict[str, tuple[float, float, float]] = {
+    "L1/L2": (0.956, 0.034, 0.011),
+    "L2/L3": (0.897, 0.076, 0.027),
+    "L3/L4": (0.822, 0.116, 0.062),
+    "L4/L5": (0.751, 0.120, 0.129),
+    "L5/S1": (0.965, 0.026, 0.010),
+}
+
+# The RSNA 2024 condition name of central canal stenosis (train.csv column prefix, coordinates "condition").
+RSNA_CONDITION = "Spinal Canal Stenosis"
+
+
+def rsna_column(level: str) -> str:
+    """RSNA 2024 ``train.csv`` column of central canal stenosis at a level: "spinal_canal_stenosis_l4_l5"."""
+    return f"{RSNA_CONDITION.lower().replace(' ', '_')}_{level_key(level)}"

@@ -1,0 +1,301 @@
+"""One typed configuration for every stage: data, preprocessing, model, loss, training, tuning, serving and Ray.
+
+Every default lives here and is sized for a 2-core CPU machine. A profile (``lss/configs/<name>.yaml``, e.g. ``gpu``)
+and a user YAML file override the defaults, and ``--set section.key=value`` overrides both::
+
+    cfg = load_config("my.yaml", profile="gpu", overrides=["train.epochs=50", "ray.address=auto"])
+
+Unknown keys are errors, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "SynthConfig",
+    "PreprocessConfig",
+    "ModelConfig",
+    "LossConfig",
+    "TrainConfig",
+    "TuneConfig",
+    "ServeConfig",
+    "RayConfig",
+    "LSSConfig",
+    "load_config",
+    "apply_overrides",
+    "available_profiles",
+    "ConfigError",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be loaded: bad YAML, unknown key, wrong type or value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_range(value: tuple[float, float], name: str, low: float, high: float) -> tuple[float, float]:
+    lo, hi = value
+    if not (low <= lo <= hi <= high):
+        raise ValueError(f"{name} must satisfy {low} <= min <= max <= {high}, got {value}.")
+    return value
+
+
+class SynthConfig(_Section):
+    """Synthetic lumbar MRI studies (``lss synth``). Ranges are (min, max), sampled uniformly per study.
+
+    Ranges follow ``shared/reference/clinical_grading.md``: sagittal T2 with 3-4 mm slices and 0.5-0.9 mm in-plane,
+    axial T2 through each disc with 3-4 mm slices.
+    """
+
+    cases: int = Field(8, ge=1, description="number of studies")
+    seed: int = Field(0, description="base seed; study i uses seed + i, so any study can be regenerated alone")
+    format: Literal["dicom", "nifti"] = "nifti"
+    sagittal_inplane_mm: tuple[float, float] = (0.5, 0.9)
+    sagittal_slice_mm: tuple[float, float] = (3.0, 4.0)
+    sagittal_fov_mm: tuple[float, float] = Field((260.0, 200.0), description="(superior-inferior, anterior-posterior)")
+    sagittal_lateral_coverage_mm: float = Field(56.0, gt=0, description="left-right extent covered by sagittal slices")
+    axial_inplane_mm: tuple[float, float] = (0.6, 0.9)
+    axial_slice_mm: tuple[float, float] = (3.0, 4.0)
+    axial_fov_mm: float = Field(160.0, gt=40)
+    axial_slices: int = Field(5, ge=1, description="slices per axial stack (one stack per disc level)")
+    through_slice_samples: int = Field(3, ge=1, description="sub-samples across a slice's thickness (partial volume)")
+    lordosis_deg: tuple[float, float] = (40.0, 60.0)
+    class_balance: Literal["rsna2024", "uniform"] = Field(
+        "rsna2024", description="per-level severity prior: the RSNA 2024 table, or equal thirds (for balanced sets)"
+    )
+    report_styles: list[str] = Field(default_factory=lambda: ["structured", "narrative", "concise"])
+
+    @field_validator("sagittal_inplane_mm", "axial_inplane_mm")
+    @classmethod
+    def _inplane(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(v, "in-plane spacing (mm)", 0.2, 3.0)
+
+    @field_validator("sagittal_slice_mm", "axial_slice_mm")
+    @classmethod
+    def _slice(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(v, "slice thickness (mm)", 0.5, 10.0)
+
+    @field_validator("lordosis_deg")
+    @classmethod
+    def _lordosis(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(v, "lordosis (degrees)", 0.0, 90.0)
+
+
+class PreprocessConfig(_Section):
+    """Ray Data preprocessing (``lss preprocess``): reorientation, resampling, normalisation and crops.
+
+    Sagittal volumes are reoriented to RAS (axes: left-right, posterior-anterior, inferior-superior), resampled to
+    ``sagittal_spacing_mm`` and cropped/padded around the body to ``sagittal_shape``. Axial stacks through each disc
+    are resampled in-plane to ``axial_spacing_mm`` and cropped to ``axial_shape``, keeping ``axial_slices`` slices
+    centred on the disc (2.5D: the centre slice plus neighbours).
+    """
+
+    sagittal_spacing_mm: tuple[float, float, float] = (3.5, 1.25, 1.25)
+    sagittal_shape: tuple[int, int, int] = (12, 128, 192)
+    axial_spacing_mm: tuple[float, float] = (0.9, 0.9)
+    axial_shape: tuple[int, int] = (112, 112)
+    axial_slices: int = Field(3, ge=1)
+    intensity_percentiles: tuple[float, float] = (1.0, 99.0)
+    workers: int = Field(2, ge=1, description="Ray Data actor pool size (max)")
+    cpus_per_worker: float = Field(
+        0.5, gt=0, description="fractional CPUs per actor: a whole-CPU pool can starve Ray Data's read tasks on 2 cores"
+    )
+    min_slices: int = Field(3, ge=1, description="fewer slices than this in a sagittal series is an error")
+    spacing_limits_mm: tuple[float, float] = Field((0.1, 12.0), description="voxel sizes outside are absurd")
+
+    @model_validator(mode="after")
+    def _odd_slices(self) -> PreprocessConfig:
+        if self.axial_slices % 2 == 0:
+            raise ValueError(f"axial_slices must be odd (centre slice plus neighbours), got {self.axial_slices}.")
+        return self
+
+
+class ModelConfig(_Section):
+    """The vision-language model (consumed by the model stage)."""
+
+    vision_encoder: Literal["unet", "swin_unetr", "segresnet"] = "unet"
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    text_encoder: str = Field("minilm", description="'minilm' (packaged weights), 'random-small', a hub id or a path")
+    freeze_text_encoder: bool = True
+    attention: Literal["spatial_patch", "global_pool"] = "spatial_patch"
+    attention_heads: int = Field(8, ge=1)
+    patch_size: int = Field(2, ge=1)
+
+
+class LossConfig(_Section):
+    """Segmentation loss (consumed by the loss stage). alpha weighs false positives, beta false negatives."""
+
+    name: Literal["dice_ce", "tversky", "focal_tversky", "pid_tversky"] = "pid_tversky"
+    alpha: float = Field(0.5, ge=0, le=1)
+    beta: float = Field(0.5, ge=0, le=1)
+    kp: float = Field(0.5, ge=0)
+    ki: float = Field(0.05, ge=0)
+    kd: float = Field(0.0, ge=0)
+    beta_bounds: tuple[float, float] = (0.3, 0.9)
+    focal_gamma: float = Field(1.0, gt=0)
+
+
+class TrainConfig(_Section):
+    """Ray Train (consumed by the training stage)."""
+
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(1, ge=0)
+    amp: bool = False
+
+
+class TuneConfig(_Section):
+    """Ray Tune + Optuna (consumed by the tuning stage)."""
+
+    num_samples: int = Field(4, ge=1)
+    max_concurrent_trials: int = Field(1, ge=1)
+    metric: str = "val_dice"
+    mode: Literal["min", "max"] = "max"
+    seed: int = 0
+    storage_path: str = "outputs/tune"
+
+
+class ServeConfig(_Section):
+    """Ray Serve (consumed by the serving stage)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_upload_mb: int = Field(200, ge=1)
+    max_unpacked_mb: int = Field(1024, ge=1)
+    api_token: str | None = None
+
+
+class RayConfig(_Section):
+    """How to get a Ray session (``lss.ray_session.init_ray``).
+
+    Attributes:
+        address: None starts an embedded local Ray; "auto" or "ray://host:10001" connects to a cluster.
+        num_cpus: CPUs of the embedded local Ray (None: all).
+        object_store_mb: object store size of the embedded local Ray.
+        temp_dir: Ray's session folder for the embedded local Ray (None: Ray's default). Keep it short: Ray's
+            socket paths must fit in 107 characters.
+        auth_mode: RAY_AUTH_MODE for the embedded local Ray ("token" or "disabled"); None keeps Ray's default
+            (token authentication for local clusters since Ray 2.59) or the environment's setting.
+        include_dashboard: start the dashboard with the embedded local Ray (bound to 127.0.0.1).
+        usage_stats: send Ray usage statistics (off by default; there is no network here anyway).
+    """
+
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)
+    object_store_mb: int = Field(1024, ge=80)
+    temp_dir: str | None = None
+    auth_mode: Literal["token", "disabled"] | None = None
+    include_dashboard: bool = False
+    usage_stats: bool = False
+
+
+class LSSConfig(_Section):
+    """The whole configuration, one section per stage."""
+
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped in ``lss/configs``."""
+    folder = resources.files("lss") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where}: not valid YAML: {error}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of sections, got {type(data).__name__}.")
+    return data
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Applies ``section.key=value`` overrides to a nested dict; values are parsed as YAML ("2", "[1, 2]", "null").
+
+    Raises:
+        ConfigError: on an override without "=" or without a dotted key.
+    """
+    data = dict(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value.")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if len(parts) < 2:
+            raise ConfigError(f"override {item!r}: the key must name a section and a field, e.g. train.epochs=2.")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        update: dict[str, Any] = {parts[-1]: value}
+        for part in reversed(parts[:-1]):
+            update = {part: update}
+        data = _merge(data, update)
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    profile: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> LSSConfig:
+    """Builds the configuration: defaults < profile < YAML file < overrides.
+
+    Args:
+        path: a YAML file with any subset of the sections.
+        profile: a shipped profile name (see ``available_profiles``), e.g. "gpu".
+        overrides: ``section.key=value`` strings.
+
+    Raises:
+        ConfigError: for a missing file, an unknown profile, bad YAML, an unknown key or an invalid value.
+    """
+    data: dict[str, Any] = {}
+    if profile is not None:
+        if profile not in available_profiles():
+            raise ConfigError(f"unknown profile {profile!r}; available: {available_profiles()}.")
+        text = (resources.files("lss") / "configs" / f"{profile}.yaml").read_text()
+        data = _merge(data, _read_yaml(text, f"profile {profile}"))
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist.")
+        data = _merge(data, _read_yaml(path.read_text(), str(path)))
+    data = apply_overrides(data, overrides)
+    try:
+        return LSSConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"invalid configuration:\n{error}") from error
