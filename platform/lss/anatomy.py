@@ -4,7 +4,7 @@ Every other module imports these names; none hard-codes a level name, a label va
 
 Label values on disk follow SPIDER (van der Graaf et al., Sci Data 11:264, 2024): one label per vertebra
 (1-25), one per intervertebral disc (201-225), the spinal canal 100. Vertebrae are numbered caudal to cranial
-starting at the sacrum (S1 = 1, L5 = 2, ... T12 = 7) and disc ``200 + k`` lies directly cranial to vertebra ``k``,
+starting at the sacrum (S1 = 1, L5 = 2, ... T12 = 7, T11 = 8) and disc ``200 + k`` lies directly cranial to vertebra ``k``,
 so disc 201 is L5/S1, matching SPIDER's ``radiological_gradings.csv`` ("IVD label 1 = L5/S1, upward").
 Verify the vertebra direction on real SPIDER masks before relying on vertebra identities; the disc and canal
 labels, which grading uses, do not depend on it.
@@ -47,13 +47,13 @@ __all__ = [
 ]
 
 # Vertebrae from caudal to cranial, as the SPIDER labels count them.
-VERTEBRAE: tuple[str, ...] = ("S1", "L5", "L4", "L3", "L2", "L1", "T12")
+VERTEBRAE: tuple[str, ...] = ("S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11")
 
 # The five graded lumbar levels, cranial to caudal (anatomical reading order, as RSNA 2024 lists them).
 LEVELS: tuple[str, ...] = ("L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1")
 
-# The disc directly above the top graded level; present in the phantom, not graded.
-UNGRADED_DISCS: tuple[str, ...] = ("T12/L1",)
+# Discs above the top graded level; present in the phantom (and often in the field of view), not graded.
+UNGRADED_DISCS: tuple[str, ...] = ("T12/L1", "T11/T12")
 
 CANAL_LABEL = 100
 PARTIAL_VERTEBRA_OFFSET = 100  # SPIDER: 101-125 are partially visible vertebrae
@@ -176,12 +176,12 @@ def _check_vertebra(name: str) -> int:
 
 
 def vertebra_label(name: str) -> int:
-    """SPIDER label value of a vertebra (S1 = 1, L5 = 2, ..., T12 = 7)."""
+    """SPIDER label value of a vertebra (S1 = 1, L5 = 2, ..., T12 = 7, T11 = 8)."""
     return _check_vertebra(name) + 1
 
 
 def disc_label(upper: str, lower: str) -> int:
-    """SPIDER label value of the disc between two adjacent vertebrae (L5/S1 = 201, ..., T12/L1 = 206)."""
+    """SPIDER label value of the disc between two adjacent vertebrae (L5/S1 = 201, ..., T12/L1 = 206, T11/T12 = 207)."""
     lower_index = _check_vertebra(lower)
     if _check_vertebra(upper) != lower_index + 1:
         raise ValueError(f"{upper}/{lower} are not adjacent vertebrae.")
@@ -195,9 +195,9 @@ def parse_level(level: str) -> str:
         ValueError: when the text names no disc level of the phantom.
     """
     text = str(level).strip().upper().replace("_", "/").replace("-", "/").replace(" ", "")
-    if "/" not in text and len(text) in (4, 5):
-        # "L4L5", "T12L1"
-        split = 3 if text.startswith("T12") else 2
+    if "/" not in text and len(text) in (4, 5, 6):
+        # "L4L5", "T12L1", "T11T12"
+        split = 3 if text.startswith(("T11", "T12")) else 2
         text = f"{text[:split]}/{text[split:]}"
     if text in LEVELS or text in UNGRADED_DISCS:
         return text

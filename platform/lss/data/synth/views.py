@@ -1,0 +1,130 @@
+"""Clinical-protocol views of a phantom: a sagittal T2 series and an angled axial T2 stack through each disc.
+
+Each view is a voxel grid in world space (a ``Volume`` affine); the phantom is evaluated at the voxel centres for
+the mask and at several points across each slice's thickness for the image (partial volume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lss.anatomy import Tissue
+from lss.data.synth.phantom import DISCS, SpinePhantom
+from lss.data.synth.render import Contrast, finish_image, tissue_intensity
+from lss.data.volume import Volume, affine_from_axes
+
+__all__ = ["ViewGrid", "sagittal_grid", "axial_grid", "render_view"]
+
+
+@dataclass(frozen=True)
+class ViewGrid:
+    """A voxel grid: ``shape`` (I, J, K), world ``origin`` of voxel 0, unit ``axes`` (3, 3) and ``spacing`` (3,)."""
+
+    shape: tuple[int, int, int]
+    origin: np.ndarray
+    axes: np.ndarray
+    spacing: np.ndarray
+    slice_thickness: float
+
+    @property
+    def affine(self) -> np.ndarray:
+        return affine_from_axes(self.origin, self.axes, self.spacing)
+
+
+def _rotation_z(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _centred_grid(centre, axes, spacing, shape, thickness) -> ViewGrid:
+    axes = np.asarray(axes, dtype=float)
+    spacing = np.asarray(spacing, dtype=float)
+    half = (np.asarray(shape) - 1) / 2.0
+    origin = np.asarray(centre, dtype=float) - (half * spacing) @ axes
+    return ViewGrid(tuple(int(n) for n in shape), origin, axes, spacing, float(thickness))
+
+
+def sagittal_grid(
+    phantom: SpinePhantom,
+    inplane_mm: float,
+    slice_mm: float,
+    fov_mm: tuple[float, float],
+    lateral_coverage_mm: float,
+    yaw_deg: float = 0.0,
+) -> ViewGrid:
+    """A sagittal series as scanners write it: rows run anterior -> posterior, columns superior -> inferior,
+    slices left -> right; centred on the lumbar spine, optionally rotated (yaw) about the superior axis.
+
+    Args:
+        inplane_mm: pixel size.
+        slice_mm: slice thickness (= slice spacing, no gap).
+        fov_mm: (superior-inferior, anterior-posterior) field of view.
+        lateral_coverage_mm: left-right extent of the slice stack.
+    """
+    top_l1 = float(phantom.disc_bounds[4, 1] + phantom.vertebra_height[5])
+    centre, _, _, _ = phantom.frame_at(w=top_l1 / 2, v=12.0)
+    rotation = _rotation_z(np.deg2rad(yaw_deg))
+    axes = np.stack([
+        rotation @ np.array([0.0, -1.0, 0.0]),  # i: towards posterior
+        np.array([0.0, 0.0, -1.0]),  # j: towards inferior
+        rotation @ np.array([1.0, 0.0, 0.0]),  # k: towards the patient's right (k = i x j, as DICOM orders slices)
+    ])
+    shape = (
+        int(round(fov_mm[1] / inplane_mm)),
+        int(round(fov_mm[0] / inplane_mm)),
+        max(int(round(lateral_coverage_mm / slice_mm)), 1),
+    )
+    return _centred_grid(centre, axes, (inplane_mm, inplane_mm, slice_mm), shape, slice_mm)
+
+
+def axial_grid(
+    phantom: SpinePhantom, level: str, inplane_mm: float, slice_mm: float, fov_mm: float, slices: int
+) -> ViewGrid:
+    """An axial stack angled along the disc of ``level``: rows run right -> left, columns anterior -> posterior,
+    slices inferior -> superior along the spine; the centre slice lies on the disc mid-plane when ``slices`` is odd.
+    """
+    j = DISCS.index(level)
+    _, lateral, radial, tangent = phantom.frame_at(w=float(phantom.disc_mid[j]))
+    centre, _, _, _ = phantom.frame_at(w=float(phantom.disc_mid[j]), v=5.0)
+    axes = np.stack([-lateral, -radial, tangent])
+    n = int(round(fov_mm / inplane_mm))
+    return _centred_grid(centre, axes, (inplane_mm, inplane_mm, slice_mm), (n, n, slices), slice_mm)
+
+
+def render_view(
+    phantom: SpinePhantom,
+    grid: ViewGrid,
+    contrast: Contrast,
+    rng: np.random.Generator,
+    through_slice_samples: int = 3,
+    meta: dict | None = None,
+) -> tuple[Volume, Volume]:
+    """Renders an image and its on-disk label mask on ``grid``.
+
+    Returns:
+        (image, mask): float32 image and int16 SPIDER-label mask, both (I, J, K) with the grid's affine.
+    """
+    samples = max(int(through_slice_samples), 1)
+    if samples % 2 == 0:
+        samples += 1  # an odd count puts one sample on the slice centre, where the mask is read
+    offsets = ((np.arange(samples) + 0.5) / samples - 0.5) * grid.slice_thickness
+    ni, nj, nk = grid.shape
+    ii, jj = np.meshgrid(np.arange(ni), np.arange(nj), indexing="ij")
+    plane = ii[..., None] * grid.spacing[0] * grid.axes[0] + jj[..., None] * grid.spacing[1] * grid.axes[1]
+    clean = np.zeros(grid.shape, dtype=np.float32)
+    mask = np.zeros(grid.shape, dtype=np.int16)
+    centres = np.zeros((*grid.shape, 3), dtype=np.float32)
+    for k in range(nk):
+        slice_origin = grid.origin + k * grid.spacing[2] * grid.axes[2]
+        centre_points = plane + slice_origin
+        centres[:, :, k] = centre_points
+        points = centre_points[None] + offsets[:, None, None, None] * grid.axes[2]
+        tissue, label = phantom.labels_world(points)
+        grade = np.where(tissue == Tissue.NUCLEUS, phantom.pfirrmann[np.clip(label - 201, 0, len(DISCS) - 1)], 1)
+        clean[:, :, k] = tissue_intensity(tissue, grade, contrast, rng).mean(axis=0)
+        mask[:, :, k] = label[samples // 2]
+    image = finish_image(clean, centres, contrast, rng)
+    meta = dict(meta or {})
+    return Volume(image, grid.affine, meta), Volume(mask, grid.affine, {**meta, "kind": "mask"})

@@ -1,0 +1,324 @@
+"""Preprocessing of one study with MONAI transforms: the same code runs in Ray Data, in a serial loop and in Serve.
+
+Sagittal: channel-first -> ``Orientationd`` RAS -> ``Spacingd`` to ``sagittal_spacing_mm`` -> percentile intensity
+scaling to [0, 1] -> a ``sagittal_shape`` crop centred on the spine (the mask's spine labels when there is a mask,
+else the image centre) -> pad.
+
+Axial, per graded level: the ``axial_slices`` slices nearest the level (a stack planned through that disc, or the
+slices of a multi-level axial series nearest the level's annotated point) -> ``Orientationd`` RAS -> in-plane
+``Spacingd`` (slice spacing kept) -> percentile scaling -> an ``axial_shape`` crop centred on the canal (mask) or
+the level point, else the image centre.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lss.anatomy import CANAL_LABEL, LEVELS
+from lss.config import PreprocessConfig
+from lss.data.errors import ErrorCode, StudyError
+from lss.data.io import read_volume
+from lss.data.manifest import SeriesRecord, StudyRecord
+from lss.data.volume import Volume
+
+__all__ = ["PreprocessedStudy", "preprocess_study", "check_volume"]
+
+
+@dataclass
+class PreprocessedStudy:
+    """Model-ready arrays of one study.
+
+    Attributes:
+        sagittal_image: (X, Y, Z) float16 in [0, 1], RAS axes (left-right, posterior-anterior, inferior-superior).
+        sagittal_labels: (X, Y, Z) int16 on-disk labels, or None without a mask.
+        axial_image: (L, S, H, W) float16: per graded level (``LEVELS`` order) S slices of H x W (RAS in-plane:
+            H = right-left axis... see ``axial_layout``); zeros where the level has no axial data.
+        axial_labels: (L, S, H, W) int16 on-disk labels, or None without masks.
+        axial_present: (L,) bool, True where the level has axial data.
+        severity: (L,) int8 severity index, -1 where unknown.
+        area_mm2, ap_mm: (L,) float32 measured ground truth, NaN where unknown.
+        sagittal_affine: (4, 4) affine of the sagittal crop (RAS mm).
+        axial_affines: (L, 4, 4) affines of the axial crops (identity where absent).
+        info: what was done (crop centres, the series used, warnings).
+    """
+
+    sagittal_image: np.ndarray
+    sagittal_labels: np.ndarray | None
+    axial_image: np.ndarray
+    axial_labels: np.ndarray | None
+    axial_present: np.ndarray
+    severity: np.ndarray
+    area_mm2: np.ndarray
+    ap_mm: np.ndarray
+    sagittal_affine: np.ndarray
+    axial_affines: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Everything as arrays (for ``np.savez``); missing label maps are left out."""
+        out = {
+            "sagittal_image": self.sagittal_image,
+            "axial_image": self.axial_image,
+            "axial_present": self.axial_present,
+            "severity": self.severity,
+            "area_mm2": self.area_mm2,
+            "ap_mm": self.ap_mm,
+            "sagittal_affine": self.sagittal_affine,
+            "axial_affines": self.axial_affines,
+        }
+        if self.sagittal_labels is not None:
+            out["sagittal_labels"] = self.sagittal_labels
+        if self.axial_labels is not None:
+            out["axial_labels"] = self.axial_labels
+        return out
+
+
+def check_volume(volume: Volume, config: PreprocessConfig, what: str, min_slices: int = 1) -> None:
+    """Rejects volumes no transform should see: NaNs, absurd spacing, too few slices.
+
+    Raises:
+        StudyError: NON_FINITE, ABSURD_SPACING or TOO_FEW_SLICES.
+    """
+    if not np.all(np.isfinite(volume.array)):
+        raise StudyError(ErrorCode.NON_FINITE, f"the {what} holds NaN or infinite values.")
+    low, high = config.spacing_limits_mm
+    spacing = volume.spacing
+    if np.any(spacing < low) or np.any(spacing > high):
+        raise StudyError(
+            ErrorCode.ABSURD_SPACING,
+            f"the {what} has voxel size {np.round(spacing, 3).tolist()} mm, outside {low}-{high} mm.",
+        )
+    slices = min(volume.shape)
+    if slices < min_slices:
+        raise StudyError(ErrorCode.TOO_FEW_SLICES, f"the {what} has {slices} slices; at least {min_slices} are needed.")
+
+
+def _to_meta(volume: Volume):
+    import torch
+    from monai.data import MetaTensor
+
+    return MetaTensor(torch.as_tensor(np.ascontiguousarray(volume.array, dtype=np.float32))[None],
+                      affine=torch.as_tensor(volume.affine))
+
+
+def _read(record: StudyRecord, path: str, what: str) -> Volume:
+    resolved = record.resolve(path)
+    try:
+        return read_volume(resolved)
+    except StudyError as error:
+        error.message = f"{what}: {error.message}"
+        raise
+
+
+def _scale(image, config: PreprocessConfig):
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    low, high = config.intensity_percentiles
+    return ScaleIntensityRangePercentiles(lower=low, upper=high, b_min=0.0, b_max=1.0, clip=True)(image)
+
+
+def _crop(data: dict, centre: np.ndarray, size: tuple[int, ...]):
+    from monai.transforms import Compose, ResizeWithPadOrCropd, SpatialCropd
+
+    keys = [k for k in ("image", "label") if k in data]
+    spatial = np.array(data["image"].shape[1:])
+    centre = np.clip(np.round(centre).astype(int), 0, spatial - 1)
+    return Compose([
+        SpatialCropd(keys=keys, roi_center=centre.tolist(), roi_size=list(size)),
+        ResizeWithPadOrCropd(keys=keys, spatial_size=list(size), mode="constant"),
+    ])(data)
+
+
+def _spine_centre(labels: np.ndarray | None, shape: tuple[int, ...], structure_labels=None) -> np.ndarray:
+    if labels is not None:
+        selected = labels > 0 if structure_labels is None else np.isin(labels, structure_labels)
+        if selected.any():
+            return np.argwhere(selected).mean(axis=0)
+    return (np.array(shape) - 1) / 2.0
+
+
+def _locate_spine(image: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """Voxel centre of the spine in a RAS sagittal volume without a mask.
+
+    The lumbar column is where endplates and discs stack up: the band of anterior-posterior positions with the most
+    superior-inferior intensity edges on the middle sagittal slices. Superior-inferior and left-right: the centre.
+    """
+    from scipy.ndimage import uniform_filter1d
+
+    x = image.shape[0]
+    middle = image[max(x // 3, 0) : max(2 * x // 3, 1)]
+    edges = np.abs(np.diff(middle, axis=2)).mean(axis=(0, 2))
+    window = max(int(round(40.0 / spacing_mm[1])), 1)
+    profile = uniform_filter1d(edges, size=window, mode="constant")
+    centre = (np.array(image.shape) - 1) / 2.0
+    centre[1] = float(np.argmax(profile))
+    return centre
+
+
+def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfig):
+    from monai.transforms import Orientationd, Spacingd
+
+    volume = _read(record, series.path, "sagittal series")
+    check_volume(volume, config, "sagittal series", min_slices=config.min_slices)
+    data = {"image": _to_meta(volume)}
+    if series.mask_path:
+        mask = _read(record, series.mask_path, "sagittal mask")
+        if mask.shape != volume.shape or not np.allclose(mask.affine, volume.affine, atol=1e-3):
+            raise StudyError(ErrorCode.BAD_LABELS, "the sagittal mask does not match its image's grid.")
+        data["label"] = _to_meta(mask)
+    keys = list(data)
+    modes = ["bilinear" if k == "image" else "nearest" for k in keys]
+    data = Orientationd(keys=keys, axcodes="RAS")(data)
+    data = Spacingd(keys=keys, pixdim=config.sagittal_spacing_mm, mode=modes)(data)
+    data["image"] = _scale(data["image"], config)
+    labels = data["label"][0].numpy().round().astype(np.int16) if "label" in data else None
+    # The crop follows the spine: where the mask puts it, else where the image's endplate edges do.
+    if labels is not None and (labels > 0).any():
+        centre = _spine_centre(labels, labels.shape)
+    else:
+        centre = _locate_spine(data["image"][0].numpy(), config.sagittal_spacing_mm)
+    data = _crop(data, centre, config.sagittal_shape)
+    image = data["image"][0].numpy().astype(np.float16)
+    labels = data["label"][0].numpy().round().astype(np.int16) if "label" in data else None
+    return image, labels, np.asarray(data["image"].affine, dtype=np.float64), {"sagittal_centre_vox": centre.round(1).tolist()}
+
+
+def _nearest_slices(volume: Volume, point: np.ndarray | None) -> tuple[int, float | None]:
+    """The centre slice: the one nearest ``point`` along the slice normal (with its distance, mm), else the middle."""
+    n = volume.shape[2]
+    if point is None:
+        return n // 2, None
+    k = volume.index(np.asarray(point))[2]
+    centre = int(np.clip(np.round(k), 0, n - 1))
+    return centre, float(abs(k - centre) * volume.spacing[2])
+
+
+def _slab(volume: Volume, centre: int, count: int) -> Volume:
+    """``count`` slices centred on ``centre`` (edge slices repeated at the stack's ends)."""
+    n = volume.shape[2]
+    indices = np.clip(np.arange(centre - count // 2, centre + count // 2 + 1), 0, n - 1)
+    affine = volume.affine.copy()
+    start = centre - count // 2
+    affine[:3, 3] = volume.affine[:3, :3] @ np.array([0.0, 0.0, float(start)]) + volume.affine[:3, 3]
+    return Volume(volume.array[:, :, indices], affine, volume.meta)
+
+
+def _axial(record: StudyRecord, config: PreprocessConfig, cache: dict[str, tuple[Volume, Volume | None]]):
+    from monai.transforms import Orientationd, Spacingd
+
+    n_levels, s = len(LEVELS), config.axial_slices
+    h, w = config.axial_shape
+    images = np.zeros((n_levels, s, h, w), dtype=np.float16)
+    labels = np.zeros((n_levels, s, h, w), dtype=np.int16)
+    affines = np.tile(np.eye(4), (n_levels, 1, 1))
+    present = np.zeros(n_levels, dtype=bool)
+    any_mask = False
+    info: dict[str, Any] = {}
+    axials = record.axials()
+    for li, level in enumerate(LEVELS):
+        level_record = record.level(level)
+        point = np.asarray(level_record.point_ras) if level_record and level_record.point_ras else None
+        candidates = [a for a in axials if a.level == level] or [a for a in axials if a.level is None]
+        if not candidates or (not any(a.level == level for a in axials) and point is None):
+            continue  # a multi-level stack needs the level's point to know which slices to take
+        best = None
+        for series in candidates:
+            if series.series_id not in cache:
+                volume = _read(record, series.path, f"axial series {series.series_id}")
+                check_volume(volume, config, f"axial series {series.series_id}")
+                mask = _read(record, series.mask_path, f"axial mask {series.series_id}") if series.mask_path else None
+                if mask is not None and mask.shape != volume.shape:
+                    raise StudyError(ErrorCode.BAD_LABELS, f"the mask of axial series {series.series_id} does not match its image.")
+                cache[series.series_id] = (volume, mask)
+            volume, mask = cache[series.series_id]
+            centre, distance = _nearest_slices(volume, point if series.level is None else None)
+            if series.level is None and point is not None:
+                # Only accept a slice within one slice thickness of the level's point.
+                if distance is None or distance > 1.0 * volume.spacing[2] + 1e-6:
+                    continue
+            if best is None or (distance or 0.0) < best[0]:
+                best = (distance or 0.0, series, volume, mask, centre)
+        if best is None:
+            continue
+        _, series, volume, mask, centre = best
+        data = {"image": _to_meta(_slab(volume, centre, s))}
+        if mask is not None:
+            data["label"] = _to_meta(_slab(mask, centre, s))
+        keys = list(data)
+        modes = ["bilinear" if k == "image" else "nearest" for k in keys]
+        data = Orientationd(keys=keys, axcodes="RAS")(data)
+        data = Spacingd(keys=keys, pixdim=(*config.axial_spacing_mm, -1.0), mode=modes)(data)
+        data["image"] = _scale(data["image"], config)
+        slab_labels = data["label"][0].numpy().round().astype(np.int16) if "label" in data else None
+        if slab_labels is not None and (slab_labels == CANAL_LABEL).any():
+            centre_vox = _spine_centre(slab_labels, slab_labels.shape, [CANAL_LABEL])
+        elif point is not None:
+            inverse = np.linalg.inv(np.asarray(data["image"].affine, dtype=np.float64))
+            centre_vox = inverse[:3, :3] @ point + inverse[:3, 3]
+        else:
+            centre_vox = (np.array(data["image"].shape[1:]) - 1) / 2.0
+        # Orientation to RAS may have flipped the slice axis: the crop keeps every slice either way.
+        spatial = np.array(data["image"].shape[1:])
+        centre_vox = np.asarray(centre_vox, dtype=float)
+        centre_vox[2] = (spatial[2] - 1) / 2.0
+        data = _crop(data, centre_vox, (h, w, s))
+        # (H, W, S) -> (S, H, W)
+        images[li] = np.moveaxis(data["image"][0].numpy(), -1, 0).astype(np.float16)
+        if "label" in data:
+            labels[li] = np.moveaxis(data["label"][0].numpy().round(), -1, 0).astype(np.int16)
+            any_mask = True
+        affines[li] = np.asarray(data["image"].affine, dtype=np.float64)
+        present[li] = True
+        info[level] = {"series": series.series_id, "centre_slice": int(centre)}
+    return images, (labels if any_mask else None), affines, present, info
+
+
+def preprocess_study(record: StudyRecord, config: PreprocessConfig) -> PreprocessedStudy:
+    """Reads a study's series and turns them into model-ready arrays.
+
+    Raises:
+        StudyError: MISSING_SAGITTAL, a reader's error, or PREPROCESSING_FAILED for anything a transform raised.
+    """
+    sagittal = record.sagittal()
+    if sagittal is None:
+        raise StudyError(ErrorCode.MISSING_SAGITTAL, "the study has no sagittal series.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sag_image, sag_labels, sag_affine, info = _sagittal(record, sagittal, config)
+            axial_image, axial_labels, axial_affines, present, axial_info = _axial(record, config, {})
+    except StudyError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any transform failure becomes a listed, coded error
+        raise StudyError(ErrorCode.PREPROCESSING_FAILED, f"{type(error).__name__}: {error}") from error
+    severity = np.full(len(LEVELS), -1, dtype=np.int8)
+    area = np.full(len(LEVELS), np.nan, dtype=np.float32)
+    ap = np.full(len(LEVELS), np.nan, dtype=np.float32)
+    for li, level in enumerate(LEVELS):
+        level_record = record.level(level)
+        if level_record is None:
+            continue
+        if level_record.severity is not None:
+            severity[li] = level_record.severity.index
+        if level_record.area_mm2 is not None:
+            area[li] = level_record.area_mm2
+        if level_record.ap_mm is not None:
+            ap[li] = level_record.ap_mm
+    info.update({"axial": axial_info, "sagittal_series": sagittal.series_id})
+    return PreprocessedStudy(
+        sagittal_image=sag_image,
+        sagittal_labels=sag_labels,
+        axial_image=axial_image,
+        axial_labels=axial_labels,
+        axial_present=present,
+        severity=severity,
+        area_mm2=area,
+        ap_mm=ap,
+        sagittal_affine=sag_affine,
+        axial_affines=axial_affines,
+        info=info,
+    )
