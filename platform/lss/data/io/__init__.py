@@ -1,0 +1,47 @@
+"""Image readers and writers: DICOM series, NIfTI, MetaImage/NRRD, all to and from ``lss.data.volume.Volume``.
+
+``read_volume`` reads any of them; the per-format modules hold the details (``dicom``, ``nifti``, ``itk``) and
+``view`` guesses the acquisition plane. Every reader raises ``StudyError`` with an ``ErrorCode`` and never puts a
+patient identifier in ``Volume.meta`` or in a message.
+"""
+
+from __future__ import annotations
+
+from lss.data.io.detect import detect_format, read_image_geometry, read_series, read_volume
+from lss.data.io.dicom import (
+    DicomSeriesInfo,
+    dicom_pixel_to_ras,
+    is_dicom_file,
+    list_dicom_series,
+    read_dicom_series,
+    write_dicom_series,
+)
+from lss.data.io.itk import ITK_SUFFIXES, read_itk, read_itk_geometry, write_mha
+from lss.data.io.nifti import NIFTI_SUFFIXES, is_nifti_path, read_nifti, read_nifti_geometry, write_nifti
+from lss.data.io.view import VIEWS, guess_view, through_plane_axis, view_of_normal
+
+__all__ = [
+    "read_volume",
+    "read_series",
+    "detect_format",
+    "read_image_geometry",
+    "DicomSeriesInfo",
+    "list_dicom_series",
+    "read_dicom_series",
+    "write_dicom_series",
+    "dicom_pixel_to_ras",
+    "is_dicom_file",
+    "read_nifti",
+    "read_nifti_geometry",
+    "write_nifti",
+    "is_nifti_path",
+    "NIFTI_SUFFIXES",
+    "read_itk",
+    "read_itk_geometry",
+    "write_mha",
+    "ITK_SUFFIXES",
+    "VIEWS",
+    "view_of_normal",
+    "through_plane_axis",
+    "guess_view",
+]

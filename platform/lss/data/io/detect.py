@@ -1,0 +1,119 @@
+"""One entry point for reading any supported image: ``read_volume`` picks the reader from what the path is.
+
+=====================================  ==========  =====================================
+path                                   format      reader
+=====================================  ==========  =====================================
+a folder                               "dicom"     ``read_dicom_series`` (one series)
+``*.dcm`` / ``*.ima`` / DICM preamble  "dicom"     ``read_dicom_series`` (one slice)
+``*.nii`` / ``*.nii.gz``               "nifti"     ``read_nifti``
+``*.mha`` / ``*.mhd`` / ``*.nrrd``     "mha"       ``read_itk`` (SimpleITK)
+=====================================  ==========  =====================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lss.data.errors import ErrorCode, StudyError
+from lss.data.io.dicom import is_dicom_file, list_dicom_series, read_dicom_series
+from lss.data.io.itk import ITK_SUFFIXES, read_itk, read_itk_geometry
+from lss.data.io.nifti import is_nifti_path, read_nifti, read_nifti_geometry
+from lss.data.manifest import SeriesRecord
+from lss.data.volume import Volume
+
+__all__ = ["detect_format", "read_volume", "read_series", "read_image_geometry"]
+
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+
+
+def detect_format(path: str | Path) -> str:
+    """The image format of a path: "dicom", "nifti" or "mha" (MetaImage and NRRD).
+
+    Raises:
+        StudyError: NOT_FOUND when the path does not exist; UNSUPPORTED_FORMAT for any other file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StudyError(ErrorCode.NOT_FOUND, f"{path.name} does not exist.", str(path))
+    if path.is_dir():
+        return "dicom"
+    if is_nifti_path(path):
+        return "nifti"
+    if path.suffix.lower() in ITK_SUFFIXES:
+        return "mha"
+    if path.suffix.lower() in _DICOM_SUFFIXES or is_dicom_file(path):
+        return "dicom"
+    raise StudyError(
+        ErrorCode.UNSUPPORTED_FORMAT,
+        f"{path.name} is no DICOM, NIfTI (.nii, .nii.gz) or MetaImage/NRRD (.mha, .mhd, .nrrd) file.",
+        str(path),
+    )
+
+
+def read_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
+    """Reads a DICOM series folder, a DICOM file, a NIfTI file or a MetaImage/NRRD file.
+
+    Args:
+        path: what to read (see the module table).
+        series_uid: for a DICOM folder that holds several series, the SeriesInstanceUID of the one to read.
+
+    Returns:
+        A ``Volume`` (RAS+ affine); ``meta`` holds "format" and "view" ("sagittal", "coronal" or "axial") and,
+        for DICOM, "modality", "series_description", "series_uid", "slice_thickness" (see ``read_dicom_series``).
+
+    Raises:
+        StudyError: NOT_FOUND, UNSUPPORTED_FORMAT, and every code of the chosen reader; a folder holding several
+            DICOM series without ``series_uid`` raises INCONSISTENT_GEOMETRY naming the series count.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "dicom":
+        return read_dicom_series(path if path.is_dir() else [path], series_uid)
+    if fmt == "nifti":
+        return read_nifti(path)
+    return read_itk(path)
+
+
+def read_series(series: SeriesRecord, root: str | Path | None = None) -> Volume:
+    """Reads the image of a manifest ``SeriesRecord``.
+
+    A DICOM folder holding one series is read whatever its ``series_id``; one holding several is read for the
+    series whose SeriesInstanceUID equals ``series_id`` (as the generic adapter records them).
+
+    Args:
+        series: the record.
+        root: the folder a relative ``series.path`` is relative to (``StudyRecord.root``).
+
+    Raises:
+        StudyError: as ``read_volume``.
+    """
+    path = Path(series.path)
+    if not path.is_absolute() and root is not None:
+        path = Path(root) / path
+    if series.format == "dicom" and path.is_dir():
+        found = list_dicom_series(path)
+        chosen = next((info for info in found if info.series_uid == series.series_id), None)
+        if chosen is None and len(found) == 1:
+            chosen = found[0]
+        if chosen is None:
+            return read_dicom_series(path, series.series_id)  # raises NOT_FOUND naming the series count
+        return read_dicom_series(chosen.files)
+    return read_volume(path)
+
+
+def read_image_geometry(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and RAS+ affine of a NIfTI or MetaImage/NRRD file, from its header only.
+
+    Raises:
+        StudyError: NOT_FOUND, UNSUPPORTED_FORMAT (DICOM or unknown), and the reader's header errors.
+    """
+    fmt = detect_format(path)
+    if fmt == "nifti":
+        return read_nifti_geometry(path)
+    if fmt == "mha":
+        return read_itk_geometry(path)
+    raise StudyError(
+        ErrorCode.UNSUPPORTED_FORMAT, f"{Path(path).name} is DICOM; use list_dicom_series for its geometry.", str(path)
+    )

@@ -1,0 +1,160 @@
+"""MetaImage (.mha/.mhd) and NRRD volumes through SimpleITK, the format of the SPIDER dataset.
+
+ITK stores geometry in LPS+: ``itk_affine[:3, :3] = Direction @ diag(Spacing)``, ``itk_affine[:3, 3] = Origin``, in
+ITK index order (x, y, z). The ``Volume`` keeps that index order (``array[i, j, k]`` = ITK index (i, j, k), i.e. the
+transpose of ``sitk.GetArrayFromImage``) and flips the world frame to RAS+: ``affine = LPS_TO_RAS @ itk_affine``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from lss.data.errors import ErrorCode, StudyError
+from lss.data.io.view import guess_view, through_plane_axis
+from lss.data.volume import LPS_TO_RAS, Volume
+
+__all__ = ["ITK_SUFFIXES", "read_itk", "read_itk_geometry", "write_mha"]
+
+ITK_SUFFIXES: tuple[str, ...] = (".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+def _itk_affine(direction: tuple[float, ...], spacing: tuple[float, ...], origin: tuple[float, ...]) -> np.ndarray:
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(direction, dtype=float).reshape(3, 3) @ np.diag(np.asarray(spacing, dtype=float))
+    affine[:3, 3] = np.asarray(origin, dtype=float)
+    return LPS_TO_RAS @ affine
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise StudyError(ErrorCode.NOT_FOUND, f"{path.name} does not exist.", str(path))
+    if not path.is_file():
+        raise StudyError(ErrorCode.NOT_AN_IMAGE, f"{path.name} is not a file.", str(path))
+
+
+def _reader(path: Path) -> sitk.ImageFileReader:
+    """A reader whose header has been read: NOT_AN_IMAGE when SimpleITK cannot parse it."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        # SimpleITK's message carries no reason worth showing (and the full path); name the file only.
+        raise StudyError(
+            ErrorCode.NOT_AN_IMAGE, f"SimpleITK cannot read the header of {path.name}.", str(path)
+        ) from None
+    return reader
+
+
+def _check_dimension(path: Path, dimension: int, components: int) -> None:
+    if dimension != 3:
+        raise StudyError(
+            ErrorCode.UNSUPPORTED_FORMAT, f"{path.name} is a {dimension}D image; a 3D volume is needed.", str(path)
+        )
+    if components != 1:
+        raise StudyError(
+            ErrorCode.UNSUPPORTED_FORMAT,
+            f"{path.name} has {components} components per voxel; only scalar images are supported.",
+            str(path),
+        )
+
+
+def read_itk_geometry(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and RAS+ affine of an ITK image from its header only (no voxel data is read).
+
+    Raises:
+        StudyError: NOT_FOUND, NOT_AN_IMAGE, or UNSUPPORTED_FORMAT (not 3D scalar).
+    """
+    path = Path(path)
+    _check_path(path)
+    reader = _reader(path)
+    _check_dimension(path, reader.GetDimension(), reader.GetNumberOfComponents())
+    shape = tuple(int(n) for n in reader.GetSize())
+    return shape, _itk_affine(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin())  # type: ignore[return-value]
+
+
+def read_itk(path: str | Path) -> Volume:
+    """Reads a 3D scalar MetaImage / NRRD file.
+
+    Args:
+        path: a .mha, .mhd, .nrrd or .nhdr file.
+
+    Returns:
+        A ``Volume`` with the file's dtype (label maps stay integer), array (I, J, K) in ITK index order, RAS+
+        affine, and meta "format" ("mha" or "nrrd"), "view", "slice_axis" (the guessed through-plane axis).
+
+    Raises:
+        StudyError: NOT_FOUND, NOT_AN_IMAGE (header not readable), TRUNCATED (header
+            reads, voxel data does not), UNSUPPORTED_FORMAT (not 3D
+            scalar), ABSURD_SPACING (degenerate geometry), NON_FINITE (NaN or infinite voxels).
+    """
+    path = Path(path)
+    _check_path(path)
+    reader = _reader(path)
+    _check_dimension(path, reader.GetDimension(), reader.GetNumberOfComponents())
+    try:
+        image = reader.Execute()
+    except RuntimeError:
+        raise StudyError(
+            ErrorCode.TRUNCATED,
+            f"the header of {path.name} reads but its voxel data does not (file ends early?).",
+            str(path),
+        ) from None
+    array = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
+    affine = _itk_affine(image.GetDirection(), image.GetSpacing(), image.GetOrigin())
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        count = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise StudyError(ErrorCode.NON_FINITE, f"{path.name} has {count} NaN or infinite voxel value(s).", str(path))
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if not np.all(np.isfinite(affine)) or np.any(spacing <= 0) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise StudyError(ErrorCode.ABSURD_SPACING, f"{path.name} has degenerate spacing {spacing.tolist()}.", str(path))
+    slice_axis = through_plane_axis(array.shape, spacing)
+    meta = {
+        "format": "nrrd" if path.suffix.lower() in (".nrrd", ".nhdr") else "mha",
+        "view": guess_view(affine, slice_axis=slice_axis),
+        "slice_axis": slice_axis,
+    }
+    return Volume(array=array, affine=affine, meta=meta)
+
+
+def write_mha(volume: Volume, path: str | Path, *, compress: bool = True) -> Path:
+    """Writes a volume as MetaImage (.mha/.mhd) or NRRD (.nrrd), converting the RAS+ affine to ITK's LPS+ geometry.
+
+    Args:
+        volume: (I, J, K) image or label map; its i, j, k axes must be orthogonal (ITK stores no shear).
+        path: output file; the suffix chooses the format (.mha, .mhd, .nrrd).
+        compress: compress the voxel data.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ValueError: for an unsupported suffix or sheared axes.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".mha", ".mhd", ".nrrd"):
+        raise ValueError(f"write_mha writes .mha, .mhd or .nrrd files, got {path.name!r}.")
+    affine_lps = LPS_TO_RAS @ volume.affine
+    spacing = np.linalg.norm(affine_lps[:3, :3], axis=0)
+    direction = affine_lps[:3, :3] / spacing
+    gram = direction.T @ direction
+    if not np.allclose(gram, np.eye(3), atol=1e-5):
+        raise ValueError(
+            f"the volume's axes are not orthogonal (cosines {np.round(gram[np.triu_indices(3, 1)], 6).tolist()}); "
+            "ITK cannot store shear."
+        )
+    array = volume.array
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.float16:
+        array = array.astype(np.float32)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)), isVector=False)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(v) for v in direction.reshape(-1)])
+    image.SetOrigin([float(v) for v in affine_lps[:3, 3]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path), useCompression=compress)
+    return path
