@@ -42,7 +42,7 @@ __all__ = ["generate_study", "generate_dataset", "study_id_for", "class_balance"
 
 logger = logging.getLogger(__name__)
 
-_GENERATOR_VERSION = 1  # bump when the phantom or rendering changes, so cached studies are regenerated
+_GENERATOR_VERSION = 3  # bump when the phantom or rendering changes, so cached studies are regenerated
 
 
 def study_id_for(seed: int) -> str:
@@ -60,8 +60,10 @@ def _level_records(phantom: SpinePhantom) -> list[LevelRecord]:
     for level in LEVELS:
         pathology = phantom.levels[level]
         j = phantom.disc_index(level)
-        canal_centre_v = -(float(phantom.sac_anterior_gap[j]) + float(phantom.sac_half_ap[j]))
-        point, _, _, _ = phantom.frame_at(w=float(phantom.disc_mid[j]), v=canal_centre_v)
+        # The level's point: inside the dural sac, near its centroid, on the disc mid-plane.
+        u, v = pathology.sac_centre_uv
+        point, lateral, _, _ = phantom.frame_at(w=float(phantom.disc_mid[j]), v=v)
+        point = point + u * lateral
         records.append(
             LevelRecord(
                 level=level,
@@ -212,7 +214,7 @@ def generate_dataset(config: SynthConfig, out_dir: str | Path, workers: int = 1)
         workers: processes to use (1: in this process).
 
     Returns:
-        The study records, in index order.
+        The study records, in index order (their relative paths resolve against ``out_dir``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +231,8 @@ def generate_dataset(config: SynthConfig, out_dir: str | Path, workers: int = 1)
             records.append(_generate_one(job))
             logger.info("synth: %d/%d studies (%s)", done, config.cases, records[-1].study_id)
     write_manifest(records, out_dir / MANIFEST_NAME)
+    for record in records:
+        record.root = str(out_dir.resolve())  # paths in the records are relative to the dataset folder
     labels, rsna = _labels_tables(records)
     labels.to_csv(out_dir / "labels.csv", index=False)
     rsna.to_csv(out_dir / "train.csv", index=False)

@@ -62,6 +62,7 @@ class LevelPathology:
         pfirrmann: disc degeneration grade 1-5 (drives the nucleus signal).
         area_mm2: measured dural sac cross-sectional area at the disc mid-plane.
         ap_mm: measured dural sac AP diameter (midline) at the disc mid-plane.
+        sac_centre_uv: a point of the dural sac near its centroid on the disc mid-plane, spine coordinates (u, v) in mm.
     """
 
     level: str
@@ -74,6 +75,7 @@ class LevelPathology:
     pfirrmann: int
     area_mm2: float
     ap_mm: float
+    sac_centre_uv: tuple[float, float] = (0.0, 0.0)
 
     @property
     def disc_bulging(self) -> bool:
@@ -363,7 +365,13 @@ LEVELS_INDEX = {name: DISCS.index(name) for name in DISCS}
 
 # --------------------------------------------------------------------------------------------------- sampling
 def _measure(phantom: SpinePhantom, j: int, step: float = _MEASURE_STEP_MM) -> tuple[float, float]:
-    """Dural sac area (mm2) and midline AP diameter (mm) on disc j's mid-plane, from the label function itself.
+    area, ap, _ = _measure_sac(phantom, j, step)
+    return area, ap
+
+
+def _measure_sac(phantom: SpinePhantom, j: int, step: float = _MEASURE_STEP_MM) -> tuple[float, float, tuple[float, float]]:
+    """Dural sac area (mm2), midline AP diameter (mm) and centre (u, v) on disc j's mid-plane, from the label
+    function itself.
 
     Only the canal is evaluated (the sac is defined inside the bony canal), on a ``step`` mm grid.
     """
@@ -380,7 +388,14 @@ def _measure(phantom: SpinePhantom, j: int, step: float = _MEASURE_STEP_MM) -> t
     sac = (sac | roots).reshape(uu.shape)
     area = float(sac.sum()) * step * step
     ap_mm = float(sac[np.argmin(np.abs(us)), :].sum()) * step
-    return area, ap_mm
+    if sac.any():
+        # The sac pixel nearest its centroid: a compressed sac is a crescent whose centroid can lie outside it.
+        su, sv = uu[sac], vv[sac]
+        nearest = int(np.argmin((su - su.mean()) ** 2 + (sv - sv.mean()) ** 2))
+        centre = (float(su[nearest]), float(sv[nearest]))
+    else:
+        centre = (0.0, -float(phantom.sac_anterior_gap[j] + phantom.sac_half_ap[j]))
+    return area, ap_mm, centre
 
 
 def _apply_compression(phantom: SpinePhantom, j: int, c: float, base_lf: float, lf_gain: float, bulge_max: float) -> None:
@@ -519,9 +534,9 @@ def sample_phantom(
     # and severity are those of the label map that gets rendered.
     for level in LEVELS:
         j = DISCS.index(level)
-        area, ap = _measure(phantom, j)
+        area, ap, centre = _measure_sac(phantom, j)
         pathology = phantom.levels[level]
-        pathology.area_mm2, pathology.ap_mm = area, ap
+        pathology.area_mm2, pathology.ap_mm, pathology.sac_centre_uv = area, ap, centre
         pathology.severity = grade_from_measurements(area, ap)
     # Ungraded discs above L1 keep mild, random degeneration.
     for j in range(n_discs):

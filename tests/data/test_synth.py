@@ -1,0 +1,205 @@
+"""Synthetic studies: class balance, severity defined by measurement, geometry read back from real files."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from lss.anatomy import (
+    CANAL_LABEL,
+    LEVELS,
+    RSNA_CLASS_BALANCE,
+    SEVERITIES,
+    Severity,
+    grade_from_measurements,
+    rsna_column,
+)
+from lss.config import SynthConfig
+from lss.data.io import read_volume
+from lss.data.manifest import read_manifest
+from lss.data.synth.generate import generate_dataset
+from lss.data.synth.phantom import sample_phantom
+from lss.data.synth.reports import REPORT_STYLES, write_report
+
+
+@pytest.fixture(scope="module")
+def draw_500():
+    """500 study plans (anatomy + pathology + measurements; rendering is not needed for the labels)."""
+    return [sample_phantom(np.random.default_rng(seed)) for seed in range(10_000, 10_500)]
+
+
+def test_class_balance_matches_rsna_on_500_studies(draw_500):
+    observed = {level: Counter(p.levels[level].severity for p in draw_500) for level in LEVELS}
+    for level in LEVELS:
+        for severity, expected in zip(SEVERITIES, RSNA_CLASS_BALANCE[level], strict=True):
+            fraction = observed[level][severity] / len(draw_500)
+            # 500 draws: one binomial standard error is at most 2.2 points; allow a little under 3 of them.
+            assert abs(fraction - expected) < 0.06, (level, severity.value, fraction, expected)
+    overall = Counter(p.levels[lv].severity for p in draw_500 for lv in LEVELS)
+    normal = overall[Severity.NORMAL_MILD] / (5 * len(draw_500))
+    assert abs(normal - 0.878) < 0.03
+
+
+def test_every_severity_is_the_rule_grade_of_its_measurements(draw_500):
+    for phantom in draw_500:
+        for level, pathology in phantom.levels.items():
+            assert pathology.severity is grade_from_measurements(pathology.area_mm2, pathology.ap_mm), level
+    # Stenosis is made by the pathology: severe levels have more bulge or flavum than normal ones.
+    severe = [p.levels[lv] for p in draw_500 for lv in LEVELS if p.levels[lv].severity is Severity.SEVERE]
+    normal = [p.levels[lv] for p in draw_500 for lv in LEVELS if p.levels[lv].severity is Severity.NORMAL_MILD]
+    assert np.mean([s.compression for s in severe]) > np.mean([n.compression for n in normal]) + 0.3
+    assert np.mean([n.area_mm2 for n in normal]) > 130.0 > 75.0 > np.mean([s.area_mm2 for s in severe])
+
+
+def test_same_seed_same_phantom():
+    a = sample_phantom(np.random.default_rng(7))
+    b = sample_phantom(np.random.default_rng(7))
+    assert {k: v.area_mm2 for k, v in a.levels.items()} == {k: v.area_mm2 for k, v in b.levels.items()}
+    forced = sample_phantom(np.random.default_rng(7), severities={"L4/L5": "Severe", "L1/L2": "Moderate"})
+    assert forced.levels["L4/L5"].severity is Severity.SEVERE
+    assert forced.levels["L1/L2"].severity is Severity.MODERATE
+
+
+def _check_study_geometry(root, record):
+    """The image and its mask share one grid, and the recorded measurements are what the axial mask shows."""
+    sagittal = record.sagittal()
+    image = read_volume(record.resolve(sagittal.path))
+    mask = read_volume(record.resolve(sagittal.mask_path))
+    assert image.shape == mask.shape
+    np.testing.assert_allclose(image.affine, mask.affine, atol=1e-3)
+    assert image.meta["view"] == "sagittal"
+    assert {1, 2, 6, CANAL_LABEL, 201, 205} <= set(np.unique(mask.array).tolist())
+    for axial in record.axials():
+        image = read_volume(record.resolve(axial.path))
+        mask = read_volume(record.resolve(axial.mask_path))
+        np.testing.assert_allclose(image.affine, mask.affine, atol=1e-3)
+        assert image.meta["view"] == "axial"
+        level = record.level(axial.level)
+        centre = mask.shape[2] // 2
+        canal = mask.array[:, :, centre] == CANAL_LABEL
+        pixel_area = float(np.prod(mask.spacing[:2]))
+        # The recorded area was measured on the disc mid-plane at 0.15 mm; the mask samples it at 0.9 mm.
+        assert canal.sum() * pixel_area == pytest.approx(level.area_mm2, rel=0.12, abs=8.0)
+        # The level's point lies in the canal of the centre slice (voxel coordinates from the affine).
+        i, j, k = np.round(mask.index(np.asarray(level.point_ras))).astype(int)
+        assert k == centre
+        assert (mask.array[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3, k] == CANAL_LABEL).any()
+        # The disc of the level is in the slice (label 200 + k).
+        assert (mask.array[:, :, centre] == 200 + (5 - LEVELS.index(axial.level))).any()
+
+
+def test_dicom_study_reads_back_with_consistent_geometry(synth_dicom):
+    root, records = synth_dicom
+    record = records[0]
+    folder = record.resolve(record.sagittal().path)
+    files = sorted(folder.glob("*.dcm"))
+    headers = [pydicom.dcmread(f) for f in files]
+    assert len({h.SOPInstanceUID for h in headers}) == len(files)
+    assert len({h.SeriesInstanceUID for h in headers}) == 1
+    first = headers[0]
+    assert first.Modality == "MR"
+    assert 0.5 <= float(first.PixelSpacing[0]) <= 0.9 + 1e-6
+    assert 3.0 <= float(first.SliceThickness) <= 4.0
+    assert len(first.ImageOrientationPatient) == 6 and len(first.ImagePositionPatient) == 3
+    assert str(first.PatientName).startswith("SYNTHETIC^")  # synthetic, non-identifying
+    # Sagittal: slices step along the patient's left-right axis (DICOM LPS x).
+    positions = np.array([[float(x) for x in h.ImagePositionPatient] for h in headers])
+    steps = np.abs(np.diff(np.sort(positions[:, 0])))
+    assert np.allclose(steps, float(first.SliceThickness), atol=0.15 * float(first.SliceThickness))
+    axial_first = pydicom.dcmread(sorted(record.resolve(record.axials()[0].path).glob("*.dcm"))[0])
+    assert axial_first.StudyInstanceUID == first.StudyInstanceUID
+    assert axial_first.FrameOfReferenceUID == first.FrameOfReferenceUID
+    assert axial_first.SeriesInstanceUID != first.SeriesInstanceUID
+    for record in records:
+        _check_study_geometry(root, record)
+
+
+def test_nifti_study_reads_back_with_consistent_geometry(synth_nifti):
+    root, records = synth_nifti
+    for record in records:
+        _check_study_geometry(root, record)
+
+
+def test_labels_tables_and_manifest(synth_nifti):
+    root, records = synth_nifti
+    labels = pd.read_csv(root / "labels.csv")
+    assert len(labels) == len(records) * len(LEVELS)
+    assert {
+        "study_id",
+        "level",
+        "severity",
+        "area_mm2",
+        "ap_mm",
+        "disc_bulging",
+        "lf_thickness_mm",
+        "pfirrmann",
+        "disc_height_mm",
+    } <= set(labels.columns)
+    for row in labels.itertuples():
+        assert Severity.parse(row.severity) is grade_from_measurements(row.area_mm2, row.ap_mm)
+    rsna = pd.read_csv(root / "train.csv")
+    assert list(rsna.columns) == ["study_id", *[rsna_column(lv) for lv in LEVELS]]
+    assert set(rsna.iloc[:, 1:].stack()) <= {s.value for s in SEVERITIES}
+    assert [r.study_id for r in read_manifest(root / "manifest.jsonl")] == [r.study_id for r in records]
+    summary = json.loads((root / "dataset.json").read_text())
+    assert summary["studies"] == len(records)
+
+
+@pytest.mark.parametrize("style", sorted(REPORT_STYLES))
+def test_reports_state_each_level_with_its_severity(synth_nifti, style):
+    _, records = synth_nifti
+    words = {
+        Severity.NORMAL_MILD: ("no ", "mild", "patent"),
+        Severity.MODERATE: ("moderate",),
+        Severity.SEVERE: ("severe",),
+    }
+    for record in records:
+        report = record.reports[style]
+        assert report == write_report(record.levels, style, np.random.default_rng(0)) or report
+        for level in record.levels:
+            assert level.level in report
+        text = report.lower()
+        for level in record.levels:
+            if level.severity is not Severity.NORMAL_MILD:
+                assert f"{level.severity.value.lower()} central canal stenosis at {level.level.lower()}" in text
+
+
+def test_second_run_reuses_studies(synth_nifti):
+    root, records = synth_nifti
+    config = SynthConfig(**json.loads((root / "dataset.json").read_text())["config"])
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*.nii.gz")}
+    again = generate_dataset(config, root)
+    assert [r.study_id for r in again] == [r.study_id for r in records]
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.nii.gz")} == before
+
+
+def test_cli_synth_writes_a_dataset(tmp_path, capsys):
+    from lss.cli import main
+
+    code = main(
+        [
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--cases",
+            "1",
+            "--seed",
+            "5",
+            "--format",
+            "nifti",
+            "--set",
+            "synth.sagittal_inplane_mm=[0.9, 0.9]",
+            "--set",
+            "synth.through_slice_samples=1",
+            "--set",
+            "synth.axial_inplane_mm=[0.9, 0.9]",
+        ]
+    )
+    assert code == 0
+    assert (tmp_path / "manifest.jsonl").is_file() and (tmp_path / "studies" / "synth000005" / "truth.json").is_file()
+    assert "1 studies" in capsys.readouterr().out
