@@ -19,10 +19,10 @@ import yaml
 
 from lss.config import ConfigError, LSSConfig, load_config
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_config_arguments"]
 
 
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="a YAML file with any subset of the configuration sections")
     parser.add_argument("--profile", help="a shipped profile, e.g. 'gpu'")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, help="base seed (synth.seed)")
     synth.add_argument("--format", choices=["dicom", "nifti"], help="image format (synth.format)")
     synth.add_argument("--workers", type=int, default=1, help="processes to use")
-    _config_arguments(synth)
+    add_config_arguments(synth)
 
     preprocess = commands.add_parser("preprocess", help="Ray Data preprocessing of a dataset into case shards")
     preprocess.add_argument("--in", dest="in_dir", required=True,
@@ -49,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument("--kind", default="auto", choices=["auto", "native", "spider", "rsna2024", "generic"])
     preprocess.add_argument("--engine", default="ray", choices=["ray", "serial"])
     preprocess.add_argument("--address", help="Ray cluster address (default: an embedded local Ray)")
-    _config_arguments(preprocess)
+    add_config_arguments(preprocess)
 
     show = commands.add_parser("config", help="print the resolved configuration as YAML")
-    _config_arguments(show)
+    add_config_arguments(show)
     return parser
 
 

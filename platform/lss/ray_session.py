@@ -21,7 +21,8 @@ def init_ray(config: RayConfig | None = None, address: str | None = None):
 
     Args:
         config: Ray settings; defaults to ``RayConfig()``.
-        address: overrides ``config.address`` (None: embedded local Ray; "auto" or "ray://...": a cluster).
+        address: overrides ``config.address`` (None: the cluster in ``RAY_ADDRESS`` if set, as under
+            ``ray job submit``, else an embedded local Ray; "auto" or "ray://...": a cluster).
 
     Returns:
         The Ray context of ``ray.init``, or of the session already running in this process.
@@ -30,6 +31,9 @@ def init_ray(config: RayConfig | None = None, address: str | None = None):
 
     config = config or RayConfig()
     address = address if address is not None else config.address
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        # Inside `ray job submit` (or with RAY_ADDRESS exported): join that cluster instead of starting one.
+        address = os.environ["RAY_ADDRESS"]
     if ray.is_initialized():
         return ray.get_runtime_context()
     if not config.usage_stats:
