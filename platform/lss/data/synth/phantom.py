@@ -26,16 +26,13 @@ import numpy as np
 
 from lss.anatomy import (
     CANAL_LABEL,
-    CUTOFFS,
     LEVELS,
     RSNA_CLASS_BALANCE,
     SEVERITIES,
     VERTEBRAE,
     Severity,
     Tissue,
-    disc_label,
     grade_from_measurements,
-    vertebra_label,
 )
 
 __all__ = ["LevelPathology", "SpinePhantom", "sample_phantom", "DISCS"]
@@ -543,14 +540,3 @@ def sample_phantom(
         if DISCS[j] not in LEVELS:
             phantom.pfirrmann[j] = int(rng.integers(1, 4))
     return phantom
-
-
-def label_names() -> dict[int, str]:
-    """On-disk label value -> name, for the labels the phantom writes."""
-    names = {vertebra_label(v): v for v in VERTEBRAE}
-    names.update({disc_label(DISCS[j].split("/")[0], DISCS[j].split("/")[1]): DISCS[j] for j in range(len(DISCS))})
-    names[CANAL_LABEL] = "spinal_canal"
-    return names
-
-
-_ = CUTOFFS  # the cut-offs used through grade_from_measurements
