@@ -31,6 +31,7 @@ __all__ = [
     "CUTOFFS",
     "CANAL_LABEL",
     "PARTIAL_VERTEBRA_OFFSET",
+    "DISC_LABEL_OFFSET",
     "vertebra_label",
     "disc_label",
     "disc_label_for_level",

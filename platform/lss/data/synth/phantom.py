@@ -26,6 +26,7 @@ import numpy as np
 
 from lss.anatomy import (
     CANAL_LABEL,
+    DISC_LABEL_OFFSET,
     LEVELS,
     RSNA_CLASS_BALANCE,
     SEVERITIES,
@@ -233,7 +234,7 @@ class SpinePhantom:
         nucleus = disc & self._nucleus(u, v, w - mids[disc_idx], disc_idx, p)
         tissue[disc] = Tissue.ANNULUS
         tissue[nucleus] = Tissue.NUCLEUS
-        label[disc] = (200 + disc_idx[disc] + 1).astype(np.int16)
+        label[disc] = (DISC_LABEL_OFFSET + disc_idx[disc] + 1).astype(np.int16)
 
         # Vertebral bodies with cortex and endplates; posterior elements outside the canal.
         vb, cortex = self._vertebral_body(u, v, w, seg, p)
@@ -312,7 +313,7 @@ class SpinePhantom:
             du = (uu[idx, None] - self.roots[None, :, 0]) * a[idx, None]
             dv = (vv[idx, None] - self.roots[None, :, 1]) * b[idx, None]
             roots[idx] = np.any(du**2 + dv**2 <= radius[idx] ** 2, axis=1)
-            conus_top = self.disc_mid[LEVELS_INDEX["L1/L2"]] + 4.0
+            conus_top = self.disc_mid[LEVELS_INDEX[LEVELS[0]]] + 4.0  # the conus ends near the top graded disc
             cord = (w[idx] > conus_top) & (
                 (uu[idx] / 0.45) ** 2 + (vv[idx] / 0.55) ** 2 <= np.clip((w[idx] - conus_top) / 12.0, 0, 1)
             )

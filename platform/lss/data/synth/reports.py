@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from lss.anatomy import LEVELS, Severity
+from lss.anatomy import CUTOFFS, LEVELS, Severity
 from lss.data.manifest import LevelRecord
 
 __all__ = ["REPORT_STYLES", "write_report"]
@@ -38,8 +38,8 @@ def _severity_phrase(level: LevelRecord, rng: np.random.Generator) -> str:
         return str(rng.choice(_SEVERE))
     if severity is Severity.MODERATE:
         return str(rng.choice(_MODERATE))
-    # Normal/Mild: "mild" where the sac is below the relative-stenosis band (< 130 mm2), otherwise normal.
-    if level.area_mm2 is not None and level.area_mm2 < 130.0:
+    # Normal/Mild: "mild" where the sac is in the relative-stenosis band, otherwise normal.
+    if level.area_mm2 is not None and level.area_mm2 < CUTOFFS.relative_area_mm2:
         return str(rng.choice(_MILD))
     return str(rng.choice(_NORMAL))
 
@@ -134,9 +134,8 @@ def _concise(levels: list[LevelRecord], rng: np.random.Generator) -> str:
     parts = []
     for lv in reversed(levels):  # caudal first: some readers dictate from L5/S1 up
         severity = lv.severity or Severity.NORMAL_MILD
-        word = {"Normal/Mild": "no stenosis", "Moderate": "moderate stenosis", "Severe": "severe stenosis"}[
-            severity.value
-        ]
+        word = {Severity.NORMAL_MILD: "no stenosis", Severity.MODERATE: "moderate stenosis",
+                Severity.SEVERE: "severe stenosis"}[severity]
         area = f", {lv.area_mm2:.0f} mm2" if lv.area_mm2 is not None else ""
         parts.append(f"{lv.level} {word}{area}")
     return "Central canal: " + "; ".join(parts) + ". " + _impression(levels, rng)

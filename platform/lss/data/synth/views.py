@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lss.anatomy import Tissue
+from lss.anatomy import DISC_LABEL_OFFSET, Tissue
 from lss.data.synth.phantom import DISCS, SpinePhantom
 from lss.data.synth.render import Contrast, finish_image, tissue_intensity
 from lss.data.volume import Volume, affine_from_axes
@@ -122,7 +122,8 @@ def render_view(
         centres[:, :, k] = centre_points
         points = centre_points[None] + offsets[:, None, None, None] * grid.axes[2]
         tissue, label = phantom.labels_world(points)
-        grade = np.where(tissue == Tissue.NUCLEUS, phantom.pfirrmann[np.clip(label - 201, 0, len(DISCS) - 1)], 1)
+        disc_index = np.clip(label - DISC_LABEL_OFFSET - 1, 0, len(DISCS) - 1)
+        grade = np.where(tissue == Tissue.NUCLEUS, phantom.pfirrmann[disc_index], 1)
         clean[:, :, k] = tissue_intensity(tissue, grade, contrast, rng).mean(axis=0)
         mask[:, :, k] = label[samples // 2]
     image = finish_image(clean, centres, contrast, rng)
