@@ -297,3 +297,37 @@ def test_error_entry() -> None:
         error_entry("s3", ErrorCode.NO_IMAGE)
     with pytest.raises(ValueError):
         error_entry("s3", "no_such_code", "text")
+
+
+def test_axial_series_of_several_stacks_gives_one_record_per_stack(tmp_path: Path) -> None:
+    uid, frame = generate_uid(), generate_uid()
+    exam = tmp_path / "exam"
+    write_series(image_volume(sagittal_axes()), exam / "sag", study_uid=uid, series_description="Sag T2")
+    stacks = [
+        image_volume(axial_axes(tilt), seed=n, origin=(0.0, -20.0, z))
+        for n, (tilt, z) in enumerate(((-8.0, 120.0), (4.0, 80.0), (18.0, 40.0)))
+    ]
+    axial_uid = generate_uid()
+    for n, volume in enumerate(reversed(stacks)):  # caudal stack first: numbering follows position, not files
+        write_series(
+            volume, exam / "ax", study_uid=uid, series_uid=axial_uid, frame_of_reference_uid=frame,
+            series_description="Ax T2", file_name="{instance}.dcm", first_instance=1 + 6 * n,
+        )
+    # A 3-plane localiser (mixed views) in one series is still not listed.
+    loc_uid = generate_uid()
+    for n, axes in enumerate((sagittal_axes(), axial_axes(), coronal_volume().axes)):
+        write_series(
+            image_volume(axes, shape=(16, 12, 1), seed=20 + n), exam / "loc", study_uid=uid, series_uid=loc_uid,
+            series_description="3-plane loc", file_name="{instance}.dcm", first_instance=1 + n,
+        )
+    (record,), errors = generic.discover(exam)
+    assert errors == []
+    assert [(s.series_id, s.view, s.level) for s in record.series] == [
+        (record.series[0].series_id, "sagittal", None),
+        *((f"{axial_uid}#stack{i}", "axial", None) for i in range(3)),
+    ]
+    for series, volume in zip(record.axials(), stacks, strict=True):
+        assert Path(series.path) == (exam / "ax").resolve()
+        back = read_series(series)
+        np.testing.assert_allclose(back.affine, volume.affine, atol=1e-4)
+        assert (back.meta["series_uid"], back.meta["n_slices"]) == (axial_uid, volume.shape[2])

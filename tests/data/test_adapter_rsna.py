@@ -221,3 +221,62 @@ def test_dataset_level_errors(tmp_path: Path) -> None:
     with pytest.raises(StudyError) as caught:
         discover(root)
     assert caught.value.code == ErrorCode.BAD_LABELS
+
+
+def test_axial_series_of_several_stacks_gives_one_record_per_stack(tmp_path: Path) -> None:
+    """RSNA axial T2 series usually hold one angled stack per disc in ONE series: one record per stack."""
+    root = tmp_path / "rsna"
+    uid, frame = generate_uid(), generate_uid()
+    images = root / "train_images" / "3001"
+    write_dicom_series(
+        image_volume(sagittal_axes()), images / "1", study_uid=uid, series_description="Sagittal T2/STIR",
+        file_name="{instance}.dcm",
+    )
+    # Axial "2": three stacks written caudal first (stack 0 is the most cranial, origin z 120).
+    stacks = [image_volume(axial_axes(tilt), seed=n, origin=(0.0, -20.0, z)) for n, (tilt, z) in
+              enumerate(((-8.0, 120.0), (4.0, 80.0), (18.0, 40.0)))]
+    axial_uid = generate_uid()
+    for n, volume in enumerate(reversed(stacks)):
+        write_dicom_series(
+            volume, images / "2", study_uid=uid, series_uid=axial_uid, frame_of_reference_uid=frame,
+            series_description="Axial T2", file_name="{instance}.dcm", first_instance=1 + 6 * n,
+        )
+    # Axial "3": one axial stack and one coronal stack (a stray localiser) in one series.
+    coronal_uid = generate_uid()
+    for n, axes in enumerate((axial_axes(), np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]))):
+        write_dicom_series(
+            image_volume(axes, seed=9 + n), images / "3", study_uid=uid, series_uid=coronal_uid,
+            file_name="{instance}.dcm", first_instance=1 + 6 * n,
+        )
+    # Axial "4": a folder holding no DICOM image.
+    (images / "4").mkdir(parents=True)
+    (images / "4" / "1.dcm").write_text("not DICOM")
+    _write_csv(
+        root / "train_series_descriptions.csv",
+        DESCRIPTION_COLUMNS,
+        [
+            {"study_id": "3001", "series_id": series, "series_description": description}
+            for series, description in (
+                ("2", "Axial T2"), ("1", "Sagittal T2/STIR"), ("3", "Axial T2"), ("4", "Axial T2")
+            )
+        ],
+    )
+    (record,), errors = discover(root)
+    assert [(s.series_id, s.view, s.level, s.description) for s in record.series] == [
+        ("1", "sagittal", None, "Sagittal T2/STIR"),
+        ("2#stack0", "axial", None, "Axial T2"),
+        ("2#stack1", "axial", None, "Axial T2"),
+        ("2#stack2", "axial", None, "Axial T2"),
+        ("3#stack0", "axial", None, "Axial T2"),
+    ]
+    assert {Path(s.path) for s in record.axials()[:3]} == {(images / "2").resolve()}
+    for series, volume in zip(record.axials(), stacks, strict=False):
+        back = read_series(series)
+        np.testing.assert_allclose(back.affine, volume.affine, atol=1e-4)
+        assert back.meta["n_slices"] == volume.shape[2]
+    assert read_series(record.axials()[3]).meta["view"] == "axial"
+    assert sorted((e["code"], Path(e["path"]).name) for e in errors) == [
+        ("no_image", "4"),
+        ("unsupported_format", "3"),
+    ]
+    assert "coronal" in next(e["message"] for e in errors if e["code"] == "unsupported_format")

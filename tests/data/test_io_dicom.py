@@ -16,10 +16,14 @@ from lss.data.errors import ErrorCode, StudyError
 from lss.data.io import (
     dicom_pixel_to_ras,
     list_dicom_series,
+    list_dicom_stacks,
     read_dicom_series,
     read_series,
     read_volume,
+    split_stack_series_id,
+    stack_series_id,
     write_dicom_series,
+    write_nifti,
 )
 from lss.data.manifest import SeriesRecord
 from lss.data.volume import Volume
@@ -146,6 +150,8 @@ def test_instance_uid_prefix_and_file_names(tmp_path: Path) -> None:
         ({"series_uid": "1.2.abc"}, "series_uid"),
         ({"file_name": "same.dcm"}, "distinct"),
         ({"instance_uid_prefix": "x.y."}, "instance_uid_prefix"),
+        ({"first_instance": 0}, "first_instance"),
+        ({"first_instance": 2.0}, "first_instance"),
     ],
 )
 def test_writer_rejects_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
@@ -215,6 +221,155 @@ def test_two_series_in_one_folder(tmp_path: Path) -> None:
     with pytest.raises(StudyError) as caught:
         read_dicom_series(folder, series_uid="1.2.3.999")
     assert caught.value.code == ErrorCode.NOT_FOUND
+
+
+# ---- series of several stacks (one ImageOrientationPatient each) ------------------------------------------------
+
+# (tilt about LR in degrees, origin z in mm): stack 0 is the most cranial; written in another order below.
+STACKS = [(-10.0, 120.0), (5.0, 80.0), (20.0, 40.0)]
+STACK_SHAPE = (16, 12, 6)
+
+
+def write_stacks(folder: Path, order=(1, 2, 0), **kwargs) -> tuple[str, list[Volume]]:
+    """The three ``STACKS`` as one series (one SeriesInstanceUID, instance numbers running on); returns the UID and
+    the volumes in stack order."""
+    uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+    volumes = [
+        image_volume(axial_axes(tilt), shape=STACK_SHAPE, seed=n, origin=(10.0, -30.0, z))
+        for n, (tilt, z) in enumerate(STACKS)
+    ]
+    for n, index in enumerate(order):
+        write_dicom_series(
+            volumes[index],
+            folder,
+            study_uid=study_uid,
+            series_uid=uid,
+            frame_of_reference_uid=frame_uid,
+            series_description="Axial T2",
+            file_name="{instance}.dcm",
+            first_instance=1 + n * STACK_SHAPE[2],
+            **kwargs,
+        )
+    return uid, volumes
+
+
+def test_stacks_are_listed_cranial_first_and_read_one_by_one(tmp_path: Path) -> None:
+    folder = tmp_path / "axial"
+    uid, volumes = write_stacks(folder)
+    (info,) = list_dicom_series(folder)
+    assert (info.series_uid, info.view, info.n_files, info.n_stacks) == (uid, "axial", 18, 3)
+    stacks = list_dicom_stacks(folder)
+    assert stacks == info.stacks
+    assert [(s.index, s.view, s.n_files) for s in stacks] == [(i, "axial", 6) for i in range(3)]
+    # Written in the order stack 1, 2, 0: instances 1-6 are stack 1, 7-12 stack 2, 13-18 stack 0.
+    expected = [list(range(13, 19)), list(range(1, 7)), list(range(7, 13))]
+    assert [[int(p.stem) for p in s.files] for s in stacks] == expected
+    assert [s.centre_ras[2] for s in stacks] == sorted((s.centre_ras[2] for s in stacks), reverse=True)
+
+    for stack, volume in zip(stacks, volumes, strict=True):
+        axes_lps = volume.axes[:2] * [-1.0, -1.0, 1.0]
+        np.testing.assert_allclose(stack.orientation, axes_lps.ravel(), atol=1e-6)
+        np.testing.assert_allclose(stack.centre_ras, volume.world((np.array(STACK_SHAPE) - 1) / 2), atol=1e-3)
+        back = read_dicom_series(folder, stack=stack.index)
+        np.testing.assert_allclose(back.affine, volume.affine, atol=1e-4)
+        np.testing.assert_allclose(back.array, volume.array, atol=quantum(volume))
+        assert (back.meta["stack"], back.meta["n_stacks"], back.meta["n_slices"]) == (stack.index, 3, 6)
+        assert back.meta["instance_numbers"] == [int(p.stem) for p in stack.files]
+        np.testing.assert_array_equal(read_volume(folder, stack=stack.index).array, back.array)
+        np.testing.assert_array_equal(read_dicom_series(folder, uid, stack=stack.index).array, back.array)
+        record = SeriesRecord(
+            series_id=stack_series_id(uid, stack.index), view="axial", path=str(folder), format="dicom"
+        )
+        np.testing.assert_array_equal(read_series(record).array, back.array)
+
+    # The numbering does not depend on how the files are given.
+    files = sorted(info.files, key=lambda p: -int(p.stem))
+    assert [s.files for s in list_dicom_stacks(files)] == [s.files for s in stacks]
+    np.testing.assert_array_equal(read_dicom_series(files, stack=2).array, read_dicom_series(folder, stack=2).array)
+
+
+def test_multi_stack_series_without_stack_names_the_stacks(tmp_path: Path) -> None:
+    folder = tmp_path / "axial"
+    uid, _ = write_stacks(folder, patient_name="DOE^JANE")
+    record = SeriesRecord(series_id=uid, view="axial", path=str(folder), format="dicom")
+    for read in (lambda: read_dicom_series(folder), lambda: read_volume(folder), lambda: read_series(record)):
+        with pytest.raises(StudyError) as caught:
+            read()
+        assert caught.value.code == ErrorCode.INCONSISTENT_GEOMETRY
+        message = caught.value.message
+        assert "3 stacks" in message and "stack=i" in message and "list_dicom_stacks" in message
+        assert "stack 2: 6 slice(s), axial" in message and "DOE" not in message
+
+
+def test_stack_errors(tmp_path: Path) -> None:
+    folder = tmp_path / "axial"
+    write_stacks(folder)
+    with pytest.raises(StudyError) as caught:
+        read_dicom_series(folder, stack=3)
+    assert caught.value.code == ErrorCode.NOT_FOUND and "3 stack(s)" in caught.value.message
+    for bad in (-1, "1", True, 1.0):
+        with pytest.raises(ValueError, match="stack must be an integer"):
+            read_dicom_series(folder, stack=bad)
+    with pytest.raises(StudyError) as caught:
+        read_dicom_series(folder, stack=0, min_slices=7)
+    assert caught.value.code == ErrorCode.TOO_FEW_SLICES and "stack 0" in caught.value.message
+
+    # The usual checks apply within a stack: a missing middle slice of stack 1 (instances 1-6).
+    (folder / "3.dcm").unlink()
+    read_dicom_series(folder, stack=0)
+    with pytest.raises(StudyError) as caught:
+        read_dicom_series(folder, stack=1)
+    assert caught.value.code == ErrorCode.MISSING_SLICES
+
+    # A slice without an orientation belongs to no stack: with ``stack`` the series cannot be split safely.
+    _edit(folder / "8.dcm", ImageOrientationPatient=None)
+    assert sum(s.n_files for s in list_dicom_stacks(folder)) == 16
+    with pytest.raises(StudyError) as caught:
+        read_dicom_series(folder, stack=0)
+    assert caught.value.code == ErrorCode.INCONSISTENT_GEOMETRY and "8.dcm" in caught.value.message
+
+    write_nifti(image_volume(axial_axes()), tmp_path / "x.nii.gz")
+    with pytest.raises(ValueError, match="DICOM series only"):
+        read_volume(tmp_path / "x.nii.gz", stack=0)
+
+
+def test_single_orientation_series_is_stack_zero(tmp_path: Path) -> None:
+    volume = image_volume(sagittal_axes())
+    write_series(volume, tmp_path / "s")
+    (stack,) = list_dicom_stacks(tmp_path / "s")
+    assert (stack.index, stack.view, stack.n_files) == (0, "sagittal", SHAPE[2])
+    whole, first = read_dicom_series(tmp_path / "s"), read_dicom_series(tmp_path / "s", stack=0)
+    np.testing.assert_array_equal(whole.array, first.array)
+    assert (whole.meta["stack"], whole.meta["n_stacks"], first.meta["stack"]) == (None, 1, 0)
+    with pytest.raises(StudyError) as caught:
+        read_dicom_series(tmp_path / "s", stack=1)
+    assert caught.value.code == ErrorCode.NOT_FOUND
+
+
+def test_one_tilted_slice_is_a_second_stack(tmp_path: Path) -> None:
+    files = write_series(image_volume(sagittal_axes()), tmp_path / "s")
+    _edit(files[1], ImageOrientationPatient=[1, 0, 0, 0, 0.8, -0.6])
+    with pytest.raises(StudyError) as caught:
+        read_dicom_series(tmp_path / "s")
+    assert caught.value.code == ErrorCode.INCONSISTENT_GEOMETRY and "2 stacks" in caught.value.message
+    assert list_dicom_series(tmp_path / "s")[0].view == "mixed"
+    # Orientations closer than STACK_ORIENTATION_TOL are one stack, checked as before (ORIENTATION_TOL).
+    _edit(files[1], ImageOrientationPatient=[0, 1, 0, 0, 0, -0.9995])
+    assert len(list_dicom_stacks(tmp_path / "s")) == 1
+    with pytest.raises(StudyError) as caught:
+        read_dicom_series(tmp_path / "s")
+    assert caught.value.code == ErrorCode.INCONSISTENT_GEOMETRY and "mixes orientations" in caught.value.message
+
+
+def test_stack_series_ids() -> None:
+    assert stack_series_id("1.2.840.3", 2) == "1.2.840.3#stack2"
+    assert split_stack_series_id("1.2.840.3#stack2") == ("1.2.840.3", 2)
+    assert split_stack_series_id("1.2.840.3") == ("1.2.840.3", None)
+    assert split_stack_series_id("12#stack") == ("12#stack", None)
+    assert split_stack_series_id("12#stack01") == ("12#stack01", None)
+    for series_id, stack in (("", 0), ("1.2#stack0", 1), ("1.2", -1), ("1.2", "0")):
+        with pytest.raises(ValueError):
+            stack_series_id(series_id, stack)
 
 
 # ---- error paths --------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PREPROCESS_VERSION = 1  # bump when the transforms change, so old shards are rebuilt
+PREPROCESS_VERSION = 2  # bump when the transforms change, so old shards are rebuilt
 CASES_DIR = "cases"
 INDEX_NAME = "preprocessed.jsonl"
 ERRORS_NAME = "errors.jsonl"

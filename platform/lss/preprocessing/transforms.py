@@ -5,7 +5,9 @@ scaling to [0, 1] -> a ``sagittal_shape`` crop centred on the spine (the mask's 
 else the image centre) -> pad.
 
 Axial, per graded level: the ``axial_slices`` slices nearest the level (a stack planned through that disc, or the
-slices of a multi-level axial series nearest the level's annotated point) -> ``Orientationd`` RAS -> in-plane
+slices of a multi-level axial series nearest the level's annotated point; series are read with ``read_series``, so
+one stack of a multi-stack DICOM series, ``"{id}#stack{i}"``, is read alone; where several stacks reach the point,
+the one whose middle slice is nearest it wins) -> ``Orientationd`` RAS -> in-plane
 ``Spacingd`` (slice spacing kept) -> percentile scaling -> an ``axial_shape`` crop centred on the canal (mask) or
 the level point, else the image centre.
 """
@@ -21,7 +23,7 @@ import numpy as np
 from lss.anatomy import CANAL_LABEL, LEVELS
 from lss.config import PreprocessConfig
 from lss.data.errors import ErrorCode, StudyError
-from lss.data.io import read_volume
+from lss.data.io import read_series, read_volume
 from lss.data.manifest import SeriesRecord, StudyRecord
 from lss.data.volume import Volume
 
@@ -114,6 +116,16 @@ def _read(record: StudyRecord, path: str, what: str) -> Volume:
         raise
 
 
+def _read_series(record: StudyRecord, series: SeriesRecord, what: str) -> Volume:
+    """A series' image through ``read_series``, which honours its ``series_id``: the SeriesInstanceUID in a folder
+    of several DICOM series, and ``"{id}#stack{i}"`` for one stack of a multi-stack series."""
+    try:
+        return read_series(series, record.root)  # the same path as record.resolve(series.path)
+    except StudyError as error:
+        error.message = f"{what}: {error.message}"
+        raise
+
+
 def _scale(image, config: PreprocessConfig):
     from monai.transforms import ScaleIntensityRangePercentiles
 
@@ -162,7 +174,7 @@ def _locate_spine(image: np.ndarray, spacing_mm: tuple[float, float, float]) -> 
 def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfig):
     from monai.transforms import Orientationd, Spacingd
 
-    volume = _read(record, series.path, "sagittal series")
+    volume = _read_series(record, series, "sagittal series")
     check_volume(volume, config, "sagittal series", min_slices=config.min_slices)
     data = {"image": _to_meta(volume)}
     if series.mask_path:
@@ -228,7 +240,7 @@ def _axial(record: StudyRecord, config: PreprocessConfig, cache: dict[str, tuple
         best = None
         for series in candidates:
             if series.series_id not in cache:
-                volume = _read(record, series.path, f"axial series {series.series_id}")
+                volume = _read_series(record, series, f"axial series {series.series_id}")
                 check_volume(volume, config, f"axial series {series.series_id}")
                 mask = _read(record, series.mask_path, f"axial mask {series.series_id}") if series.mask_path else None
                 if mask is not None and mask.shape != volume.shape:
@@ -240,8 +252,15 @@ def _axial(record: StudyRecord, config: PreprocessConfig, cache: dict[str, tuple
                 # Only accept a slice within one slice thickness of the level's point.
                 if distance is None or distance > 1.0 * volume.spacing[2] + 1e-6:
                     continue
-            if best is None or (distance or 0.0) < best[0]:
-                best = (distance or 0.0, series, volume, mask, centre)
+            # Where stacks overlap (per-disc stacks angled differently often do), the stack planned through the
+            # point wins: first one whose slab needs no repeated edge slice, then the one whose middle slice is
+            # nearest the point, then the nearest slice.
+            n_slices = volume.shape[2]
+            padded = not s // 2 <= centre <= n_slices - 1 - s // 2
+            off_middle = 0.0 if distance is None else abs(centre - (n_slices - 1) / 2.0) * float(volume.spacing[2])
+            key = (padded, round(off_middle, 3), distance or 0.0)
+            if best is None or key < best[0]:
+                best = (key, series, volume, mask, centre)
         if best is None:
             continue
         _, series, volume, mask, centre = best

@@ -11,7 +11,10 @@ What counts as a study:
 
 Series: DICOM series from ``list_dicom_series`` (series_id = SeriesInstanceUID, path = the folder holding its files;
 read it back with ``lss.data.io.read_series``), image files from their header (series_id = file name without
-suffix). The view comes from the orientation (DICOM) or the affine (files). Sagittal series come first, ordered
+suffix). An axial DICOM series made of several stacks (slices with different ImageOrientationPatient, e.g. one
+angled stack per disc) gives one record per stack, series_id ``f"{SeriesInstanceUID}#stack{i}"``
+(``lss.data.io.stack_series_id``; stack 0 the most cranial), level None. The view comes from the orientation
+(DICOM) or the affine (files). Sagittal series come first, ordered
 non-localiser (5 or more slices, no "loc"/"scout"/"survey" in the description) before localiser, then T2 (by
 description or file name) before others; axial series follow, with level None. Coronal, mixed-orientation and
 non-MR series are not listed. A file named ``{stem}_mask``/``_seg``/``_label``/``_labels`` is the mask of ``{stem}``.
@@ -28,7 +31,7 @@ from pathlib import Path
 from lss.data.adapters.base import AdapterError, AdapterResult, check_root, error_entry
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.io.detect import read_image_geometry
-from lss.data.io.dicom import DicomSeriesInfo, is_dicom_file, list_dicom_series
+from lss.data.io.dicom import DicomSeriesInfo, is_dicom_file, list_dicom_series, stack_series_id
 from lss.data.io.itk import ITK_SUFFIXES
 from lss.data.io.nifti import is_nifti_path
 from lss.data.io.view import guess_view, through_plane_axis
@@ -139,6 +142,12 @@ def _dicom_candidates(study: _Study, errors: list[AdapterError]) -> list[_Candid
         record = SeriesRecord(
             series_id=info.series_uid, view=info.view, path=str(folder), format="dicom", description=info.description
         )
+        if info.view == "axial" and len(info.stacks) > 1:
+            # One angled stack per disc (all axial, or the view would be "mixed"): one record per stack.
+            for stack in info.stacks:
+                stack_record = record.model_copy(update={"series_id": stack_series_id(info.series_uid, stack.index)})
+                candidates.append(_Candidate(stack_record, stack.n_files))
+            continue
         candidates.append(_Candidate(record, info.n_files))
     return candidates
 

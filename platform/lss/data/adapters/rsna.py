@@ -12,10 +12,15 @@ Layout (as downloaded)::
 
 One ``StudyRecord`` per study (study_id "rsna_{study_id}", source "rsna2024"), series in the order Sagittal T2/STIR,
 Sagittal T1, Axial T2 (so ``StudyRecord.sagittal()`` is the T2/STIR one), each a DICOM folder; axial series have
-level None. Levels: severity from train.csv (None when the study or the value is missing) and ``point_ras`` from
-the "Spinal Canal Stenosis" coordinate (preferably the one on the Sagittal T2/STIR series): the annotated
-instance's header gives ``LPS = IPP + x * PixelSpacing[1] * row_cosine + y * PixelSpacing[0] * column_cosine``,
-flipped to RAS. A study without a sagittal series gives a "missing_sagittal" error entry and no record.
+level None. An axial series made of several stacks (one angled along each disc, each with its own
+ImageOrientationPatient, as most RSNA axial T2 series are) gives one record per axial stack, series_id
+``f"{series_id}#stack{i}"`` (``lss.data.io.stack_series_id``; stack 0 the most cranial), path the series folder,
+level None: preprocessing picks each level's stack from the level's point. An axial series whose headers cannot be
+listed gives an error entry and is left out (the study is kept); so does a non-axial stack of an axial series.
+Levels: severity from train.csv (None when the study or the value is missing) and ``point_ras`` from the "Spinal
+Canal Stenosis" coordinate (preferably the one on the Sagittal T2/STIR series): the annotated instance's header
+gives ``LPS = IPP + x * PixelSpacing[1] * row_cosine + y * PixelSpacing[0] * column_cosine``, flipped to RAS.
+A study without a sagittal series gives a "missing_sagittal" error entry and no record.
 Without a descriptions table, each series folder's first DICOM header supplies its description and view.
 """
 
@@ -32,7 +37,7 @@ from pydicom.errors import InvalidDicomError
 from lss.anatomy import LEVELS, RSNA_CONDITION, Severity, parse_level, rsna_column
 from lss.data.adapters.base import AdapterError, AdapterResult, check_root, error_entry
 from lss.data.errors import ErrorCode, StudyError
-from lss.data.io.dicom import dicom_pixel_to_ras
+from lss.data.io.dicom import dicom_pixel_to_ras, list_dicom_series, stack_series_id
 from lss.data.io.view import view_of_normal
 from lss.data.manifest import LevelRecord, SeriesRecord, StudyRecord
 
@@ -93,6 +98,43 @@ def _describe_from_headers(folder: Path) -> tuple[str, str | None]:
     except (AttributeError, TypeError, ValueError):
         view = _view_of_description(description)[0]
     return description, view
+
+
+def _axial_records(
+    folder: Path, series_id: str, description: str, record_id: str, errors: list[AdapterError]
+) -> list[SeriesRecord]:
+    """The records of an axial series folder: one, or one per axial stack when its slices form several."""
+    whole = SeriesRecord(series_id=series_id, view="axial", path=str(folder), format="dicom", description=description)
+    try:
+        found = list_dicom_series(folder)
+    except StudyError as error:
+        errors.append(
+            error_entry(
+                record_id,
+                error.code,
+                f"axial series {series_id} ({description or 'no description'}) cannot be listed: {error.message} "
+                "It is left out.",
+                folder,
+            )
+        )
+        return []
+    if len(found) != 1 or len(found[0].stacks) < 2:
+        return [whole]  # one orientation (or several series in one folder: read_series reports that)
+    records = []
+    for stack in found[0].stacks:
+        if stack.view != "axial":
+            errors.append(
+                error_entry(
+                    record_id,
+                    ErrorCode.UNSUPPORTED_FORMAT,
+                    f"stack {stack.index} of axial series {series_id} ({stack.n_files} slice(s)) is {stack.view}; "
+                    "it is left out.",
+                    folder,
+                )
+            )
+            continue
+        records.append(whole.model_copy(update={"series_id": stack_series_id(series_id, stack.index)}))
+    return records
 
 
 def _severity(value: str, study_id: str, column: str, errors: list[AdapterError], path: Path) -> Severity | None:
@@ -193,15 +235,15 @@ def _discover_split(root: Path, split: str, errors: list[AdapterError]) -> list[
                 )
                 continue
             rank = _view_of_description(description)[1] if description else (0 if view == "sagittal" else 2)
-            ranked.append(
-                (
-                    rank,
-                    order,
+            if view == "axial":
+                items = _axial_records(folder, series_id, description, record_id, errors)
+            else:
+                items = [
                     SeriesRecord(
                         series_id=series_id, view=view, path=str(folder), format="dicom", description=description
-                    ),
-                )
-            )
+                    )
+                ]
+            ranked.extend((rank, order, item) for item in items)
         series = [item for _, _, item in sorted(ranked, key=lambda t: (t[0], t[1]))]
         if not any(item.view == "sagittal" for item in series):
             errors.append(

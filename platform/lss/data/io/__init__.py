@@ -10,10 +10,14 @@ from __future__ import annotations
 from lss.data.io.detect import detect_format, read_image_geometry, read_series, read_volume
 from lss.data.io.dicom import (
     DicomSeriesInfo,
+    DicomStackInfo,
     dicom_pixel_to_ras,
     is_dicom_file,
     list_dicom_series,
+    list_dicom_stacks,
     read_dicom_series,
+    split_stack_series_id,
+    stack_series_id,
     write_dicom_series,
 )
 from lss.data.io.itk import ITK_SUFFIXES, read_itk, read_itk_geometry, write_mha
@@ -26,8 +30,12 @@ __all__ = [
     "detect_format",
     "read_image_geometry",
     "DicomSeriesInfo",
+    "DicomStackInfo",
     "list_dicom_series",
+    "list_dicom_stacks",
     "read_dicom_series",
+    "stack_series_id",
+    "split_stack_series_id",
     "write_dicom_series",
     "dicom_pixel_to_ras",
     "is_dicom_file",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lss.data.errors import ErrorCode, StudyError
-from lss.data.io.dicom import is_dicom_file, list_dicom_series, read_dicom_series
+from lss.data.io.dicom import is_dicom_file, list_dicom_series, read_dicom_series, split_stack_series_id
 from lss.data.io.itk import ITK_SUFFIXES, read_itk, read_itk_geometry
 from lss.data.io.nifti import is_nifti_path, read_nifti, read_nifti_geometry
 from lss.data.manifest import SeriesRecord
@@ -52,12 +52,14 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def read_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
+def read_volume(path: str | Path, *, series_uid: str | None = None, stack: int | None = None) -> Volume:
     """Reads a DICOM series folder, a DICOM file, a NIfTI file or a MetaImage/NRRD file.
 
     Args:
         path: what to read (see the module table).
         series_uid: for a DICOM folder that holds several series, the SeriesInstanceUID of the one to read.
+        stack: for a DICOM series of several stacks (one ImageOrientationPatient each), the stack to read
+            (0 = the most cranial; see ``lss.data.io.dicom``).
 
     Returns:
         A ``Volume`` (RAS+ affine); ``meta`` holds "format" and "view" ("sagittal", "coronal" or "axial") and,
@@ -65,12 +67,16 @@ def read_volume(path: str | Path, *, series_uid: str | None = None) -> Volume:
 
     Raises:
         StudyError: NOT_FOUND, UNSUPPORTED_FORMAT, and every code of the chosen reader; a folder holding several
-            DICOM series without ``series_uid`` raises INCONSISTENT_GEOMETRY naming the series count.
+            DICOM series without ``series_uid`` (or a series of several stacks without ``stack``) raises
+            INCONSISTENT_GEOMETRY naming the series (stack) count.
+        ValueError: when ``stack`` is given for a file that is not DICOM, or is not an integer >= 0.
     """
     path = Path(path)
     fmt = detect_format(path)
     if fmt == "dicom":
-        return read_dicom_series(path if path.is_dir() else [path], series_uid)
+        return read_dicom_series(path if path.is_dir() else [path], series_uid, stack=stack)
+    if stack is not None:
+        raise ValueError(f"stack={stack!r} applies to DICOM series only; {path.name} is {fmt}.")
     if fmt == "nifti":
         return read_nifti(path)
     return read_itk(path)
@@ -80,7 +86,9 @@ def read_series(series: SeriesRecord, root: str | Path | None = None) -> Volume:
     """Reads the image of a manifest ``SeriesRecord``.
 
     A DICOM folder holding one series is read whatever its ``series_id``; one holding several is read for the
-    series whose SeriesInstanceUID equals ``series_id`` (as the generic adapter records them).
+    series whose SeriesInstanceUID equals ``series_id`` (as the generic adapter records them). A DICOM
+    ``series_id`` of the form ``f"{id}#stack{i}"`` (``lss.data.io.stack_series_id``) reads only stack ``i`` of
+    that series (series of several angled stacks, as the adapters record them); ``id`` is matched as above.
 
     Args:
         series: the record.
@@ -92,15 +100,18 @@ def read_series(series: SeriesRecord, root: str | Path | None = None) -> Volume:
     path = Path(series.path)
     if not path.is_absolute() and root is not None:
         path = Path(root) / path
-    if series.format == "dicom" and path.is_dir():
+    if series.format != "dicom":
+        return read_volume(path)
+    series_id, stack = split_stack_series_id(series.series_id)
+    if path.is_dir():
         found = list_dicom_series(path)
-        chosen = next((info for info in found if info.series_uid == series.series_id), None)
+        chosen = next((info for info in found if info.series_uid == series_id), None)
         if chosen is None and len(found) == 1:
             chosen = found[0]
         if chosen is None:
-            return read_dicom_series(path, series.series_id)  # raises NOT_FOUND naming the series count
-        return read_dicom_series(chosen.files)
-    return read_volume(path)
+            return read_dicom_series(path, series_id, stack=stack)  # raises NOT_FOUND naming the series count
+        return read_dicom_series(chosen.files, stack=stack)
+    return read_volume(path, stack=stack)
 
 
 def read_image_geometry(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:

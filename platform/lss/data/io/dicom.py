@@ -12,6 +12,17 @@ ImagePositionPatient values (``normal * slice spacing`` for an unsheared stack),
 slice 0. This is what nibabel/dcm2niix-style readers give before any reorientation, and the affine is always
 right-handed. Nothing here reads or returns patient identifiers: ``Volume.meta`` holds only series-level,
 non-identifying attributes and error messages name files by their base name and DICOM attributes by keyword.
+
+Stacks. One series may hold several *stacks*: groups of slices with their own ImageOrientationPatient, such as the
+axial T2 of many lumbar exams (RSNA 2024 included), acquired as one stack angled along each disc. Slices whose
+orientation cosines agree within ``STACK_ORIENTATION_TOL`` (1e-3) form one stack. Stacks are numbered from 0 in
+cranial-to-caudal order: by decreasing mean superior (RAS z) coordinate of their slice centres, so for per-disc
+axial stacks stack 0 is the most cranial disc (the order of ``lss.anatomy.LEVELS``); ties keep file order.
+``list_dicom_series`` gives each series' stacks (``DicomSeriesInfo.stacks``), ``list_dicom_stacks`` those of one
+series, and ``read_dicom_series(..., stack=i)`` reads stack ``i`` alone; reading a multi-stack series without
+``stack`` raises INCONSISTENT_GEOMETRY naming the stacks. A manifest addresses a stack with the series id
+``f"{series_id}#stack{i}"`` (``stack_series_id`` / ``split_stack_series_id``), which ``lss.data.io.read_series``
+honours.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pydicom
@@ -37,8 +48,13 @@ from lss.data.volume import LPS_TO_RAS, Volume
 
 __all__ = [
     "DicomSeriesInfo",
+    "DicomStackInfo",
+    "STACK_ORIENTATION_TOL",
     "list_dicom_series",
+    "list_dicom_stacks",
     "read_dicom_series",
+    "stack_series_id",
+    "split_stack_series_id",
     "write_dicom_series",
     "dicom_pixel_to_ras",
     "is_dicom_file",
@@ -49,9 +65,36 @@ GAP_FACTOR = 1.5
 # Tolerances for "the same geometry" across the slices of one series.
 ORIENTATION_TOL = 1e-4
 SPACING_TOL = 1e-4
+# Slices whose ImageOrientationPatient values all agree within this belong to one stack.
+STACK_ORIENTATION_TOL = 1e-3
+_STACK_ID = re.compile(r"^(?P<series>.+)#stack(?P<index>0|[1-9][0-9]*)$")
 # Exceptions pydicom raises on a damaged (not merely non-DICOM) file.
 _DAMAGED = (EOFError, OSError, ValueError, struct.error, KeyError, IndexError, TypeError, AttributeError)
 _UINT16_MAX = 65535
+
+
+@dataclass
+class DicomStackInfo:
+    """One stack of a DICOM series: the slices that share one ImageOrientationPatient (headers only).
+
+    Attributes:
+        index: the stack's number in its series, from 0 in cranial-to-caudal order (decreasing mean superior
+            coordinate of the slice centres); what ``read_dicom_series(..., stack=index)`` reads.
+        orientation: the stack's ImageOrientationPatient (of its first file), 6 values.
+        view: "sagittal", "coronal" or "axial" from the orientation.
+        files: the stack's files, sorted by path (natural order).
+        centre_ras: mean of the slice centres (RAS+, mm); None when no slice has an ImagePositionPatient.
+    """
+
+    index: int
+    orientation: tuple[float, ...]
+    view: str
+    files: list[Path] = field(default_factory=list)
+    centre_ras: tuple[float, float, float] | None = None
+
+    @property
+    def n_files(self) -> int:
+        return len(self.files)
 
 
 @dataclass
@@ -65,8 +108,11 @@ class DicomSeriesInfo:
         modality: Modality ("" when absent).
         files: the series' files, sorted by path (natural order: 2.dcm before 10.dcm).
         view: "sagittal", "coronal" or "axial" from ImageOrientationPatient; "mixed" when the slices disagree
-            (3-plane localisers); "unknown" when no slice has an orientation.
+            (3-plane localisers); "unknown" when no slice has an orientation. A series of several angled axial
+            stacks is "axial".
         series_number: SeriesNumber, if present.
+        stacks: the series' stacks (see the module docstring), cranial first; one for a single-orientation series,
+            none when no slice has an orientation. Slices without a valid ImageOrientationPatient are in no stack.
     """
 
     series_uid: str
@@ -76,10 +122,44 @@ class DicomSeriesInfo:
     files: list[Path] = field(default_factory=list)
     view: str = "unknown"
     series_number: int | None = None
+    stacks: list[DicomStackInfo] = field(default_factory=list)
 
     @property
     def n_files(self) -> int:
         return len(self.files)
+
+    @property
+    def n_stacks(self) -> int:
+        return len(self.stacks)
+
+
+def stack_series_id(series_id: str, stack: int) -> str:
+    """The manifest series id of one stack of a series: ``f"{series_id}#stack{stack}"``.
+
+    Args:
+        series_id: the series' id (its SeriesInstanceUID, or the dataset's series id such as RSNA's folder name).
+        stack: the stack index (``DicomStackInfo.index``).
+
+    Raises:
+        ValueError: when ``series_id`` is empty or already names a stack, or ``stack`` is not an integer >= 0.
+    """
+    index = _stack_index(stack)
+    if not series_id or _STACK_ID.match(series_id):
+        raise ValueError(f"series_id {series_id!r} is empty or already names a stack.")
+    return f"{series_id}#stack{index}"
+
+
+def split_stack_series_id(series_id: str) -> tuple[str, int | None]:
+    """The series id and stack index of a manifest series id: ``"1.2.3#stack2"`` -> ``("1.2.3", 2)``, and
+    ``"1.2.3"`` -> ``("1.2.3", None)`` (the whole series)."""
+    match = _STACK_ID.match(series_id)
+    return (series_id, None) if match is None else (match["series"], int(match["index"]))
+
+
+def _stack_index(stack: Any) -> int:
+    if isinstance(stack, bool) or not isinstance(stack, (int, np.integer)) or int(stack) < 0:
+        raise ValueError(f"stack must be an integer >= 0 (0 = the most cranial stack), got {stack!r}.")
+    return int(stack)
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -176,6 +256,79 @@ def _slice_view(ds: Dataset) -> str | None:
     return view_of_normal(normal) if np.any(normal) else None
 
 
+class _SliceGeometry(NamedTuple):
+    """What stack grouping needs of one slice header."""
+
+    path: Path
+    orientation: np.ndarray | None  # ImageOrientationPatient, None when missing or degenerate
+    centre_lps: np.ndarray | None  # the slice's centre (LPS, mm), None without ImagePositionPatient
+
+
+def _slice_geometry(path: Path, ds: Dataset) -> _SliceGeometry:
+    iop = _floats(ds, "ImageOrientationPatient", 6)
+    if iop is not None and not np.any(np.cross(iop[:3], iop[3:])):
+        iop = None
+    position = _floats(ds, "ImagePositionPatient", 3)
+    centre = None
+    if position is not None:
+        centre = position
+        spacing = _floats(ds, "PixelSpacing", 2)
+        rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
+        if iop is not None and spacing is not None and rows and columns:
+            centre = position + (columns - 1) / 2 * spacing[1] * iop[:3] + (rows - 1) / 2 * spacing[0] * iop[3:]
+    return _SliceGeometry(path, iop, centre)
+
+
+def _group_stacks(slices: Sequence[_SliceGeometry]) -> list[DicomStackInfo]:
+    """Groups slices by orientation (within ``STACK_ORIENTATION_TOL``), cranial stack first.
+
+    Slices without an orientation are left out; each group keeps the order of ``slices``.
+    """
+    groups: list[tuple[np.ndarray, list[_SliceGeometry]]] = []
+    for item in slices:
+        if item.orientation is None:
+            continue
+        for reference, members in groups:
+            if np.max(np.abs(item.orientation - reference)) <= STACK_ORIENTATION_TOL:
+                members.append(item)
+                break
+        else:
+            groups.append((item.orientation, [item]))
+    stacks = []
+    for reference, members in groups:
+        centres = [m.centre_lps for m in members if m.centre_lps is not None]
+        centre = None
+        if centres:
+            ras = LPS_TO_RAS[:3, :3] @ np.mean(centres, axis=0)
+            centre = (float(ras[0]), float(ras[1]), float(ras[2]))
+        stacks.append(
+            DicomStackInfo(
+                index=-1,
+                orientation=tuple(float(v) for v in reference),
+                view=view_of_normal(np.cross(reference[:3], reference[3:])),
+                files=[m.path for m in members],
+                centre_ras=centre,
+            )
+        )
+    # Cranial first; stacks without a position last; ties keep the order the groups were found in.
+    order = sorted(
+        range(len(stacks)),
+        key=lambda n: (0, -stacks[n].centre_ras[2], n) if stacks[n].centre_ras is not None else (1, 0.0, n),
+    )
+    ordered = [stacks[n] for n in order]
+    for index, stack in enumerate(ordered):
+        stack.index = index
+    return ordered
+
+
+def _stacks_summary(stacks: Sequence[DicomStackInfo]) -> str:
+    parts = []
+    for stack in stacks:
+        where = "" if stack.centre_ras is None else f", centre S {stack.centre_ras[2]:.1f} mm"
+        parts.append(f"stack {stack.index}: {stack.n_files} slice(s), {stack.view}{where}")
+    return "; ".join(parts)
+
+
 def _iter_files(folder: Path) -> Iterable[Path]:
     return sorted((p for p in folder.rglob("*") if p.is_file()), key=_natural_key)
 
@@ -201,6 +354,7 @@ def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
     files = [folder] if folder.is_file() else list(_iter_files(folder))
     groups: dict[str, DicomSeriesInfo] = {}
     views: dict[str, list[str | None]] = {}
+    geometry: dict[str, list[_SliceGeometry]] = {}
     for path in files:
         ds = _read(path, stop_before_pixels=True)
         if ds is None:
@@ -220,8 +374,10 @@ def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
                 series_number=_int(ds, "SeriesNumber"),
             )
             views[uid] = []
+            geometry[uid] = []
         info.files.append(path)
         views[uid].append(_slice_view(ds))
+        geometry[uid].append(_slice_geometry(path, ds))
     if not groups:
         raise StudyError(
             ErrorCode.NO_IMAGE, f"no DICOM image among the {len(files)} file(s) in {folder.name}.", str(folder)
@@ -230,6 +386,7 @@ def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
         info.files.sort(key=_natural_key)
         known = Counter(view for view in views[uid] if view is not None)
         info.view = "unknown" if not known else (next(iter(known)) if len(known) == 1 else "mixed")
+        info.stacks = _group_stacks(sorted(geometry[uid], key=lambda g: _natural_key(g.path)))
     return sorted(
         groups.values(),
         key=lambda s: (s.series_number if s.series_number is not None else 1 << 30, s.description, s.series_uid),
@@ -240,7 +397,8 @@ def _series_summary(series: Sequence[DicomSeriesInfo]) -> str:
     return ", ".join(f"{s.description or 'no description'} ({s.n_files} files, {s.view})" for s in series)
 
 
-def _select_files(source: str | Path | Sequence[str | Path], series_uid: str | None) -> list[Path]:
+def _select_series(source: str | Path | Sequence[str | Path], series_uid: str | None) -> DicomSeriesInfo:
+    """The one series (files and stacks) that ``source`` holds, or the one with ``series_uid``."""
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         folder = Path(source)
         series = list_dicom_series(folder)
@@ -254,6 +412,7 @@ def _select_files(source: str | Path | Sequence[str | Path], series_uid: str | N
         folder = paths[0].parent
         series = []
         by_uid: dict[str, DicomSeriesInfo] = {}
+        geometry: dict[str, list[_SliceGeometry]] = {}
         for path in paths:
             ds = _read(path, stop_before_pixels=True)
             if ds is None:
@@ -265,8 +424,13 @@ def _select_files(source: str | Path | Sequence[str | Path], series_uid: str | N
                 by_uid[uid] = DicomSeriesInfo(
                     uid, _text(ds, "StudyInstanceUID"), _text(ds, "SeriesDescription"), _text(ds, "Modality")
                 )
+                geometry[uid] = []
                 series.append(by_uid[uid])
             by_uid[uid].files.append(path)
+            geometry[uid].append(_slice_geometry(path, ds))
+        for uid, info in by_uid.items():
+            # The order of the given files does not change the stack numbering.
+            info.stacks = _group_stacks(sorted(geometry[uid], key=lambda g: _natural_key(g.path)))
     if series_uid is not None:
         match = [s for s in series if s.series_uid == str(series_uid)]
         if not match:
@@ -275,7 +439,7 @@ def _select_files(source: str | Path | Sequence[str | Path], series_uid: str | N
                 f"no series with SeriesInstanceUID {series_uid} in {folder.name} (found {len(series)} series).",
                 str(source) if isinstance(source, (str, Path)) else str(folder),
             )
-        return match[0].files
+        return match[0]
     if len(series) > 1:
         raise StudyError(
             ErrorCode.INCONSISTENT_GEOMETRY,
@@ -283,7 +447,29 @@ def _select_files(source: str | Path | Sequence[str | Path], series_uid: str | N
             "choose one with read_dicom_series(folder, series_uid=...) (list them with list_dicom_series).",
             str(source) if isinstance(source, (str, Path)) else str(folder),
         )
-    return series[0].files
+    return series[0]
+
+
+def list_dicom_stacks(
+    folder_or_files: str | Path | Sequence[str | Path], series_uid: str | None = None
+) -> list[DicomStackInfo]:
+    """The stacks of one DICOM series (from headers only), cranial first (see the module docstring).
+
+    Args:
+        folder_or_files: a folder (searched recursively), one file, or a list of files of one series.
+        series_uid: the SeriesInstanceUID of the series, when the files hold several.
+
+    Returns:
+        One ``DicomStackInfo`` per distinct ImageOrientationPatient; ``stacks[i]`` is what
+        ``read_dicom_series(folder_or_files, series_uid, stack=i)`` reads.
+
+    Raises:
+        StudyError: NOT_FOUND, NO_IMAGE, NOT_AN_IMAGE, TRUNCATED as ``list_dicom_series``; INCONSISTENT_GEOMETRY when
+            the files hold several series and ``series_uid`` is not given.
+    """
+    if isinstance(folder_or_files, (str, Path)) and not Path(folder_or_files).exists():
+        raise StudyError(ErrorCode.NOT_FOUND, f"{Path(folder_or_files).name} does not exist.", str(folder_or_files))
+    return _select_series(folder_or_files, series_uid).stacks
 
 
 def _require(ds: Dataset, keyword: str, count: int, path: Path) -> np.ndarray:
@@ -301,9 +487,10 @@ def read_dicom_series(
     folder_or_files: str | Path | Sequence[str | Path],
     series_uid: str | None = None,
     *,
+    stack: int | None = None,
     min_slices: int = 1,
 ) -> Volume:
-    """Reads one single-frame MR DICOM series into a ``Volume`` (float32, RAS+ affine).
+    """Reads one single-frame MR DICOM series, or one stack of it, into a ``Volume`` (float32, RAS+ affine).
 
     Slices are sorted by the projection of ImagePositionPatient on the slice normal (the cross product of the two
     ImageOrientationPatient cosines); pixel values are rescaled with RescaleSlope/RescaleIntercept.
@@ -311,31 +498,55 @@ def read_dicom_series(
     Args:
         folder_or_files: a folder (searched recursively), one file, or a list of files of one series.
         series_uid: the SeriesInstanceUID to read when the files hold several series.
-        min_slices: the fewest slices accepted.
+        stack: the stack to read when the series holds several (``DicomStackInfo.index``: 0 is the most cranial;
+            see ``list_dicom_stacks``). ``stack=0`` of a single-orientation series is the whole series.
+        min_slices: the fewest slices accepted (in the stack, when ``stack`` is given).
 
     Returns:
         A ``Volume`` whose ``array`` is (Columns, Rows, slices) = array[i=column, j=row, k=slice], float32, and whose
         ``meta`` holds "format", "view", "slice_axis" (2), "modality", "series_description", "series_uid", "study_uid",
-        "slice_thickness", "slice_spacing", "n_slices" and "instance_numbers" (InstanceNumber of each k).
+        "slice_thickness", "slice_spacing", "n_slices", "instance_numbers" (InstanceNumber of each k), "stack" (the
+        ``stack`` read, None for the whole series) and "n_stacks" (the series' stack count).
 
     Raises:
-        StudyError: NOT_FOUND (missing path / series UID), NO_IMAGE (no DICOM image), NOT_AN_IMAGE (a given file is
-            not DICOM, or has no pixel data), TRUNCATED (a file ends early or its pixels cannot be decoded),
+        StudyError: NOT_FOUND (missing path / series UID / stack), NO_IMAGE (no DICOM image), NOT_AN_IMAGE (a given
+            file is not DICOM, or has no pixel data), TRUNCATED (a file ends early or its pixels cannot be decoded),
             WRONG_MODALITY (Modality other than MR), UNSUPPORTED_FORMAT (multi-frame or colour images),
-            INCONSISTENT_GEOMETRY (several series, mixed orientation / Rows / Columns / PixelSpacing, missing or
-            duplicate positions), ABSURD_SPACING (non-positive spacing), MISSING_SLICES (a gap in positions),
-            TOO_FEW_SLICES (fewer than ``min_slices``), NON_FINITE (NaN or infinite values).
-        ValueError: when ``min_slices`` is below 1.
+            INCONSISTENT_GEOMETRY (several series; several stacks and no ``stack``, the message says how many and
+            how to pick one; mixed Rows / Columns / PixelSpacing, missing or duplicate positions; with ``stack``, a
+            slice without ImageOrientationPatient), ABSURD_SPACING (non-positive spacing), MISSING_SLICES (a gap
+            in positions), TOO_FEW_SLICES (fewer than ``min_slices``), NON_FINITE (NaN or infinite values).
+        ValueError: when ``min_slices`` is below 1 or ``stack`` is not an integer >= 0.
     """
     if int(min_slices) < 1:
         raise ValueError(f"min_slices must be at least 1, got {min_slices!r}.")
+    stack_index = None if stack is None else _stack_index(stack)
     if isinstance(folder_or_files, (str, Path)) and not Path(folder_or_files).exists():
         raise StudyError(ErrorCode.NOT_FOUND, f"{Path(folder_or_files).name} does not exist.", str(folder_or_files))
-    files = _select_files(folder_or_files, series_uid)
+    info = _select_series(folder_or_files, series_uid)
+    files, stacks = info.files, info.stacks
     where = str(folder_or_files) if isinstance(folder_or_files, (str, Path)) else str(files[0].parent)
+    if stack_index is not None:
+        grouped = {path for item in stacks for path in item.files}
+        lost = [path for path in files if path not in grouped]
+        if lost:
+            raise StudyError(
+                ErrorCode.INCONSISTENT_GEOMETRY,
+                f"slice {lost[0].name} lacks a valid ImageOrientationPatient; its stack is unknown.",
+                str(lost[0]),
+            )
+        if stack_index >= len(stacks):
+            raise StudyError(
+                ErrorCode.NOT_FOUND,
+                f"stack {stack_index} does not exist: the series has {len(stacks)} stack(s) "
+                f"({_stacks_summary(stacks)}).",
+                where,
+            )
+        files = stacks[stack_index].files
     if len(files) < min_slices:
+        what = "the series" if stack_index is None else f"stack {stack_index} of the series"
         raise StudyError(
-            ErrorCode.TOO_FEW_SLICES, f"the series has {len(files)} slice(s); at least {min_slices} are needed.", where
+            ErrorCode.TOO_FEW_SLICES, f"{what} has {len(files)} slice(s); at least {min_slices} are needed.", where
         )
 
     datasets: list[tuple[Path, Dataset]] = []
@@ -373,7 +584,15 @@ def read_dicom_series(
                 raise _truncated(path, "it stops before its pixel data")
             raise StudyError(ErrorCode.NOT_AN_IMAGE, f"file {path.name} has no pixel data.", str(path))
 
-    # Geometry: one orientation, one in-plane grid for the whole series.
+    # Geometry: one orientation, one in-plane grid for the whole series (or stack).
+    if stack_index is None and len(stacks) > 1:
+        raise StudyError(
+            ErrorCode.INCONSISTENT_GEOMETRY,
+            f"the series mixes orientations: it holds {len(stacks)} stacks of different ImageOrientationPatient "
+            f"({_stacks_summary(stacks)}); read one with read_dicom_series(..., stack=i), i from 0 (the most "
+            f"cranial) to {len(stacks) - 1} (list them with list_dicom_stacks).",
+            where,
+        )
     iop = _require(first, "ImageOrientationPatient", 6, first_path)
     spacing = _require(first, "PixelSpacing", 2, first_path)
     rows, columns = int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)
@@ -497,6 +716,8 @@ def read_dicom_series(
         "slice_spacing": float(slice_spacing),
         "n_slices": len(datasets),
         "instance_numbers": [_int(ds, "InstanceNumber") for _, ds in datasets],
+        "stack": stack_index,
+        "n_stacks": len(stacks),
     }
     return Volume(array=array, affine=LPS_TO_RAS @ affine_lps, meta=meta)
 
@@ -572,6 +793,7 @@ def write_dicom_series(
     study_description: str = "",
     instance_uid_prefix: str | None = None,
     file_name: str = "{index:04d}.dcm",
+    first_instance: int = 1,
 ) -> list[Path]:
     """Writes a volume as a DICOM series, one MR Image Storage file per k slice (Explicit VR Little Endian).
 
@@ -594,14 +816,18 @@ def write_dicom_series(
         modality: Modality (the reader only accepts "MR"; other values are for tests).
         study_description: StudyDescription.
         instance_uid_prefix: prefix of the SOPInstanceUIDs (ending in "."); default: pydicom's root.
-        file_name: file name pattern, formatted with ``index`` (k, from 0) and ``instance`` (InstanceNumber, from 1).
+        file_name: file name pattern, formatted with ``index`` (k, from 0) and ``instance`` (InstanceNumber, from
+            ``first_instance``).
+        first_instance: InstanceNumber of slice 0 (slice k gets ``first_instance + k``); to write several stacks
+            into one series (same ``series_uid`` and ``frame_of_reference_uid``), numbering on across stacks.
 
     Returns:
         The written paths, in k order.
 
     Raises:
         ValueError: for an invalid UID, non-orthogonal in-plane axes, a slice larger than 65535 pixels a side,
-            non-finite values, or a ``file_name`` pattern that does not give distinct names.
+            non-finite values, a ``file_name`` pattern that does not give distinct names, or a ``first_instance``
+            that is not an integer >= 1.
     """
     for name, uid in (
         ("study_uid", study_uid),
@@ -612,10 +838,13 @@ def write_dicom_series(
             raise ValueError(f"{name} {uid!r} is not a valid DICOM UID.")
     if instance_uid_prefix is not None and not _valid_uid(str(instance_uid_prefix).rstrip(".")):
         raise ValueError(f"instance_uid_prefix {instance_uid_prefix!r} is not a valid UID prefix.")
+    if isinstance(first_instance, bool) or not isinstance(first_instance, (int, np.integer)) or first_instance < 1:
+        raise ValueError(f"first_instance must be an integer >= 1, got {first_instance!r}.")
+    first_instance = int(first_instance)
     size_i, size_j, size_k = volume.shape
     if max(size_i, size_j) > _UINT16_MAX:
         raise ValueError(f"slices of {size_i}x{size_j} pixels are too large for DICOM Rows/Columns.")
-    names = [file_name.format(index=k, instance=k + 1) for k in range(size_k)]
+    names = [file_name.format(index=k, instance=first_instance + k) for k in range(size_k)]
     if len(set(names)) != size_k:
         raise ValueError(f"file_name {file_name!r} does not give distinct names for {size_k} slices.")
 
@@ -680,7 +909,7 @@ def write_dicom_series(
         ds.SeriesInstanceUID = series_uid
         ds.StudyID = ""
         ds.SeriesNumber = int(series_number)
-        ds.InstanceNumber = k + 1
+        ds.InstanceNumber = first_instance + k
         position = affine_lps[:3, 3] + k * col_k
         ds.ImagePositionPatient = [_ds(v) for v in position]
         ds.ImageOrientationPatient = [_ds(v) for v in (*row_cos, *col_cos)]
