@@ -2,7 +2,7 @@
 
 Sagittal: channel-first -> ``Orientationd`` RAS -> ``Spacingd`` to ``sagittal_spacing_mm`` -> percentile intensity
 scaling to [0, 1] -> a ``sagittal_shape`` crop centred on the spine (the mask's spine labels when there is a mask,
-else the image centre) -> pad.
+else the band of endplate edges, see ``_locate_spine``) -> pad.
 
 Axial, per graded level: the ``axial_slices`` slices nearest the level (a stack planned through that disc, or the
 slices of a multi-level axial series nearest the level's annotated point; series are read with ``read_series``, so
@@ -37,8 +37,9 @@ class PreprocessedStudy:
     Attributes:
         sagittal_image: (X, Y, Z) float16 in [0, 1], RAS axes (left-right, posterior-anterior, inferior-superior).
         sagittal_labels: (X, Y, Z) int16 on-disk labels, or None without a mask.
-        axial_image: (L, S, H, W) float16: per graded level (``LEVELS`` order) S slices of H x W (RAS in-plane:
-            H = right-left axis... see ``axial_layout``); zeros where the level has no axial data.
+        axial_image: (L, S, H, W) float16: per graded level (``LEVELS`` order) S slices (inferior to superior, the
+            centre one through the disc) of H x W pixels, H along left -> right and W along posterior -> anterior
+            (RAS in-plane); zeros where the level has no axial data.
         axial_labels: (L, S, H, W) int16 on-disk labels, or None without masks.
         axial_present: (L,) bool, True where the level has axial data.
         severity: (L,) int8 severity index, -1 where unknown.
