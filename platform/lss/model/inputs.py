@@ -1,0 +1,77 @@
+"""From a preprocessed case (``lss.preprocessing``) to the model's 2.5D inputs and training targets.
+
+Sagittal: the mid-sagittal slice of the (X, Y, Z) RAS crop plus ``sagittal_slices // 2`` neighbours on each side as
+channels -> ``(S, Y, Z)`` = (slices, posterior->anterior, inferior->superior). Axial: the case's ``(L, S, H, W)``
+stacks as they are (S slices as channels, per level). Targets are the structures (``lss.anatomy.Structure``) on the
+centre slice of each input, the severity per level and, for the attention, where each level's disc is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lss.anatomy import LEVELS, disc_label_for_level, to_structure_mask
+
+__all__ = ["case_to_sample", "collate_samples", "SAMPLE_KEYS"]
+
+SAMPLE_KEYS = ("sagittal", "axial", "axial_present", "severity", "area_mm2", "ap_mm",
+               "sagittal_target", "axial_target", "level_target")
+
+
+def _centre_window(size: int, count: int) -> np.ndarray:
+    centre = size // 2
+    return np.clip(np.arange(centre - count // 2, centre + count // 2 + 1), 0, size - 1)
+
+
+def case_to_sample(case: dict[str, np.ndarray], sagittal_slices: int = 3) -> dict[str, torch.Tensor]:
+    """One case's tensors.
+
+    Args:
+        case: arrays of ``lss.preprocessing.pipeline.load_case``.
+        sagittal_slices: 2.5D context of the sagittal input (odd).
+
+    Returns:
+        sagittal (S, Y, Z) float; axial (L, S_ax, H, W) float; axial_present (L,) bool; severity (L,) long (-1
+        unknown); area_mm2, ap_mm (L,) float (NaN unknown); and where the case has labels: sagittal_target (Y, Z)
+        long, axial_target (L, H, W) long (-1 where a level has no axial data), level_target (L, Y, Z) bool (the
+        disc of each level on the mid-sagittal slice). Missing labels are all -1 / False.
+    """
+    if sagittal_slices % 2 == 0:
+        raise ValueError(f"sagittal_slices must be odd, got {sagittal_slices}.")
+    image = case["sagittal_image"].astype(np.float32)
+    window = _centre_window(image.shape[0], sagittal_slices)
+    centre = image.shape[0] // 2
+    sample = {
+        "sagittal": torch.from_numpy(image[window]),
+        "axial": torch.from_numpy(case["axial_image"].astype(np.float32)),
+        "axial_present": torch.from_numpy(case["axial_present"].astype(bool)),
+        "severity": torch.from_numpy(case["severity"].astype(np.int64)),
+        "area_mm2": torch.from_numpy(case["area_mm2"].astype(np.float32)),
+        "ap_mm": torch.from_numpy(case["ap_mm"].astype(np.float32)),
+    }
+    spatial = image.shape[1:]
+    n_levels, n_slices, h, w = case["axial_image"].shape
+    if "sagittal_labels" in case:
+        labels = case["sagittal_labels"][centre]
+        sample["sagittal_target"] = torch.from_numpy(to_structure_mask(labels).astype(np.int64))
+        sample["level_target"] = torch.from_numpy(
+            np.stack([labels == disc_label_for_level(level) for level in LEVELS])
+        )
+    else:
+        sample["sagittal_target"] = torch.full(spatial, -1, dtype=torch.int64)
+        sample["level_target"] = torch.zeros((len(LEVELS), *spatial), dtype=torch.bool)
+    if "axial_labels" in case:
+        axial = to_structure_mask(case["axial_labels"][:, n_slices // 2]).astype(np.int64)
+        axial[~case["axial_present"].astype(bool)] = -1
+        sample["axial_target"] = torch.from_numpy(axial)
+    else:
+        sample["axial_target"] = torch.full((n_levels, h, w), -1, dtype=torch.int64)
+    return sample
+
+
+def collate_samples(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stacks samples into a batch (every key gains a leading B)."""
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples.")
+    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
