@@ -2,6 +2,8 @@
 
     lss synth --out data/synth --cases 8 --seed 0 --format dicom
     lss preprocess --in data/synth --out data/preprocessed
+    lss train --data data/preprocessed --name baseline --set train.epochs=8
+    lss evaluate --model M.pt --data data/preprocessed --out outputs/eval [--split split.json]
     lss config --profile gpu --set train.epochs=3      # print the resolved configuration
 
 Every sub-command takes ``--config FILE``, ``--profile NAME`` and ``--set section.key=value`` (repeatable).
@@ -51,6 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument("--address", help="Ray cluster address (default: an embedded local Ray)")
     add_config_arguments(preprocess)
 
+    train = commands.add_parser("train", help="train the model with Ray Train on preprocessed labelled studies")
+    train.add_argument("--data", required=True, help="a preprocessing output folder with labelled cases")
+    train.add_argument("--name", default="train", help="run name (a folder under train.storage_path)")
+    train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    add_config_arguments(train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a saved model on preprocessed (held-out) studies")
+    evaluate.add_argument("--model", required=True, help="a model file (lss.model.save_model)")
+    evaluate.add_argument("--data", required=True, help="a preprocessing output folder (preprocessed.jsonl)")
+    evaluate.add_argument("--out", required=True, help="folder for results.json, results.md and the figures")
+    evaluate.add_argument("--split", help="study ids to evaluate: a JSON list, a JSON object of splits, or text lines")
+    evaluate.add_argument("--split-key", help="which list of a JSON object of splits, e.g. 'test'")
+    evaluate.add_argument("--batch-size", type=int, help="studies per forward pass (default: train.batch_size)")
+    evaluate.add_argument("--device", default="cpu", help="torch device, e.g. 'cuda'")
+    add_config_arguments(evaluate)
+
     show = commands.add_parser("config", help="print the resolved configuration as YAML")
     add_config_arguments(show)
     return parser
@@ -83,6 +101,33 @@ def _preprocess(args: argparse.Namespace) -> int:
     return 0 if summary.ok > 0 or summary.total == 0 else 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    from lss.training import run_training
+
+    config = _load(args, [f"ray.address={args.address}"] if args.address else [])
+    result = run_training(config, args.data, name=args.name)
+    best = result.best_metrics
+    print(f"train: run {result.run_dir}\n  best model: {result.best_model} (epoch {best.get('epoch')}, "
+          f"val macro Dice {best.get('val_dice_macro', float('nan')):.4f})\n"
+          f"  split: {result.run_dir / 'split.json'} (evaluate with --split-key test)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from lss.evaluation import evaluate_model, format_summary, read_split
+
+    config = _load(args)
+    try:
+        study_ids = read_split(args.split, args.split_key) if args.split else None
+        results = evaluate_model(args.model, args.data, args.out, study_ids=study_ids,
+                                 batch_size=args.batch_size or config.train.batch_size, device=args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"lss evaluate: {error}", file=sys.stderr)
+        return 1
+    print(format_summary(results))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -93,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _synth(args)
         if args.command == "preprocess":
             return _preprocess(args)
+        if args.command == "train":
+            return _train(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "config":
             print(yaml.safe_dump(json.loads(_load(args).model_dump_json()), sort_keys=False), end="")
             return 0

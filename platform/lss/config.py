@@ -206,16 +206,48 @@ class LossConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Ray Train (consumed by the training stage)."""
+    """Ray Train (``lss.training``): one ``TorchTrainer`` run over preprocessed cases.
+
+    Attributes:
+        epochs, batch_size, learning_rate, weight_decay: the optimisation (AdamW, cosine schedule per step).
+        steps_per_epoch: cap on optimiser steps per epoch (None: one pass over the training split).
+        num_workers, use_gpu, cpus_per_worker: the ``ScalingConfig``.
+        max_failures: worker failures to recover from (``FailureConfig``), resuming from the last checkpoint.
+        amp: mixed precision (GPU only; ignored on CPU).
+        seed: seed of the split, the initialisation and the batches.
+        val_fraction, test_fraction: shares of studies held out for validation (checkpoint choice) and for the
+            final evaluation (never seen in training).
+        use_axial: train the axial branch too (slower; the severity head then reads the axial canal).
+        severity_weight, regression_weight, attention_weight: weights of the severity loss, the area/AP regression
+            and the attention localisation loss, beside the segmentation loss (weight 1).
+        augment: MONAI intensity augmentations on training batches.
+        checkpoints_to_keep: best checkpoints kept by validation macro Dice.
+        storage_path: where runs, checkpoints and TensorBoard logs go (a local path, NFS or s3://).
+        fail_at_epoch: fault injection for tests: the first attempt of rank 0 kills its own process during the
+            epoch after this one (after this epoch's checkpoint).
+    """
 
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(4, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    steps_per_epoch: int | None = Field(None, ge=1)
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(1, ge=0)
     amp: bool = False
+    seed: int = 0
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+    test_fraction: float = Field(0.15, ge=0, lt=1)
+    use_axial: bool = True
+    severity_weight: float = Field(1.0, ge=0)
+    regression_weight: float = Field(0.2, ge=0)
+    attention_weight: float = Field(0.5, ge=0)
+    augment: bool = True
+    checkpoints_to_keep: int = Field(2, ge=1)
+    storage_path: str = "outputs/train"
+    fail_at_epoch: int | None = Field(None, ge=1)
 
 
 class TuneConfig(_Section):

@@ -1,0 +1,433 @@
+"""Evaluation of a saved model on preprocessed studies (the held-out split): metrics, tables and figures.
+
+    model file (lss.model.save_model) + DATA/preprocessed.jsonl (+ a split: the study ids to use)
+        -> batches of cases (lss.model.case_to_sample / collate_samples), model in eval mode, no gradients
+        -> sagittal segmentation (mid-sagittal slice), axial segmentation (levels with axial labels),
+           severity over the levels of known grade, the RSNA 2024 score, calibration, a per-level table
+        -> OUT/results.json, OUT/results.md, OUT/confusion_matrix.png, OUT/dice.png, OUT/calibration.png
+
+Every number comes from ``lss.training.metrics``, so evaluation, training validation and tuning agree. Studies
+without labels are evaluated as far as their labels go: a metric with nothing to measure is skipped and the
+reason is written in the report's notes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lss.anatomy import LEVELS, SEVERITIES, Severity, Structure
+from lss.training.metrics import (
+    SEVERITY_NAMES,
+    SegmentationMeter,
+    calibration_bins,
+    rsna_score,
+    severity_metrics,
+)
+
+__all__ = ["RESULTS_JSON", "RESULTS_MD", "PLOTS", "read_split", "evaluate_model", "format_summary"]
+
+logger = logging.getLogger(__name__)
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+PLOTS = {"confusion_matrix": "confusion_matrix.png", "dice": "dice.png", "calibration": "calibration.png"}
+CALIBRATION_BINS = 10
+INDEX_NAME = "preprocessed.jsonl"
+
+
+def read_split(path: str | Path, key: str | None = None) -> list[str]:
+    """The study ids of a split file.
+
+    Accepted: a JSON list of ids; a JSON object of named lists (``{"train": [...], "test": [...]}``), from which
+    ``key`` picks one; or plain text with one id per line (blank lines and ``#`` comments skipped).
+
+    Args:
+        path: the split file.
+        key: the list to take from a JSON object (required then, unless it holds a single list).
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: for a JSON object without ``key``, or a JSON value that is no list of ids.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split file {path} does not exist.")
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, (list, dict)):  # plain text (a lone numeric id also parses as JSON)
+        ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        return [i for i in ids if i]
+    if isinstance(data, dict):
+        lists = {k: v for k, v in data.items() if isinstance(v, list)}
+        if key is None and len(lists) == 1:
+            key = next(iter(lists))
+        if key is None or key not in lists:
+            raise ValueError(f"{path}: a JSON object of splits needs a key; choose one of {sorted(lists)}"
+                             + (f" (got {key!r})." if key is not None else "."))
+        data = lists[key]
+    elif key is not None:
+        raise ValueError(f"{path}: key {key!r} given, but the file holds a list, not an object of splits.")
+    if not isinstance(data, list) or not all(isinstance(i, (str, int)) for i in data):
+        raise ValueError(f"{path}: expected a JSON list of study ids.")
+    return [str(i) for i in data]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _column_norms(affine: np.ndarray, columns: tuple[int, int]) -> tuple[float, float]:
+    return tuple(float(np.linalg.norm(np.asarray(affine)[:3, c])) for c in columns)
+
+
+def _select(rows: list[dict[str, Any]], study_ids: list[str] | None, index: Path) -> tuple[list[dict], list[str]]:
+    if not rows:
+        raise ValueError(f"{index} lists no preprocessed case: nothing to evaluate.")
+    if study_ids is None:
+        return rows, []
+    wanted = list(dict.fromkeys(str(s) for s in study_ids))
+    if not wanted:
+        raise ValueError("the split is empty: give at least one study id (or none, to evaluate every case).")
+    by_id = {str(row["study_id"]): row for row in rows}
+    missing = [s for s in wanted if s not in by_id]
+    chosen = [by_id[s] for s in wanted if s in by_id]
+    if not chosen:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(f"none of the {len(wanted)} studies of the split is in {index} ({shown}).")
+    if missing:
+        warnings.warn(f"{len(missing)} studies of the split are not in {index} and are skipped: "
+                      f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", stacklevel=3)
+    return chosen, missing
+
+
+def evaluate_model(
+    model_path: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    study_ids: list[str] | None = None,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Evaluates a saved model on preprocessed studies and writes the report.
+
+    Args:
+        model_path: a model file of ``lss.model.save_model``.
+        data_dir: a preprocessing output folder (``preprocessed.jsonl`` and ``cases/``).
+        out_dir: where ``results.json``, ``results.md`` and the PNG figures go (created).
+        study_ids: the studies to evaluate (the held-out split); None = every case of ``data_dir``. Ids not in
+            ``data_dir`` are skipped with a warning and listed in the results.
+        batch_size: studies per forward pass.
+        device: where the model runs.
+
+    Returns:
+        The results (also in ``results.json``, where NaN is written as null): ``model``, ``data``, ``studies``,
+        ``segmentation`` (``sagittal`` / ``axial`` metrics or None), ``severity`` (metrics, RSNA score and
+        calibration, or None), ``per_level``, ``per_study``, ``notes`` (what was skipped and why) and ``files``.
+
+    Raises:
+        FileNotFoundError: when the model file or ``data_dir/preprocessed.jsonl`` does not exist.
+        ValueError: for an empty split, a split with no study in ``data_dir``, an index without cases,
+            ``batch_size`` < 1, or cases whose axial input does not match the model.
+    """
+    from lss.model import case_to_sample, collate_samples, load_model
+    from lss.preprocessing.pipeline import load_case, read_jsonl
+
+    model_path, data_dir, out_dir = Path(model_path), Path(data_dir), Path(out_dir)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model file {model_path} does not exist.")
+    index = data_dir / INDEX_NAME
+    if not index.is_file():
+        raise FileNotFoundError(f"{index} does not exist: run `lss preprocess` first, or point --data at its output.")
+    rows, missing = _select(read_jsonl(index), study_ids, index)
+
+    model = load_model(model_path, map_location=device).eval()
+    device = torch.device(device)
+    sagittal_meter, axial_meter = SegmentationMeter(), SegmentationMeter()
+    axial_level_of_case: list[int] = []
+    probs, severity, per_study = [], [], []
+    has_sagittal, has_axial = [], []
+    for start in range(0, len(rows), int(batch_size)):
+        chunk = rows[start:start + int(batch_size)]
+        cases = [load_case(data_dir / row["path"]) for row in chunk]
+        for row, case in zip(chunk, cases, strict=True):
+            if case["axial_image"].shape[1] != model.axial_slices:
+                raise ValueError(f"study {row['study_id']}: {case['axial_image'].shape[1]} axial slices per level, "
+                                 f"the model takes {model.axial_slices}.")
+        batch = collate_samples([case_to_sample(c, model.config.sagittal_slices) for c in cases])
+        with torch.no_grad():
+            out = model(batch["sagittal"].to(device), batch["axial"].to(device), batch["axial_present"].to(device))
+
+        # Sagittal: the mid-sagittal slice, (Y, Z) pixels of the sagittal crop's affine columns 1 and 2.
+        sagittal_spacing = [_column_norms(c["sagittal_affine"], (1, 2)) for c in cases]
+        sagittal_dice = sagittal_meter.update(out.sagittal_logits.cpu(), batch["sagittal_target"], sagittal_spacing)
+        # Axial: each level's centre slice, (H, W) pixels of its affine columns 0 and 1; unlabelled levels skipped.
+        n_levels = len(LEVELS)
+        axial_target = batch["axial_target"].reshape(-1, *batch["axial_target"].shape[2:])
+        axial_spacing = [_column_norms(a, (0, 1)) for c in cases for a in c["axial_affines"]]
+        labelled = (axial_target >= 0).flatten(1).any(dim=1)
+        axial_meter.update(out.axial_logits.cpu().flatten(0, 1), axial_target, axial_spacing)
+        axial_level_of_case.extend(int(i) % n_levels for i in torch.nonzero(labelled).flatten())
+
+        p = out.severity_logits.softmax(dim=-1).cpu()
+        probs.append(p)
+        severity.append(batch["severity"])
+        sagittal_labelled = (batch["sagittal_target"] >= 0).flatten(1).any(dim=1)
+        dice_rows = iter(sagittal_dice.tolist())
+        for b, row in enumerate(chunk):
+            has_sagittal.append(bool(sagittal_labelled[b]))
+            has_axial.append(bool(labelled.reshape(-1, n_levels)[b].any()))
+            dice = next(dice_rows) if sagittal_labelled[b] else None
+            per_study.append({
+                "study_id": str(row["study_id"]),
+                "severity_true": [int(v) for v in batch["severity"][b]],
+                "severity_pred": [int(v) for v in p[b].argmax(dim=-1)],
+                "p_severe": [round(float(v), 6) for v in p[b, :, Severity.SEVERE.index]],
+                "sagittal_dice_macro": None if dice is None else _nanmean_or_none(dice),
+            })
+
+    probs_all, severity_all = torch.cat(probs).numpy(), torch.cat(severity).numpy()
+    notes: list[str] = []
+    results: dict[str, Any] = {
+        "model": {"path": str(model_path.resolve()), "sha256": _sha256(model_path),
+                  "config": model.config.model_dump(mode="json")},
+        "data": {"dir": str(data_dir.resolve()), "index": str(index.resolve())},
+        "studies": {
+            "evaluated": [s["study_id"] for s in per_study],
+            "count": len(per_study),
+            "split": "all cases of the index" if study_ids is None else "given study ids",
+            "missing": missing,
+            "with_sagittal_labels": int(sum(has_sagittal)),
+            "with_axial_labels": int(sum(has_axial)),
+            "with_severity": int((severity_all >= 0).any(axis=1).sum()),
+        },
+    }
+    if missing:
+        notes.append(f"{len(missing)} studies of the split are not in the index and were skipped.")
+
+    segmentation: dict[str, Any] = {}
+    for view, meter, count in (("sagittal", sagittal_meter, sum(has_sagittal)), ("axial", axial_meter, sum(has_axial))):
+        if len(meter) == 0:
+            segmentation[view] = None
+            notes.append(f"no {view} labels in the evaluated studies: {view} segmentation metrics skipped.")
+            continue
+        segmentation[view] = meter.compute()
+        if count < len(per_study):
+            notes.append(f"{len(per_study) - count} of {len(per_study)} studies have no {view} labels and are left "
+                         f"out of the {view} segmentation metrics.")
+    results["segmentation"] = segmentation
+    if any(segmentation.values()):
+        notes.append("Dice: a structure absent from both prediction and target is left out (NaN), a structure "
+                     "predicted where the target has none scores 0; HD95 of the canal is in mm (NaN when either "
+                     "mask has no canal).")
+
+    flat_p, flat_t = probs_all.reshape(-1, len(SEVERITIES)), severity_all.reshape(-1)
+    known = flat_t >= 0
+    if known.any():
+        sev = severity_metrics(flat_p, flat_t)
+        sev.update({k: v for k, v in rsna_score(probs_all, severity_all).items() if k != "n"})
+        kp, kt = flat_p[known], flat_t[known]
+        calibration = {"top_label": calibration_bins(kp.max(axis=1), kp.argmax(axis=1) == kt, CALIBRATION_BINS)}
+        calibration.update({name: calibration_bins(kp[:, k], kt == k, CALIBRATION_BINS)
+                            for k, name in enumerate(SEVERITY_NAMES)})
+        sev["calibration"] = calibration
+        sev["ece_top_label"] = calibration["top_label"]["ece"]
+        sev.update({f"ece_{name}": calibration[name]["ece"] for name in SEVERITY_NAMES})
+        results["severity"] = sev
+        notes.append("rsna_score covers the spinal canal condition only (its weighted log loss and the "
+                     "any_severe_spinal term): it is not the RSNA 2024 leaderboard score, which also averages the "
+                     "foraminal and subarticular conditions.")
+        if (~known).any():
+            notes.append(f"{int((~known).sum())} of {known.size} levels have no known severity and are not scored.")
+    else:
+        results["severity"] = None
+        notes.append("no known severity in the evaluated studies: severity metrics, RSNA score and calibration "
+                     "skipped.")
+
+    results["per_level"] = _per_level(probs_all, severity_all, axial_meter, axial_level_of_case)
+    results["per_study"] = per_study
+    results["notes"] = notes
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results["files"] = {"results_json": str(out_dir / RESULTS_JSON), "results_md": str(out_dir / RESULTS_MD),
+                        "plots": _plots(results, out_dir)}
+    (out_dir / RESULTS_JSON).write_text(json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n")
+    (out_dir / RESULTS_MD).write_text(_markdown(results))
+    logger.info("evaluate: %d studies, results in %s", len(per_study), out_dir)
+    return results
+
+
+def _nanmean_or_none(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def _per_level(probs: np.ndarray, targets: np.ndarray, axial_meter: SegmentationMeter,
+               axial_levels: list[int]) -> list[dict[str, Any]]:
+    axial_cases = axial_meter.per_case()
+    canal = f"dice_{Structure.CANAL.value}"
+    levels = np.asarray(axial_levels, dtype=np.int64)
+    table = []
+    for li, level in enumerate(LEVELS):
+        known = targets[:, li] >= 0
+        entry: dict[str, Any] = {"level": level, "n": int(known.sum())}
+        if known.any():
+            metrics = severity_metrics(probs[known, li], targets[known, li])
+            entry.update({k: metrics[k] for k in ("accuracy", "balanced_accuracy", "rsna_log_loss")})
+            entry["true_counts"] = [int(v) for v in np.bincount(targets[known, li], minlength=len(SEVERITIES))]
+        else:
+            entry.update(accuracy=float("nan"), balanced_accuracy=float("nan"), rsna_log_loss=float("nan"),
+                         true_counts=[0] * len(SEVERITIES))
+        at_level = axial_cases[canal][levels == li] if levels.size else np.zeros(0)
+        finite = at_level[np.isfinite(at_level)]
+        entry[f"axial_{canal}"] = float(finite.mean()) if finite.size else float("nan")
+        entry["axial_n"] = int(at_level.size)
+        table.append(entry)
+    return table
+
+
+def _plots(results: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    from lss.evaluation.plots import plot_confusion_matrix, plot_dice, plot_reliability
+
+    files: dict[str, str] = {}
+    severity = results["severity"]
+    if severity is not None:
+        files["confusion_matrix"] = str(plot_confusion_matrix(severity["confusion_matrix"],
+                                                              out_dir / PLOTS["confusion_matrix"]))
+        calibration = severity["calibration"]
+        files["calibration"] = str(plot_reliability(
+            calibration["top_label"], {s.value: calibration[name] for s, name in zip(SEVERITIES, SEVERITY_NAMES,
+                                                                                      strict=True)},
+            out_dir / PLOTS["calibration"]))
+    views = {view: {s.value: metrics[f"dice_{s.value}"] for s in list(Structure)[1:]}
+             for view, metrics in results["segmentation"].items() if metrics is not None}
+    if views:
+        files["dice"] = str(plot_dice(views, out_dir / PLOTS["dice"]))
+    return files
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN and infinities become null (strict JSON); numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{float(value):.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    studies = results["studies"]
+    evaluated = studies["evaluated"]
+    shown = ", ".join(evaluated[:40]) + (f" ... and {len(evaluated) - 40} more (all in results.json)"
+                                         if len(evaluated) > 40 else "")
+    parts = [
+        "# Evaluation\n",
+        f"- Model: `{results['model']['path']}` (sha256 `{results['model']['sha256'][:16]}`)",
+        f"- Data: `{results['data']['index']}`",
+        f"- Studies: {studies['count']} ({studies['split']}): {shown}",
+        (f"- With labels: {studies['with_sagittal_labels']} sagittal, {studies['with_axial_labels']} axial, "
+         f"{studies['with_severity']} with a known severity"),
+    ]
+    if studies["missing"]:
+        parts.append(f"- Not found in the index (skipped): {', '.join(studies['missing'])}")
+    parts.append("")
+
+    parts.append("## Segmentation\n")
+    segmentation = results["segmentation"]
+    views = [v for v in ("sagittal", "axial") if segmentation.get(v) is not None]
+    if views:
+        rows = [[s.value.replace("_", " ")] + [_f(segmentation[v][f"dice_{s.value}"]) for v in views]
+                for s in list(Structure)[1:]]
+        rows.append(["**macro Dice**"] + [_f(segmentation[v]["dice_macro"]) for v in views])
+        rows.append(["HD95 spinal canal (mm)"] + [_f(segmentation[v]["hd95_spinal_canal"], 2) for v in views])
+        rows.append(["cases"] + [_f(segmentation[v]["n_cases"]) for v in views])
+        parts.append(_table(["Structure"] + [f"{v} Dice" for v in views], rows))
+    else:
+        parts.append("Skipped: no segmentation labels in the evaluated studies.\n")
+
+    parts.append("## Severity\n")
+    severity = results["severity"]
+    if severity is not None:
+        names = ["n", "accuracy", "balanced_accuracy", "macro_f1", *[f"recall_{n}" for n in SEVERITY_NAMES],
+                 "rsna_log_loss", "any_severe_log_loss", "rsna_score", "log_loss", "ece_top_label",
+                 *[f"ece_{n}" for n in SEVERITY_NAMES]]
+        parts.append(_table(["Metric", "Value"], [[n, _f(severity[n])] for n in names]))
+        parts.append("### Confusion matrix (rows = truth, columns = prediction)\n")
+        labels = [s.value for s in SEVERITIES]
+        parts.append(_table(["truth \\ predicted", *labels],
+                            [[label, *[str(v) for v in row]] for label, row in zip(labels, severity["confusion_matrix"],
+                                                                                   strict=True)]))
+    else:
+        parts.append("Skipped: no known severity in the evaluated studies.\n")
+
+    parts.append("## Per level\n")
+    canal = f"axial_dice_{Structure.CANAL.value}"
+    parts.append(_table(
+        ["Level", "n graded", "accuracy", "balanced accuracy", "RSNA log loss", "true N/M/S", "axial canal Dice"],
+        [[e["level"], str(e["n"]), _f(e["accuracy"]), _f(e["balanced_accuracy"]), _f(e["rsna_log_loss"]),
+          "/".join(str(c) for c in e["true_counts"]), _f(e[canal])] for e in results["per_level"]],
+    ))
+
+    plots = results["files"]["plots"]
+    if plots:
+        parts.append("## Figures\n")
+        parts += [f"- {name.replace('_', ' ')}: ![{name}]({Path(path).name})" for name, path in plots.items()]
+        parts.append("")
+    if results["notes"]:
+        parts.append("## Notes\n")
+        parts += [f"- {note}" for note in results["notes"]]
+        parts.append("")
+    return "\n".join(parts) + "\n"
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """A few lines for the terminal: the headline numbers and where the files are."""
+    lines = [f"evaluate: {results['studies']['count']} studies, model {results['model']['path']}"]
+    sagittal = results["segmentation"].get("sagittal")
+    if sagittal is not None:
+        lines.append(f"  sagittal Dice (macro) {_f(sagittal['dice_macro'])}, "
+                     f"canal HD95 {_f(sagittal['hd95_spinal_canal'], 2)} mm")
+    severity = results["severity"]
+    if severity is not None:
+        lines.append(f"  severity accuracy {_f(severity['accuracy'])}, balanced {_f(severity['balanced_accuracy'])}, "
+                     f"RSNA score {_f(severity['rsna_score'])}")
+    files = results["files"]
+    lines.append(f"  results: {files['results_json']}\n           {files['results_md']}")
+    for path in files["plots"].values():
+        lines.append(f"  figure:  {path}")
+    return "\n".join(lines)

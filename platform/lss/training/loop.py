@@ -1,0 +1,282 @@
+"""The per-worker training loop that Ray Train runs (``train_loop_per_worker``).
+
+Each epoch: train on this worker's shard of the training split, validate (rank 0, whole validation split), log to
+TensorBoard (rank 0), and report metrics with a checkpoint holding the model, optimiser, scheduler, the PID
+controller state of both segmentation losses, the epoch, the best score and the configuration. On a restart after a
+failure, Ray Train hands the last checkpoint back and the loop resumes from the next epoch with everything restored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lss.anatomy import Structure
+from lss.config import LSSConfig
+from lss.losses import AttentionLocalisationLoss, SeverityLoss, build_segmentation_loss
+from lss.model import build_model, collate_samples, save_model
+from lss.model.vlm import LSSModel, ModelOutput
+from lss.training.data import CaseDataset, IntensityAugment
+
+__all__ = ["train_loop_per_worker", "compute_losses", "validate", "STATE_FILE", "MODEL_FILE"]
+
+STATE_FILE = "state.pt"
+MODEL_FILE = "model.pt"
+NUM_STRUCTURES = len(Structure)
+
+
+def _unwrap(model: torch.nn.Module) -> LSSModel:
+    return model.module if hasattr(model, "module") else model
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def compute_losses(
+    out: ModelOutput,
+    batch: dict[str, torch.Tensor],
+    seg_sagittal: torch.nn.Module,
+    seg_axial: torch.nn.Module,
+    severity_loss: torch.nn.Module,
+    localise: torch.nn.Module,
+    config: LSSConfig,
+    level_slice: slice,
+) -> dict[str, torch.Tensor]:
+    """All loss terms of one batch and their weighted sum ("total")."""
+    train = config.train
+    labelled = (batch["sagittal_target"] >= 0).flatten(1).all(dim=1)
+    terms: dict[str, torch.Tensor] = {}
+    zero = out.severity_logits.sum() * 0.0
+    if labelled.any():
+        terms["seg_sagittal"] = seg_sagittal(out.sagittal_logits[labelled], batch["sagittal_target"][labelled, None])
+        terms["attention"] = localise(out.sagittal_attention[:, level_slice][labelled], batch["level_target"][labelled])
+    else:
+        terms["seg_sagittal"] = terms["attention"] = zero
+    if out.axial_logits is not None:
+        present = (batch["axial_target"] >= 0).flatten(2).all(dim=2)  # (B, L)
+        if present.any():
+            terms["seg_axial"] = seg_axial(out.axial_logits[present], batch["axial_target"][present][:, None])
+        else:
+            terms["seg_axial"] = zero
+    terms["severity"] = severity_loss(out.severity_logits, batch["severity"])
+    if out.regression is not None:
+        target = torch.stack([batch["area_mm2"] / 100.0, batch["ap_mm"] / 10.0], dim=-1)
+        known = torch.isfinite(target)
+        terms["regression"] = (F.smooth_l1_loss(out.regression[known], target[known]) if known.any() else zero)
+    total = terms["seg_sagittal"] + terms.get("seg_axial", zero)
+    total = total + train.severity_weight * terms["severity"] + train.attention_weight * terms["attention"]
+    total = total + train.regression_weight * terms.get("regression", zero)
+    terms["total"] = total
+    return terms
+
+
+@torch.no_grad()
+def validate(model: LSSModel, dataset: CaseDataset, config: LSSConfig, device: torch.device,
+             batch_size: int = 4) -> dict[str, float]:
+    """Validation metrics of a model on a dataset (segmentation, severity, attention hit rate)."""
+    from lss.losses import attention_hit_rate
+    from lss.training.metrics import SegmentationMeter, severity_metrics
+
+    model.eval()
+    sagittal_meter, axial_meter = SegmentationMeter(), SegmentationMeter()
+    probs, targets, hits = [], [], []
+    for start in range(0, len(dataset), batch_size):
+        batch = _to(collate_samples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]), device)
+        use_axial = config.train.use_axial
+        out = model(batch["sagittal"], batch["axial"] if use_axial else None,
+                    batch["axial_present"] if use_axial else None)
+        # Spacing in mm of the 2.5D planes, so that HD95 is in mm here as in evaluation.
+        sagittal_meter.update(out.sagittal_logits, batch["sagittal_target"],
+                              spacing=tuple(config.preprocess.sagittal_spacing_mm[1:]))
+        if out.axial_logits is not None:
+            present = (batch["axial_target"] >= 0).flatten(2).all(dim=2)
+            if present.any():
+                axial_meter.update(out.axial_logits[present], batch["axial_target"][present],
+                                   spacing=tuple(config.preprocess.axial_spacing_mm))
+        probs.append(out.severity_logits.softmax(-1).flatten(0, 1).cpu())
+        targets.append(batch["severity"].flatten().cpu())
+        hit = attention_hit_rate(out.sagittal_attention[:, model.prompts.level_slice], batch["level_target"])
+        if np.isfinite(hit):
+            hits.append(hit)
+    metrics = {f"val_{k}": v for k, v in sagittal_meter.compute().items() if np.isscalar(v)}
+    if config.train.use_axial:
+        metrics.update({f"val_axial_{k}": v for k, v in axial_meter.compute().items() if np.isscalar(v)})
+    severity = severity_metrics(torch.cat(probs).numpy(), torch.cat(targets).numpy())
+    metrics.update({f"val_{k}": v for k, v in severity.items() if np.isscalar(v)})
+    metrics["val_attention_hit_rate"] = float(np.mean(hits)) if hits else float("nan")
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _loss_state(loss: torch.nn.Module) -> dict[str, Any]:
+    return loss.state_dict()
+
+
+def _alpha_beta_metrics(name: str, loss: torch.nn.Module) -> dict[str, float]:
+    if not hasattr(loss, "alpha_beta"):
+        return {}
+    alpha, beta = loss.alpha_beta()
+    names = [s.value for s in Structure]
+    if len(beta) == len(names) - 1:
+        names = names[1:]
+    out = {}
+    for structure, a, b in zip(names, alpha.tolist(), beta.tolist(), strict=True):
+        out[f"alpha_{name}_{structure}"] = float(a)
+        out[f"beta_{name}_{structure}"] = float(b)
+    return out
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker.
+
+    Args:
+        loop_config: {"config": LSSConfig as a dict, "data_dir": preprocessed folder, "split": {"train", "val"}
+            study ids, "log_dir": TensorBoard folder, "history_path": a JSON-lines file rank 0 appends each epoch's
+            metrics to}.
+    """
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    config = LSSConfig.model_validate(loop_config["config"])
+    train_cfg = config.train
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(train_cfg.seed)
+    np.random.seed(train_cfg.seed + rank)
+    device = ray.train.torch.get_device()
+
+    # [1] Model, losses (one PID-Tversky per view: their classes are balanced differently), optimiser.
+    model = build_model(config.model, config.preprocess.axial_slices, config.preprocess.axial_spacing_mm)
+    level_slice = model.prompts.level_slice
+    seg_sagittal = build_segmentation_loss(config.loss, NUM_STRUCTURES)
+    seg_axial = build_segmentation_loss(config.loss, NUM_STRUCTURES)
+    severity_loss = SeverityLoss(weights="rsna")
+    localise = AttentionLocalisationLoss()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
+
+    # [2] Data: cached cases, sharded across workers by prepare_data_loader's distributed sampler.
+    augment = IntensityAugment(seed=train_cfg.seed * 100 + rank) if train_cfg.augment else None
+    train_set = CaseDataset(loop_config["data_dir"], loop_config["split"]["train"], config.model.sagittal_slices, augment)
+    val_set = CaseDataset(loop_config["data_dir"], loop_config["split"]["val"], config.model.sagittal_slices)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=train_cfg.batch_size, shuffle=True,
+                                         collate_fn=collate_samples, drop_last=len(train_set) > train_cfg.batch_size)
+    loader = ray.train.torch.prepare_data_loader(loader)
+    steps_per_epoch = min(len(loader), train_cfg.steps_per_epoch or len(loader))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps_per_epoch * train_cfg.epochs, 1))
+    model = ray.train.torch.prepare_model(model)
+    for loss in (seg_sagittal, seg_axial):
+        loss.to(device)
+    use_amp = bool(train_cfg.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    # [3] Resume from the last checkpoint after a failure (or a restart of the run).
+    start_epoch, best, resumed = 1, float("-inf"), False
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=False)
+        _unwrap(model).load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        seg_sagittal.load_state_dict(state["seg_sagittal"])
+        seg_axial.load_state_dict(state["seg_axial"])
+        start_epoch, best, resumed = state["epoch"] + 1, state["best"], True
+
+    writer = None
+    if rank == 0 and loop_config.get("log_dir"):
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(loop_config["log_dir"])
+
+    global_step = (start_epoch - 1) * steps_per_epoch
+    for epoch in range(start_epoch, train_cfg.epochs + 1):
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        model.train()
+        seg_sagittal.train()
+        seg_axial.train()
+        sums: dict[str, float] = {}
+        steps = 0
+        started = time.perf_counter()
+        for batch in loader:
+            if steps >= steps_per_epoch:
+                break
+            batch = _to(batch, device)
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                out = model(batch["sagittal"], batch["axial"] if train_cfg.use_axial else None,
+                            batch["axial_present"] if train_cfg.use_axial else None)
+                terms = compute_losses(out, batch, seg_sagittal, seg_axial, severity_loss, localise, config, level_slice)
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(terms["total"]).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            scheduler.step()
+            steps += 1
+            global_step += 1
+            if train_cfg.fail_at_epoch == epoch - 1 and rank == 0 and not resumed:
+                # Fault injection (tests): mid-epoch, after the previous epoch's checkpoint was reported, this
+                # worker process dies as if killed (the pause lets the controller register that checkpoint).
+                time.sleep(2.0)
+                os.kill(os.getpid(), signal.SIGKILL)
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+        train_seconds = time.perf_counter() - started
+        for loss in (seg_sagittal, seg_axial):
+            if config.loss.name == "pid_tversky" and config.loss.update == "epoch":
+                loss.end_epoch()
+            loss.eval()
+
+        metrics: dict[str, float] = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], "steps": steps,
+                                     "start_epoch": start_epoch, "train_seconds": train_seconds}
+        if hasattr(seg_sagittal, "controller"):
+            metrics["pid_updates_sagittal"] = int(seg_sagittal.controller.steps)
+        metrics.update({f"train_{k}": v / max(steps, 1) for k, v in sums.items()})
+        metrics.update(_alpha_beta_metrics("sagittal", seg_sagittal))
+        metrics.update(_alpha_beta_metrics("axial", seg_axial))
+        if rank == 0:
+            metrics.update(validate(_unwrap(model), val_set, config, device))
+        score = metrics.get("val_dice_macro", float("nan"))
+        if rank == 0 and np.isfinite(score) and score > best:
+            best = score
+        metrics["best_val_dice_macro"] = best
+
+        if rank == 0 and loop_config.get("history_path"):
+            with open(loop_config["history_path"], "a") as handle:
+                handle.write(json.dumps(metrics) + "\n")
+        if writer is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and np.isfinite(value) and key != "epoch":
+                    writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+            writer.flush()
+
+        with tempfile.TemporaryDirectory() as folder:
+            report_checkpoint = None
+            if rank == 0:
+                torch.save({
+                    "model": _unwrap(model).state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "seg_sagittal": _loss_state(seg_sagittal),
+                    "seg_axial": _loss_state(seg_axial),
+                    "epoch": epoch,
+                    "best": best,
+                    "config": config.model_dump(mode="json"),
+                }, Path(folder) / STATE_FILE)
+                save_model(_unwrap(model), Path(folder) / MODEL_FILE, extra={"epoch": epoch, "metrics": metrics})
+                report_checkpoint = Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=report_checkpoint)
+
+    if writer is not None:
+        writer.close()
+
