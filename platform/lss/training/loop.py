@@ -150,7 +150,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     config = LSSConfig.model_validate(loop_config["config"])
     train_cfg = config.train
     context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    rank = context.get_world_rank()
     torch.manual_seed(train_cfg.seed)
     np.random.seed(train_cfg.seed + rank)
     device = ray.train.torch.get_device()
