@@ -69,7 +69,7 @@ def main() -> None:
     config = LSSConfig.model_validate({"train": {"epochs": 1, "batch_size": args.batch, "steps_per_epoch": args.steps,
                                                  "storage_path": str(out / "runs"), "augment": False,
                                                  "cpus_per_worker": 1.0}})
-    split = load_split(out / "pre", config.train.val_fraction, config.train.test_fraction, config.train.seed)
+    split = load_split(out / "pre", config.train.val_fraction, config.train.test_fraction, config.train.split_seed)
 
     # [2] A plain PyTorch loop in this process.
     torch.manual_seed(0)

@@ -214,7 +214,8 @@ class TrainConfig(_Section):
         num_workers, use_gpu, cpus_per_worker: the ``ScalingConfig``.
         max_failures: worker failures to recover from (``FailureConfig``), resuming from the last checkpoint.
         amp: mixed precision (GPU only; ignored on CPU).
-        seed: seed of the split, the initialisation and the batches.
+        seed: seed of the initialisation, the augmentations and the batches.
+        split_seed: seed of the train / val / test split (fixed across seeds, so that runs compare on one split).
         val_fraction, test_fraction: shares of studies held out for validation (checkpoint choice) and for the
             final evaluation (never seen in training).
         use_axial: train the axial branch too (slower; the severity head then reads the axial canal).
@@ -238,6 +239,7 @@ class TrainConfig(_Section):
     max_failures: int = Field(1, ge=0)
     amp: bool = False
     seed: int = 0
+    split_seed: int = 0
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
     use_axial: bool = True
@@ -255,7 +257,7 @@ class TuneConfig(_Section):
 
     num_samples: int = Field(4, ge=1)
     max_concurrent_trials: int = Field(1, ge=1)
-    metric: str = "val_dice"
+    metric: str = Field("val_dice_macro", description="a metric the training loop reports each epoch")
     mode: Literal["min", "max"] = "max"
     seed: int = 0
     storage_path: str = "outputs/tune"

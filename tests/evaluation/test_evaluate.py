@@ -78,7 +78,13 @@ def test_the_report_files_keys_and_ranges(evaluated, preprocessed, model_file):
     assert (out / RESULTS_JSON).is_file() and (out / RESULTS_MD).is_file()
     saved = _strict_json(out / RESULTS_JSON)
     assert set(saved) == {"model", "data", "studies", "segmentation", "severity", "per_level", "per_study", "notes",
-                          "files"}
+                          "files", "canal_moderate_severe"}
+    narrow = saved["canal_moderate_severe"]
+    expected_levels = sum(sev >= 1 for study in saved["per_study"] for sev in study["severity_true"])
+    assert narrow["levels"] == expected_levels
+    assert (narrow["axial_dice_spinal_canal"] is None) == (expected_levels == 0)
+    if expected_levels:
+        assert 0.0 <= narrow["axial_dice_spinal_canal"] <= 1.0
     ids = [r["study_id"] for r in read_jsonl(preprocessed / "preprocessed.jsonl")]
     assert saved["studies"]["evaluated"] == ids and saved["studies"]["count"] == len(ids)
     assert saved["model"]["path"] == str(model_file.resolve()) and len(saved["model"]["sha256"]) == 64

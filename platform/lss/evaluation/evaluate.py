@@ -162,6 +162,7 @@ def evaluate_model(
     device = torch.device(device)
     sagittal_meter, axial_meter = SegmentationMeter(), SegmentationMeter()
     axial_level_of_case: list[int] = []
+    axial_severity_of_case: list[int] = []
     probs, severity, per_study = [], [], []
     has_sagittal, has_axial = [], []
     for start in range(0, len(rows), int(batch_size)):
@@ -185,6 +186,7 @@ def evaluate_model(
         labelled = (axial_target >= 0).flatten(1).any(dim=1)
         axial_meter.update(out.axial_logits.cpu().flatten(0, 1), axial_target, axial_spacing)
         axial_level_of_case.extend(int(i) % n_levels for i in torch.nonzero(labelled).flatten())
+        axial_severity_of_case.extend(int(batch["severity"].flatten()[i]) for i in torch.nonzero(labelled).flatten())
 
         p = out.severity_logits.softmax(dim=-1).cpu()
         probs.append(p)
@@ -229,6 +231,15 @@ def evaluate_model(
             notes.append(f"no {view} labels in the evaluated studies: {view} segmentation metrics skipped.")
             continue
         segmentation[view] = meter.compute()
+        if view == "axial":
+            # The canal where it matters: levels graded Moderate or Severe (narrow, hard to segment).
+            canal = np.asarray(meter.per_case()[f"dice_{Structure.CANAL.value}"], dtype=float)
+            graded = np.asarray(axial_severity_of_case) >= Severity.MODERATE.index
+            values = canal[graded][np.isfinite(canal[graded])] if graded.size == canal.size else np.zeros(0)
+            results["canal_moderate_severe"] = {
+                "axial_dice_spinal_canal": float(values.mean()) if values.size else float("nan"),
+                "levels": int(values.size),
+            }
         if count < len(per_study):
             notes.append(f"{len(per_study) - count} of {len(per_study)} studies have no {view} labels and are left "
                          f"out of the {view} segmentation metrics.")

@@ -88,11 +88,11 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
 def run_training(config: LSSConfig, data_dir: str | Path, name: str = "train") -> TrainingResult:
     """Trains on the labelled cases of a preprocessed folder; returns where the best model is.
 
-    The split (train / val / test by ``train.seed``) is written to the run folder; the test studies are never
+    The split (train / val / test by ``train.split_seed``) is written to the run folder; the test studies are never
     trained or validated on. Fails over up to ``train.max_failures`` worker failures from the last checkpoint.
     """
     init_ray(config.ray)
-    split = load_split(data_dir, config.train.val_fraction, config.train.test_fraction, config.train.seed)
+    split = load_split(data_dir, config.train.val_fraction, config.train.test_fraction, config.train.split_seed)
     run_dir = Path(storage_uri(config.train.storage_path)) / name
     local = "://" not in str(run_dir)
     if local:
