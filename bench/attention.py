@@ -29,6 +29,7 @@ from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
 
 
 def _data(out: Path, cases: int) -> list[dict[str, torch.Tensor]]:
+    """The benchmark studies (shared with bench/train.py under outputs/bench/data), made once."""
     synth = SynthConfig(cases=cases, seed=7000, format="nifti", sagittal_inplane_mm=(0.9, 0.9),
                         axial_inplane_mm=(0.9, 0.9), through_slice_samples=1, class_balance="uniform")
     generate_dataset(synth, out / "synth")
@@ -58,12 +59,13 @@ def main() -> None:
     parser.add_argument("--encoder", default="unet")
     parser.add_argument("--text-encoder", default="minilm")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default="outputs/bench/data", help="where the benchmark studies are made")
     parser.add_argument("--out", default="outputs/bench/attention")
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
 
     # [1] Data: synthetic studies, preprocessed; the last --held-out studies are never trained on.
-    samples = _data(Path(args.out), args.cases)
+    samples = _data(Path(args.data), args.cases)
     train, test = samples[: -args.held_out], samples[-args.held_out:]
     text = build_text_encoder(ModelConfig(text_encoder=args.text_encoder))
 
@@ -102,6 +104,7 @@ def main() -> None:
     for r in results:
         print(f"| {r['attention']} | {r['hit_rate_before']} | {r['hit_rate_after']} | {r['chance']} | "
               f"{r['train_seconds']} |")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "attention.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
 
 

@@ -57,23 +57,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--data", default="outputs/bench/data", help="where the benchmark studies are made")
     parser.add_argument("--out", default="outputs/bench/train")
     args = parser.parse_args()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
     # [1] The same preprocessed studies for every run.
     synth = SynthConfig(cases=40, seed=7000, format="nifti", sagittal_inplane_mm=(0.9, 0.9),
                         axial_inplane_mm=(0.9, 0.9), through_slice_samples=1, class_balance="uniform")
-    generate_dataset(synth, out / "synth")
-    run_preprocessing(out / "synth", out / "pre", PreprocessConfig(), engine="serial")
+    data = Path(args.data)
+    generate_dataset(synth, data / "synth")
+    run_preprocessing(data / "synth", data / "pre", PreprocessConfig(), engine="serial")
     config = LSSConfig.model_validate({"train": {"epochs": 1, "batch_size": args.batch, "steps_per_epoch": args.steps,
                                                  "storage_path": str(out / "runs"), "augment": False,
                                                  "cpus_per_worker": 1.0}})
-    split = load_split(out / "pre", config.train.val_fraction, config.train.test_fraction, config.train.split_seed)
+    split = load_split(data / "pre", config.train.val_fraction, config.train.test_fraction, config.train.split_seed)
 
     # [2] A plain PyTorch loop in this process.
     torch.manual_seed(0)
-    rows = [{"loop": "plain PyTorch", "workers": 1, "steps_per_s": round(_plain_loop(config, out / "pre",
+    rows = [{"loop": "plain PyTorch", "workers": 1, "steps_per_s": round(_plain_loop(config, data / "pre",
                                                                                      split["train"], args.steps), 3)}]
     # [3] Ray Train with 1 and 2 workers (each worker does steps_per_epoch steps on its shard).
     init_ray(config.ray)
@@ -82,7 +85,7 @@ def main() -> None:
             run = config.model_copy(deep=True)
             run.train.num_workers = workers
             started = time.perf_counter()
-            result = run_training(run, out / "pre", name=f"bench_{workers}_{int(time.time())}")
+            result = run_training(run, data / "pre", name=f"bench_{workers}_{int(time.time())}")
             wall = time.perf_counter() - started
             metrics = result.metrics
             rate = metrics["steps"] / metrics["train_seconds"]

@@ -3,6 +3,7 @@
     lss synth --out data/synth --cases 8 --seed 0 --format dicom
     lss preprocess --in data/synth --out data/preprocessed
     lss train --data data/preprocessed --name baseline --set train.epochs=8
+    lss tune --data data/preprocessed --name pid_sweep --set tune.num_samples=16     # or: lss tune --smoke
     lss evaluate --model M.pt --data data/preprocessed --out outputs/eval [--split split.json]
     lss config --profile gpu --set train.epochs=3      # print the resolved configuration
 
@@ -59,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     add_config_arguments(train)
 
+    tune = commands.add_parser("tune", help="tune the PID-Tversky loss with Ray Tune (Optuna + ASHA over Train runs)")
+    tune.add_argument("--data", help="a preprocessing output folder with labelled cases (needed without --smoke)")
+    tune.add_argument("--name", default="tune", help="sweep name (a folder under tune.storage_path; reused = continued)")
+    tune.add_argument("--smoke", action="store_true",
+                      help="a few minutes on 2 CPUs; without --data, a synthetic set under tune.storage_path/NAME_data")
+    tune.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    add_config_arguments(tune)
+
     evaluate = commands.add_parser("evaluate", help="evaluate a saved model on preprocessed (held-out) studies")
     evaluate.add_argument("--model", required=True, help="a model file (lss.model.save_model)")
     evaluate.add_argument("--data", required=True, help="a preprocessing output folder (preprocessed.jsonl)")
@@ -113,6 +122,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from lss.tuning import format_trials, make_smoke_dataset, run_tuning
+
+    config = _load(args, [f"ray.address={args.address}"] if args.address else [])
+    if not args.data and not args.smoke:
+        print("lss tune: --data is required (without it, --smoke makes a small synthetic set)", file=sys.stderr)
+        return 2
+    summary = run_tuning(config, args.data or make_smoke_dataset(config, args.name), name=args.name,
+                         smoke=args.smoke)
+    print(f"tune: sweep {summary.experiment_dir}{' (continued)' if summary.restored else ''}\n"
+          f"{format_trials(summary.trials, config.tune.metric)}\n  results: {summary.table_path}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from lss.evaluation import evaluate_model, format_summary, read_split
 
@@ -140,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _preprocess(args)
         if args.command == "train":
             return _train(args)
+        if args.command == "tune":
+            return _tune(args)
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command == "config":

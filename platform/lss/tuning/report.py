@@ -37,13 +37,13 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def trial_row(trial_id: str, settings: dict[str, Any], history: Sequence[dict[str, Any]], metric: str, mode: str,
+def trial_row(trial_id: str, settings: dict[str, Any] | None, history: Sequence[dict[str, Any]], metric: str, mode: str,
               error: str | None = None) -> dict[str, Any]:
     """One trial's row: its settings, its best score, the epochs it ran and its final beta per structure.
 
     Args:
         trial_id: Tune's trial id.
-        settings: ``lss.tuning.trial_settings`` of the trial.
+        settings: ``lss.tuning.trial_settings`` of the trial (None when unknown: its values are None).
         history: the trial's reports in epoch order (keys ``epoch``, ``metric``, ``alpha_<view>_<structure>``,
             ``beta_<view>_<structure>``...).
         metric, mode: the tuned metric and whether higher ("max") or lower ("min") is better.
@@ -63,6 +63,7 @@ def trial_row(trial_id: str, settings: dict[str, Any], history: Sequence[dict[st
     scores = [(s, e) for s, e in scores if s is not None]
     best_metric, best_epoch = (max if mode == "max" else min)(scores) if scores else (None, None)
     last = history[-1] if history else {}
+    settings = settings or dict.fromkeys((*_GAINS, "beta", "alpha", "focal_gamma", "learning_rate", "beta_bounds"))
     compact = [{"epoch": int(row["epoch"]), metric: _finite(row.get(metric)),
                 **{k: _finite(v) for k, v in row.items() if k.startswith(("alpha_", "beta_"))}}
                for row in history if "epoch" in row]
@@ -70,7 +71,7 @@ def trial_row(trial_id: str, settings: dict[str, Any], history: Sequence[dict[st
         "trial_id": trial_id,
         "status": "error" if error else "ok",
         **{key: settings[key] for key in (*_GAINS, "beta", "alpha", "focal_gamma", "learning_rate")},
-        "beta_bounds": list(settings["beta_bounds"]),
+        "beta_bounds": list(settings["beta_bounds"] or (None, None)),
         "best_metric": best_metric,
         "best_epoch": best_epoch,
         "epochs": len(compact),
@@ -98,13 +99,12 @@ def plot_gains(trials: Sequence[dict[str, Any]], path: str | Path, metric: str, 
     half decade left of the smallest gain searched, beyond a dashed line. The best trial is ringed.
     """
     figure, axes = _figure(12, 3.8, ncols=len(_GAINS))
+    trials = [t for t in trials if t["best_metric"] is not None and t["kp"] is not None]
     positive = [t[g] for t in trials for g in _GAINS if t[g] > 0]
     zero_x = 10 ** (math.floor(math.log10(min(positive))) - 0.5) if positive else 10**-3.5
     for ax, gain in zip(axes, _GAINS, strict=True):
         for trial in trials:
             score = trial["best_metric"]
-            if score is None:
-                continue
             on = trial[gain] > 0
             x = trial[gain] if on else zero_x
             ax.scatter([x], [score], marker="o" if on else "x", color="tab:blue" if on else "tab:red", zorder=3)
@@ -113,7 +113,7 @@ def plot_gains(trials: Sequence[dict[str, Any]], path: str | Path, metric: str, 
         ax.set_xscale("log")
         ax.axvline(zero_x * 10 ** 0.25, color="grey", linestyle="--", linewidth=0.8)
         ticks = [zero_x, *[10.0 ** k for k in range(math.ceil(math.log10(zero_x)), 1)]]
-        ax.set_xticks(ticks, ["0", *[f"1e{int(round(math.log10(t)))}" for t in ticks[1:]]])
+        ax.set_xticks(ticks, ["0", *[f"{t:g}" for t in ticks[1:]]])
         ax.set_xlim(zero_x / 2, 2.0)
         ax.set_xlabel(f"{gain} (x = off)")
         ax.set_ylabel(f"best {metric}")
@@ -122,9 +122,12 @@ def plot_gains(trials: Sequence[dict[str, Any]], path: str | Path, metric: str, 
     return _save(figure, path)
 
 
-def plot_traces(history: Sequence[dict[str, Any]], path: str | Path, title: str = "best trial") -> Path:
-    """alpha (dashed) and beta (solid) of every structure per epoch, one panel per view (sagittal, axial)."""
-    views = [v for v in ("sagittal", "axial") if any(k.startswith(f"beta_{v}_") for row in history for k in row)]
+def plot_traces(history: Sequence[dict[str, Any]], path: str | Path, title: str = "best trial",
+                views: Sequence[str] = ("sagittal", "axial")) -> Path:
+    """alpha (dashed) and beta (solid) of every structure per epoch, one panel per view that was trained."""
+    from matplotlib.ticker import MaxNLocator
+
+    views = [v for v in views if any(k.startswith(f"beta_{v}_") for row in history for k in row)]
     figure, axes = _figure(6 * max(len(views), 1), 4, ncols=max(len(views), 1))
     colours = dict(zip(_STRUCTURES, ("tab:grey", "tab:blue", "tab:orange", "tab:green"), strict=True))
     epochs = [row["epoch"] for row in history]
@@ -137,6 +140,7 @@ def plot_traces(history: Sequence[dict[str, Any]], path: str | Path, title: str 
                     ax.plot(epochs, [math.nan if v is None else v for v in values], style, marker=".",
                             color=colours[structure], label=f"{weight} {structure}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("weight")
         ax.set_ylim(0, 1)
         ax.set_title(f"{title}: {view} loss", fontsize=10)
@@ -167,8 +171,8 @@ def _rows(trials: Sequence[dict[str, Any]], metric: str) -> tuple[list[str], lis
               "status", *[f"final beta {s}" for s in structures]]
     rows = [[t["trial_id"], _f(t["kp"]), _f(t["ki"]), _f(t["kd"]), _f(t["beta"]),
              f"[{_f(t['beta_bounds'][0])}, {_f(t['beta_bounds'][1])}]", _f(t["focal_gamma"]),
-             f"{t['learning_rate']:.2e}", _f(t["best_metric"], 4), str(t["epochs"]), t["status"],
-             *[_f(t["final_beta"].get(s)) for s in structures]] for t in trials]
+             "n/a" if t["learning_rate"] is None else f"{t['learning_rate']:.2e}", _f(t["best_metric"], 4),
+             str(t["epochs"]), t["status"], *[_f(t["final_beta"].get(s)) for s in structures]] for t in trials]
     return header, rows
 
 
@@ -185,9 +189,9 @@ def format_best(best_config: dict[str, Any], metric: str, value: float) -> str:
     low, high = best_config["beta_bounds"]
     return "\n".join([
         f"tune: best trial {best_config.get('trial_id', '?')}: {metric} = {value:.4f}",
-        f"  kp={best_config['kp']:.4g} ki={best_config['ki']:.4g} kd={best_config['kd']:.4g} "
-        f"beta={best_config['beta']:.3f} bounds=[{low:.3f}, {high:.3f}] focal_gamma={best_config['focal_gamma']:.3f} "
-        f"lr={best_config['learning_rate']:.2e}",
+        (f"  kp={best_config['kp']:.4g} ki={best_config['ki']:.4g} kd={best_config['kd']:.4g} "
+         f"beta={best_config['beta']:.3f} bounds=[{low:.3f}, {high:.3f}] "
+         f"focal_gamma={best_config['focal_gamma']:.3f} lr={best_config['learning_rate']:.2e}"),
         "  train with: " + " ".join(f"--set '{o}'" for o in best_config.get("overrides", [])),
     ])
 
@@ -200,8 +204,9 @@ def _markdown(trials: Sequence[dict[str, Any]], best_id: str, metric: str, mode:
     errors = [f"- {t['trial_id']}: {t['error']}" for t in trials if t["error"]]
     parts = [
         "# Tuning\n",
-        f"{len(trials)} trials; metric `{metric}` ({mode}), best over each trial's epochs; best trial **{best_id}**. "
-        "A gain of 0 means the term was off. Bounds are (low, high) of each beta; alpha = 1 - beta.\n",
+        (f"{len(trials)} trials, best first; metric `{metric}` ({mode}), best over each trial's epochs; best trial "
+         f"**{best_id}**. A gain of 0 means the term was off. Bounds are (low, high) of each beta; "
+         "alpha = 1 - beta.\n"),
         "\n".join(table) + "\n",
         f"![gains]({PLOTS['gains']})\n",
         f"![alpha and beta of the best trial]({PLOTS['traces']})\n",
@@ -221,10 +226,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_report(trials: Sequence[dict[str, Any]], best_id: str, metric: str, mode: str,
-                 out_dir: str | Path) -> tuple[Path | str, dict[str, Path | str]]:
+def write_report(trials: Sequence[dict[str, Any]], best_id: str, metric: str, mode: str, out_dir: str | Path,
+                 views: Sequence[str] = ("sagittal", "axial")) -> tuple[Path | str, dict[str, Path | str]]:
     """Writes ``results.md``, ``results.json`` and the figures into ``out_dir`` (a folder, or a URI such as
-    s3://bucket/sweeps/name: written locally, then copied with pyarrow).
+    s3://bucket/sweeps/name: written locally, then copied with pyarrow). ``views``: the views trained (whose
+    alpha/beta traces are drawn).
 
     Returns:
         The path of ``results.md`` and figure name -> path.
@@ -235,7 +241,7 @@ def write_report(trials: Sequence[dict[str, Any]], best_id: str, metric: str, mo
         folder.mkdir(parents=True, exist_ok=True)
         best = next(t for t in trials if t["trial_id"] == best_id)
         plots = {"gains": plot_gains(trials, folder / PLOTS["gains"], metric, best_id),
-                 "traces": plot_traces(best["history"], folder / PLOTS["traces"], f"trial {best_id}")}
+                 "traces": plot_traces(best["history"], folder / PLOTS["traces"], f"trial {best_id}", views)}
         (folder / RESULTS_MD).write_text(_markdown(trials, best_id, metric, mode))
         results = {"metric": metric, "mode": mode, "best_trial": best_id, "trials": list(trials)}
         (folder / RESULTS_JSON).write_text(json.dumps(_jsonable(results), indent=1, allow_nan=False) + "\n")

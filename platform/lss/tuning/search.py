@@ -18,11 +18,15 @@ the figures.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ray import tune
 
 from lss.config import LSSConfig
 from lss.ray_session import init_ray
@@ -31,7 +35,8 @@ from lss.training.trainer import make_trainer, storage_uri
 from lss.tuning.report import format_best, trial_row, write_report
 
 __all__ = ["TuneSummary", "run_tuning", "search_space", "trial_settings", "apply_trial", "smoke_config",
-           "make_smoke_dataset", "GAINS", "TRAIN_RUNS"]
+           "make_smoke_dataset", "train_run", "release_orphaned_placement_groups", "ReleaseStoppedRuns", "GAINS",
+           "TRAIN_RUNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +87,6 @@ def search_space() -> dict[str, Any]:
     learn that a term is better off as well as its scale. The beta bounds are drawn as fractions and mapped by
     ``trial_settings`` so that ``low <= beta <= high <= alpha + beta = 1`` holds by construction.
     """
-    from ray import tune
-
     space: dict[str, Any] = {}
     for gain in GAINS:
         space[f"{gain}_on"] = tune.choice([True, False])
@@ -149,21 +152,29 @@ def smoke_config(config: LSSConfig) -> LSSConfig:
     return LSSConfig.model_validate(data)
 
 
-def make_smoke_dataset(root: str | Path, seed: int = 0, cases: int = 8) -> Path:
-    """A small labelled synthetic set, preprocessed in this process: ``root/synth`` -> ``root/preprocessed``.
+def make_smoke_dataset(config: LSSConfig, name: str, cases: int = 8) -> Path:
+    """A small labelled synthetic set for a smoke sweep without data, made and preprocessed in this process.
+
+    It goes to ``<tune.storage_path>/<name>_data/`` (``synth/`` -> ``preprocessed/``, reused when there).
 
     Returns:
-        The preprocessed folder (reused when it is already there).
+        The preprocessed folder.
+
+    Raises:
+        ValueError: when ``tune.storage_path`` is a URI (the set is written with local file I/O).
     """
     from lss.config import PreprocessConfig, SynthConfig
     from lss.data.synth.generate import generate_dataset
     from lss.preprocessing.pipeline import run_preprocessing
 
-    root = Path(root).resolve()
+    if "://" in config.tune.storage_path:
+        raise ValueError(f"a smoke dataset needs a local tune.storage_path, got {config.tune.storage_path!r}; "
+                         f"pass a preprocessed folder instead.")
+    root = Path(storage_uri(config.tune.storage_path)) / f"{name}_data"
     out = root / "preprocessed"
     if (out / "preprocessed.jsonl").is_file():
         return out
-    synth = SynthConfig(cases=cases, seed=seed, format="nifti", sagittal_inplane_mm=(0.9, 0.9),
+    synth = SynthConfig(cases=cases, seed=config.synth.seed, format="nifti", sagittal_inplane_mm=(0.9, 0.9),
                         axial_inplane_mm=(0.9, 0.9), through_slice_samples=1, class_balance="uniform")
     generate_dataset(synth, root / "synth")
     run_preprocessing(root / "synth", out, PreprocessConfig(), engine="serial")
@@ -174,10 +185,9 @@ def _join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
-def _train_trial(params: dict[str, Any], base: dict[str, Any], data_dir: str, split: dict[str, list[str]],
+def train_run(params: dict[str, Any], base: dict[str, Any], data_dir: str, split: dict[str, list[str]],
                  runs_dir: str) -> None:
     """One Tune trial: a Ray Train run with the trial's settings, its reports forwarded to Tune."""
-    from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     config = apply_trial(LSSConfig.model_validate(base), trial_settings(params))
@@ -187,6 +197,94 @@ def _train_trial(params: dict[str, Any], base: dict[str, Any], data_dir: str, sp
     # make_trainer has no callbacks argument: attach Tune's reporter to the run's RunConfig before fitting.
     trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), TuneReportCallback()]
     trainer.fit()
+
+
+def release_orphaned_placement_groups() -> tuple[int, int]:
+    """Removes this job's placement groups whose creating actor is dead.
+
+    A Train run's workers live in a placement group made by its controller actor. When Tune stops a trial early,
+    the trial actor and its controller die without shutting the run down; Ray Train V2 leaves the clean-up to a
+    ``PlacementGroupCleaner`` actor that asks the State API whether the controller lives. Without the dashboard
+    (the embedded local Ray) or with several Ray instances on one machine that query fails, and the group keeps
+    its CPUs until the sweep's driver exits: on 2 CPUs the next trials would wait for ever. A group made by an
+    actor that is now dead has no user left, so removing it is safe (groups the driver made, such as Tune's own
+    trial groups, are never touched). Reads the GCS table through Ray internals (Ray is pinned).
+
+    Returns:
+        (removed, live): groups removed now, and groups of this job still held by a live actor.
+    """
+    import ray
+    from ray._private.state import state
+    from ray._raylet import ActorID, PlacementGroupID
+    from ray.core.generated.gcs_pb2 import PlacementGroupTableData
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    job = ray.get_runtime_context().get_job_id()
+    removed = live = 0
+    for hex_id, entry in ray.util.placement_group_table().items():
+        if entry["state"] == "REMOVED" or not hex_id.endswith(job):  # a group's id ends with its job's id
+            continue
+        group_id = PlacementGroupID(bytes.fromhex(hex_id))
+        data = PlacementGroupTableData.FromString(state._global_state_accessor.get_placement_group_info(group_id))
+        made_by_actor = bool(data.creator_actor_id) and not ActorID(data.creator_actor_id).is_nil()
+        if not made_by_actor or data.is_detached or data.creator_job_id.hex() != job:
+            continue  # the driver's own groups (Tune's trials) and detached ones are left alone
+        if not data.creator_actor_dead:
+            live += 1
+            continue
+        remove_placement_group(PlacementGroup(group_id))
+        removed += 1
+    if removed:
+        logger.info("tune: released %d placement group(s) of stopped Train runs", removed)
+    return removed, live
+
+
+class ReleaseStoppedRuns(tune.Callback):
+    """A Tune callback: ``release_orphaned_placement_groups`` every ``interval_s`` of the tuning loop, and at the
+    end of the sweep until the last stopped run's controller is gone (at most ``end_wait_s``)."""
+
+    def __init__(self, interval_s: float = 2.0, end_wait_s: float = 15.0):
+        self.interval_s, self.end_wait_s = interval_s, end_wait_s
+        self._last, self._failed = 0.0, False
+
+    def _release(self) -> int:
+        if self._failed:
+            return 0
+        try:
+            return release_orphaned_placement_groups()[1]
+        except Exception as error:  # noqa: BLE001 - Ray's internals moved: say so once, leave it to Ray
+            self._failed = True
+            logger.warning("tune: cannot release the placement groups of stopped runs (%s)", error)
+            return 0
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        if time.monotonic() - self._last >= self.interval_s:
+            self._last = time.monotonic()
+            self._release()
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        deadline = time.monotonic() + self.end_wait_s
+        while self._release() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+def _brief(error: BaseException | None) -> str | None:
+    """The last line of an error (a trial's error carries the whole remote traceback), at most 300 characters."""
+    if error is None:
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
+
+
+def _params(result) -> dict[str, Any] | None:
+    """A trial's sampled parameters; read from its params.json when it failed before reporting anything."""
+    if result.config:
+        return result.config
+    try:
+        with result.filesystem.open_input_stream(f"{result.path}/params.json") as handle:
+            return json.loads(handle.read().decode())
+    except (OSError, ValueError):
+        return None
 
 
 def _history(result) -> list[dict[str, Any]]:
@@ -226,7 +324,6 @@ def run_tuning(config: LSSConfig, data_dir: str | Path, name: str = "tune", smok
         RuntimeError: when no trial reported ``tune.metric``.
     """
     import optuna
-    from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
@@ -245,7 +342,7 @@ def run_tuning(config: LSSConfig, data_dir: str | Path, name: str = "tune", smok
 
     # [1] The trial function, its fixed arguments (put once in the object store) and its resources.
     trainable = tune.with_resources(
-        tune.with_parameters(_train_trial, base=config.model_dump(mode="json"), data_dir=str(data_dir),
+        tune.with_parameters(train_run, base=config.model_dump(mode="json"), data_dir=str(data_dir),
                              split=split, runs_dir=_join(experiment, TRAIN_RUNS)),
         {"CPU": TRIAL_CPUS},
     )
@@ -267,12 +364,14 @@ def run_tuning(config: LSSConfig, data_dir: str | Path, name: str = "tune", smok
                 metric=metric,
                 mode=mode,
                 search_alg=OptunaSearch(sampler=optuna.samplers.TPESampler(seed=config.tune.seed)),
+                # stop_last_trials=False: a trial that reaches max_t ends by itself, so its Train run shuts down
+                # cleanly instead of being killed after its last report.
                 scheduler=ASHAScheduler(time_attr="epoch", max_t=config.train.epochs, grace_period=1,
-                                        reduction_factor=2),
+                                        reduction_factor=2, stop_last_trials=False),
                 num_samples=config.tune.num_samples,
                 max_concurrent_trials=config.tune.max_concurrent_trials,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1, callbacks=[ReleaseStoppedRuns()]),
         )
         logger.info("tune: %d trials (%d at a time), %d epochs each at most -> %s", config.tune.num_samples,
                     config.tune.max_concurrent_trials, config.train.epochs, experiment)
@@ -283,11 +382,13 @@ def run_tuning(config: LSSConfig, data_dir: str | Path, name: str = "tune", smok
     # [3] One row per trial from Tune's per-epoch results, the best trial, the table and the figures.
     trials = []
     for result in grid:
-        settings = trial_settings(result.config)
+        params = _params(result)
+        settings = trial_settings(params) if params else None
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        trials.append(trial_row(str(trial_id), settings, _history(result), metric, mode,
-                                error=repr(result.error) if result.error else None))
+        trials.append(trial_row(str(trial_id), settings, _history(result), metric, mode, error=_brief(result.error)))
     scored = [t for t in trials if t["best_metric"] is not None]
+    sign = -1.0 if mode == "max" else 1.0
+    trials.sort(key=lambda t: (t["best_metric"] is None, sign * (t["best_metric"] or 0.0), t["trial_id"]))
     if not scored:
         errors = "; ".join(f"{t['trial_id']}: {t['error']}" for t in trials if t["error"]) or "none"
         raise RuntimeError(f"no trial of {experiment} reported {metric!r} (errors: {errors}).")
@@ -296,7 +397,8 @@ def run_tuning(config: LSSConfig, data_dir: str | Path, name: str = "tune", smok
                                               "learning_rate")}
     best_config["overrides"] = _overrides(best_config)
     best_config["trial_id"] = best["trial_id"]
-    table_path, plots = write_report(trials, best["trial_id"], metric, mode, experiment)
+    views = ("sagittal", "axial") if config.train.use_axial else ("sagittal",)
+    table_path, plots = write_report(trials, best["trial_id"], metric, mode, experiment, views)
     summary = TuneSummary(best_config=best_config, best_metric=best["best_metric"], table_path=table_path,
                           plots=plots, trials=trials, experiment_dir=Path(experiment) if local else experiment,
                           restored=restored)
