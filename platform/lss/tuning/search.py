@@ -9,7 +9,8 @@ Ray Train V2 inside Ray Tune (Ray docs, "Hyperparameter Tuning with Ray Tune", t
 hyperparameter-optimization): the Tune trial is a plain function that builds the run's ``TorchTrainer``
 (``lss.training.make_trainer``) and fits it. The trial only drives the run; the Train workers do the work, with
 ``train.cpus_per_worker`` each. ``TuneReportCallback`` forwards every epoch's report (rank 0's metrics, which hold
-the validation scores) to Tune, so the searcher and the scheduler see ``tune.metric`` once per epoch.
+the validation scores) to Tune, so the searcher and the scheduler see ``tune.metric`` once per epoch. A trial
+that ASHA stops is killed with its run: ``ReleaseStoppedRuns`` frees the CPUs its workers held.
 
 Folders, under ``<tune.storage_path>/<name>/``: Tune's trial folders and experiment state, ``train_runs/trial_<id>``
 (each trial's Ray Train run: checkpoints with the PID state), ``split.json``, ``results.md``, ``results.json`` and
@@ -186,7 +187,7 @@ def _join(base: str, *parts: str) -> str:
 
 
 def train_run(params: dict[str, Any], base: dict[str, Any], data_dir: str, split: dict[str, list[str]],
-                 runs_dir: str) -> None:
+              runs_dir: str) -> None:
     """One Tune trial: a Ray Train run with the trial's settings, its reports forwarded to Tune."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -309,7 +310,7 @@ def run_tuning(config: LSSConfig, data_dir: str | Path, name: str = "tune", smok
         config: the base configuration; trials change ``loss.kp/ki/kd/alpha/beta/beta_bounds/focal_gamma`` and
             ``train.learning_rate``. ``tune`` sets the samples, the concurrency, the metric, the mode, the seed of
             the TPE sampler and the storage path; ASHA's budget is ``train.epochs``.
-        data_dir: a preprocessed folder with labelled cases (split by ``train.seed`` as in ``run_training``).
+        data_dir: a preprocessed folder with labelled cases (split by ``train.split_seed`` as in ``run_training``).
         name: the sweep's folder under ``tune.storage_path``.
         smoke: cap the sizes (see ``smoke_config``) to finish in a few minutes on 2 CPU cores.
         resume: when ``<storage>/<name>`` holds a sweep, continue it (``Tuner.restore``): finished trials are
@@ -334,7 +335,7 @@ def run_tuning(config: LSSConfig, data_dir: str | Path, name: str = "tune", smok
         config = smoke_config(config)
     init_ray(config.ray)
     data_dir = Path(data_dir).resolve()  # trials run in their own working directory
-    split = load_split(data_dir, config.train.val_fraction, config.train.test_fraction, config.train.seed)
+    split = load_split(data_dir, config.train.val_fraction, config.train.test_fraction, config.train.split_seed)
     storage = storage_uri(config.tune.storage_path)
     experiment = _join(storage, name)
     local = "://" not in experiment
