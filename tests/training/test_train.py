@@ -64,3 +64,16 @@ def test_killed_worker_resumes_from_checkpoint_with_pid_state(ray_session, prepr
     split = json.loads((result.run_dir / "split.json").read_text())
     assert split == load_split(preprocessed, 0.5, 0.0, 0)
     assert any((result.run_dir / "tensorboard").iterdir())
+
+
+def test_two_workers_train_and_validate_together(ray_session, preprocessed, tmp_path):
+    """DDP on 2 workers: every rank validates its shard (MONAI's metrics all-gather); nothing waits forever."""
+    config = LSSConfig.model_validate({
+        "model": {"base_channels": 8, "attention_dim": 32, "text_encoder": "random-small"},
+        "train": {"epochs": 1, "batch_size": 1, "steps_per_epoch": 1, "val_fraction": 0.5, "test_fraction": 0.0,
+                  "num_workers": 2, "cpus_per_worker": 0.5, "max_failures": 0, "storage_path": str(tmp_path),
+                  "augment": False},
+    })
+    result = run_training(config, preprocessed, name="ddp")
+    assert result.metrics["epoch"] == 1 and 0.0 <= result.metrics["val_dice_macro"] <= 1.0
+    assert result.best_model is not None and result.best_model.is_file()

@@ -1,6 +1,7 @@
 """The per-worker training loop that Ray Train runs (``train_loop_per_worker``).
 
-Each epoch: train on this worker's shard of the training split, validate (rank 0, whole validation split), log to
+Each epoch: train on this worker's shard of the training split, validate (every rank a shard of the validation
+split, metrics gathered), log to
 TensorBoard (rank 0), and report metrics with a checkpoint holding the model, optimiser, scheduler, the PID
 controller state of both segmentation losses, the epoch, the best score and the configuration. On a restart after a
 failure, Ray Train hands the last checkpoint back and the loop resumes from the next epoch with everything restored.
@@ -82,16 +83,23 @@ def compute_losses(
 
 @torch.no_grad()
 def validate(model: LSSModel, dataset: CaseDataset, config: LSSConfig, device: torch.device,
-             batch_size: int = 4) -> dict[str, float]:
-    """Validation metrics of a model on a dataset (segmentation, severity, attention hit rate)."""
+             batch_size: int = 4, rank: int = 0, world: int = 1) -> dict[str, float]:
+    """Validation metrics of a model on a dataset (segmentation, severity, attention hit rate).
+
+    Every rank must call it (MONAI's metrics all-gather across the process group): rank r validates studies
+    r, r + world, ... and the severity predictions are gathered, so every rank returns the metrics of the whole set.
+    """
+    import torch.distributed as dist
+
     from lss.losses import attention_hit_rate
     from lss.training.metrics import SegmentationMeter, severity_metrics
 
     model.eval()
     sagittal_meter, axial_meter = SegmentationMeter(), SegmentationMeter()
     probs, targets, hits = [], [], []
-    for start in range(0, len(dataset), batch_size):
-        batch = _to(collate_samples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]), device)
+    indices = list(range(rank, len(dataset), world)) or [0]  # an empty shard would leave a collective unmatched
+    for start in range(0, len(indices), batch_size):
+        batch = _to(collate_samples([dataset[i] for i in indices[start:start + batch_size]]), device)
         use_axial = config.train.use_axial
         out = model(batch["sagittal"], batch["axial"] if use_axial else None,
                     batch["axial_present"] if use_axial else None)
@@ -108,6 +116,12 @@ def validate(model: LSSModel, dataset: CaseDataset, config: LSSConfig, device: t
         hit = attention_hit_rate(out.sagittal_attention[:, model.prompts.level_slice], batch["level_target"])
         if np.isfinite(hit):
             hits.append(hit)
+    if world > 1 and dist.is_available() and dist.is_initialized():
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, (torch.cat(probs), torch.cat(targets), hits))
+        probs = [g[0] for g in gathered]
+        targets = [g[1] for g in gathered]
+        hits = [h for g in gathered for h in g[2]]
     metrics = {f"val_{k}": v for k, v in sagittal_meter.compute().items() if np.isscalar(v)}
     if config.train.use_axial:
         metrics.update({f"val_axial_{k}": v for k, v in axial_meter.compute().items() if np.isscalar(v)})
@@ -244,8 +258,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics.update({f"train_{k}": v / max(steps, 1) for k, v in sums.items()})
         metrics.update(_alpha_beta_metrics("sagittal", seg_sagittal))
         metrics.update(_alpha_beta_metrics("axial", seg_axial))
-        if rank == 0:
-            metrics.update(validate(_unwrap(model), val_set, config, device))
+        metrics.update(validate(_unwrap(model), val_set, config, device, rank=rank, world=context.get_world_size()))
         score = metrics.get("val_dice_macro", float("nan"))
         if rank == 0 and np.isfinite(score) and score > best:
             best = score

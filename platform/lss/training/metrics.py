@@ -239,15 +239,30 @@ class SegmentationMeter:
         return out
 
     def per_case(self) -> dict[str, np.ndarray]:
-        """Every measured case: ``dice_<structure>`` (N,) each and the HD95 (N,), NaN where undefined."""
-        if len(self) == 0:
+        """Every measured case: ``dice_<structure>`` (N,) each and the HD95 (N,), NaN where undefined.
+
+        Under torch.distributed, MONAI's buffer gathers every rank's cases (rank order), and so do the empty flags
+        and the HD95 here: each rank must call it, and each gets all cases.
+        """
+        import torch.distributed as dist
+
+        both_empty = torch.cat(self._both_empty) if self._both_empty else torch.zeros((0, self.num_classes - 1),
+                                                                                         dtype=torch.bool)
+        hd = np.concatenate(self._hd) if self._hd else np.zeros(0)
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if distributed:
+            gathered: list = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (both_empty, hd))
+            both_empty = torch.cat([g[0] for g in gathered])
+            hd = np.concatenate([g[1] for g in gathered])
+        if len(both_empty) == 0:
             dice = np.zeros((0, self.num_classes - 1))
         else:
             dice = self._dice.get_buffer().detach().cpu().double().numpy()
-            dice[torch.cat(self._both_empty).numpy()] = np.nan
+            dice[both_empty.numpy()] = np.nan
         out = {f"dice_{name}": dice[:, k] for k, name in enumerate(self.names)}
         if self.hd_key is not None:
-            out[self.hd_key] = np.concatenate(self._hd) if self._hd else np.zeros(0)
+            out[self.hd_key] = hd
         return out
 
     def compute(self) -> dict[str, float]:
@@ -267,7 +282,7 @@ class SegmentationMeter:
         out["dice_macro"] = _nanmean(np.array(per_structure))
         if self.hd_key is not None:
             out[self.hd_key] = _nanmean(cases[self.hd_key])
-        out["n_cases"] = len(self)
+        out["n_cases"] = len(cases[f"dice_{self.names[0]}"])
         return out
 
 
