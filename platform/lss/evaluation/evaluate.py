@@ -13,7 +13,6 @@ reason is written in the report's notes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -84,14 +83,6 @@ def read_split(path: str | Path, key: str | None = None) -> list[str]:
     return [str(i) for i in data]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _column_norms(affine: np.ndarray, columns: tuple[int, int]) -> tuple[float, float]:
     return tuple(float(np.linalg.norm(np.asarray(affine)[:3, c])) for c in columns)
 
@@ -146,7 +137,7 @@ def evaluate_model(
             ``batch_size`` < 1, or cases whose axial input does not match the model.
     """
     from lss.model import case_to_sample, collate_samples, load_model
-    from lss.preprocessing.pipeline import load_case, read_jsonl
+    from lss.preprocessing.pipeline import file_sha256, load_case, read_jsonl
 
     model_path, data_dir, out_dir = Path(model_path), Path(data_dir), Path(out_dir)
     if int(batch_size) < 1:
@@ -208,7 +199,7 @@ def evaluate_model(
     probs_all, severity_all = torch.cat(probs).numpy(), torch.cat(severity).numpy()
     notes: list[str] = []
     results: dict[str, Any] = {
-        "model": {"path": str(model_path.resolve()), "sha256": _sha256(model_path),
+        "model": {"path": str(model_path.resolve()), "sha256": file_sha256(model_path),
                   "config": model.config.model_dump(mode="json")},
         "data": {"dir": str(data_dir.resolve()), "index": str(index.resolve())},
         "studies": {

@@ -36,6 +36,7 @@ __all__ = [
     "run_preprocessing",
     "load_case",
     "read_jsonl",
+    "file_sha256",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ def study_fingerprint(record: StudyRecord, config: PreprocessConfig) -> str:
     return digest.hexdigest()[:24]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -104,7 +106,7 @@ def process_record(record: StudyRecord, config: PreprocessConfig, out_dir: Path)
         row.update(
             status="ok",
             path=f"{CASES_DIR}/{path.name}",
-            sha256=_sha256(path),
+            sha256=file_sha256(path),
             has_sagittal_labels=case.sagittal_labels is not None,
             has_axial_labels=case.axial_labels is not None,
             axial_present=case.axial_present.tolist(),
@@ -194,7 +196,7 @@ def _unchanged(row: dict[str, Any] | None, fingerprint: str, out_dir: Path) -> b
     if row.get("status") == "error":
         return True  # the same input fails the same way
     path = out_dir / row["path"]
-    return path.is_file() and _sha256(path) == row.get("sha256")
+    return path.is_file() and file_sha256(path) == row.get("sha256")
 
 
 def run_preprocessing(
