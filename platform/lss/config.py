@@ -24,6 +24,7 @@ __all__ = [
     "LossConfig",
     "TrainConfig",
     "TuneConfig",
+    "ReportConfig",
     "ServeConfig",
     "RayConfig",
     "LSSConfig",
@@ -263,6 +264,40 @@ class TuneConfig(_Section):
     storage_path: str = "outputs/tune"
 
 
+class ReportConfig(_Section):
+    """Report writing (``lss.reporting``): the grounded writer and the learned report generator.
+
+    Attributes:
+        writer: "grounded" (the default: template sentences from the findings, every one with its evidence) or
+            "learned" (a small transformer decoder that cross-attends to the per-level features).
+        generator_path: a folder saved by the learned generator (``save_generator``); needed for ``writer="learned"``.
+        style: the reference style the learned generator is asked to write (its first token).
+        layers, hidden, heads: size of the learned decoder (a ``transformers`` GPT-2 built from a config, with
+            cross-attention; never downloaded).
+        max_new_tokens: generation limit of the learned decoder.
+        epochs, batch_size, learning_rate: its training (AdamW) on the reference reports of the training split.
+        seed: seed of its initialisation and batches.
+    """
+
+    writer: Literal["grounded", "learned"] = "grounded"
+    generator_path: str | None = None
+    style: str = "structured"
+    layers: int = Field(2, ge=1)
+    hidden: int = Field(128, ge=16)
+    heads: int = Field(4, ge=1)
+    max_new_tokens: int = Field(400, ge=8)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> ReportConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}).")
+        return self
+
+
 class ServeConfig(_Section):
     """Ray Serve (consumed by the serving stage)."""
 
@@ -306,6 +341,7 @@ class LSSConfig(_Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
