@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
@@ -77,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, help="studies per forward pass (default: train.batch_size)")
     evaluate.add_argument("--device", default="cpu", help="torch device, e.g. 'cuda'")
     add_config_arguments(evaluate)
+
+    diagnose = commands.add_parser(
+        "diagnose", help="one study (DICOM folder or zip, NIfTI/MHA) -> report, findings JSON and evidence images")
+    diagnose.add_argument("path", help="the study: a DICOM folder, a .zip of one, a NIfTI/MHA file or a folder")
+    diagnose.add_argument("--checkpoint", "--model", dest="model", required=True,
+                          help="a model file (lss.model.save_model, e.g. a run's best_model.pt)")
+    diagnose.add_argument("--out", required=True, help="folder for report.txt, report.json and images/")
+    diagnose.add_argument("--device", default="cpu", help="torch device, e.g. 'cuda'")
+    add_config_arguments(diagnose)
 
     show = commands.add_parser("config", help="print the resolved configuration as YAML")
     add_config_arguments(show)
@@ -151,6 +161,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    from lss.data.errors import StudyError
+    from lss.inference import Diagnoser
+
+    config = _load(args)
+    try:
+        diagnosis = Diagnoser(args.model, config, device=args.device).diagnose_path(
+            args.path, args.out, max_unpacked_bytes=config.serve.max_unpacked_mb << 20)
+    except StudyError as error:
+        print(f"lss diagnose: the study cannot be read: {error}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as error:
+        print(f"lss diagnose: {error}", file=sys.stderr)
+        return 1
+    print(diagnosis.report.text)
+    print(f"\nreport: {diagnosis.files['report_txt']}\nfindings and evidence: {diagnosis.files['report_json']}\n"
+          f"images: {len(diagnosis.images)} PNGs in {Path(args.out) / 'images'} (montage: "
+          f"{diagnosis.images.get('montage')})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -167,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tune(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "diagnose":
+            return _diagnose(args)
         if args.command == "config":
             print(yaml.safe_dump(json.loads(_load(args).model_dump_json()), sort_keys=False), end="")
             return 0

@@ -28,6 +28,8 @@ class ErrorCode(str, Enum):
     MISSING_SAGITTAL = "missing_sagittal"
     BAD_LABELS = "bad_labels"  # a label table or mask that does not fit the study
     PREPROCESSING_FAILED = "preprocessing_failed"  # any other failure inside a transform
+    BAD_ARCHIVE = "bad_archive"  # an upload that is not a readable zip, or one that is unsafe / too large unpacked
+    MULTIPLE_STUDIES = "multiple_studies"  # one study was expected, several were found
 
 
 class StudyError(Exception):

@@ -1,0 +1,157 @@
+"""Runs the model on preprocessed cases and keeps, per study, what the findings and the evidence images need.
+
+The model sees the 2.5D inputs of ``lss.model.case_to_sample``; this module turns its batched outputs into one
+``StudyPrediction`` per study, in NumPy, with the attention maps brought up to image resolution so that they can be
+laid over the image they explain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lss.anatomy import LEVELS
+
+__all__ = ["StudyPrediction", "predict_cases", "column_spacing"]
+
+
+def column_spacing(affine: np.ndarray, columns: tuple[int, int]) -> tuple[float, float]:
+    """Pixel spacing (mm) of two voxel axes: the norms of the affine's columns."""
+    affine = np.asarray(affine, dtype=np.float64)
+    return float(np.linalg.norm(affine[:3, columns[0]])), float(np.linalg.norm(affine[:3, columns[1]]))
+
+
+@dataclass
+class StudyPrediction:
+    """The model's output for one study, on the preprocessed grid.
+
+    Attributes:
+        study_id: the study.
+        sagittal_image: (Y, Z) the mid-sagittal slice of the input (posterior -> anterior, inferior -> superior).
+        sagittal_mask: (Y, Z) int predicted structure index (``lss.anatomy.Structure`` order).
+        sagittal_spacing: (2,) mm per pixel along Y and Z.
+        sagittal_slice: index of the mid-sagittal slice in the sagittal crop.
+        sagittal_affine: (4, 4) RAS affine of the sagittal crop.
+        level_attention: (L, Y, Z) the sagittal attention of each level prompt, upsampled to the image, each map
+            summing to 1.
+        axial_present: (L,) bool, True where the level had axial data.
+        axial_images: (L, H, W) the centre axial slice of each level (zeros where absent); H left -> right,
+            W posterior -> anterior.
+        axial_masks: (L, H, W) int predicted structure index (0 where absent).
+        axial_spacing: (L, 2) mm per pixel along H and W.
+        axial_attention: (L, H, W) each level prompt's attention over its own axial slice (zeros where absent).
+        axial_affines: (L, 4, 4) RAS affines of the axial crops.
+        severity_probs: (L, 3) probabilities of Normal/Mild, Moderate, Severe.
+        canal_area_mm2: (L,) the model's soft canal area on its axial masks (0 where absent).
+        level_features: (L, F) the features the severity head read (the learned report generator reads them too).
+        info: the preprocessing record (series used, slices, warnings).
+    """
+
+    study_id: str
+    sagittal_image: np.ndarray
+    sagittal_mask: np.ndarray
+    sagittal_spacing: tuple[float, float]
+    sagittal_slice: int
+    sagittal_affine: np.ndarray
+    level_attention: np.ndarray
+    axial_present: np.ndarray
+    axial_images: np.ndarray
+    axial_masks: np.ndarray
+    axial_spacing: np.ndarray
+    axial_attention: np.ndarray
+    axial_affines: np.ndarray
+    severity_probs: np.ndarray
+    canal_area_mm2: np.ndarray
+    level_features: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return LEVELS
+
+
+def _upsample(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) attention -> (N, H, W), bilinear, renormalised to sum to 1 per map."""
+    up = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
+    up = up / up.flatten(1).sum(dim=1).clamp_min(1e-12)[:, None, None]
+    return up.cpu().numpy()
+
+
+def predict_cases(
+    model: torch.nn.Module,
+    cases: Sequence[Mapping[str, np.ndarray]],
+    study_ids: Sequence[str],
+    infos: Sequence[Mapping[str, Any]] | None = None,
+    device: str | torch.device = "cpu",
+) -> list[StudyPrediction]:
+    """Predicts a batch of preprocessed cases.
+
+    Args:
+        model: an ``lss.model.LSSModel`` (put in eval mode here).
+        cases: arrays of ``load_case`` / ``PreprocessedStudy.arrays()``; all with the same shapes.
+        study_ids: one id per case.
+        infos: the preprocessing ``info`` of each case (optional).
+        device: where the model runs.
+
+    Raises:
+        ValueError: for an empty batch, a length mismatch, or axial inputs that do not fit the model.
+    """
+    from lss.model import case_to_sample, collate_samples
+
+    if not cases:
+        raise ValueError("predict_cases needs at least one case.")
+    if len(study_ids) != len(cases) or (infos is not None and len(infos) != len(cases)):
+        raise ValueError(f"{len(cases)} cases but {len(study_ids)} study ids"
+                         + ("" if infos is None else f" and {len(infos)} infos") + ".")
+    for sid, case in zip(study_ids, cases, strict=True):
+        if case["axial_image"].shape[1] != model.axial_slices:
+            raise ValueError(f"study {sid}: {case['axial_image'].shape[1]} axial slices per level, the model takes "
+                             f"{model.axial_slices}.")
+    model = model.eval()
+    device = torch.device(device)
+    batch = collate_samples([case_to_sample(dict(c), model.config.sagittal_slices) for c in cases])
+    with torch.no_grad():
+        out = model(batch["sagittal"].to(device), batch["axial"].to(device), batch["axial_present"].to(device))
+    probs = out.severity_logits.softmax(dim=-1).cpu().numpy()
+    sagittal_mask = out.sagittal_logits.argmax(dim=1).cpu().numpy().astype(np.int16)
+    level_attention = out.level_attention(model.prompts)
+    n_levels = len(LEVELS)
+    results = []
+    for b, (sid, case) in enumerate(zip(study_ids, cases, strict=True)):
+        centre = case["sagittal_image"].shape[0] // 2
+        image = np.asarray(case["sagittal_image"][centre], dtype=np.float32)
+        present = np.asarray(case["axial_present"], dtype=bool)
+        axial_images = np.asarray(case["axial_image"][:, case["axial_image"].shape[1] // 2], dtype=np.float32)
+        axial_images = axial_images * present[:, None, None]
+        hw = tuple(axial_images.shape[1:])
+        if out.axial_logits is not None:
+            axial_masks = out.axial_logits[b].argmax(dim=1).cpu().numpy().astype(np.int16) * present[:, None, None]
+            axial_attention = _upsample(out.axial_attention[b], hw) * present[:, None, None]
+        else:
+            axial_masks = np.zeros((n_levels, *hw), dtype=np.int16)
+            axial_attention = np.zeros((n_levels, *hw), dtype=np.float32)
+        results.append(StudyPrediction(
+            study_id=str(sid),
+            sagittal_image=image,
+            sagittal_mask=sagittal_mask[b],
+            sagittal_spacing=column_spacing(case["sagittal_affine"], (1, 2)),
+            sagittal_slice=int(centre),
+            sagittal_affine=np.asarray(case["sagittal_affine"], dtype=np.float64),
+            level_attention=_upsample(level_attention[b], tuple(image.shape)),
+            axial_present=present,
+            axial_images=axial_images,
+            axial_masks=axial_masks,
+            axial_spacing=np.array([column_spacing(a, (0, 1)) for a in case["axial_affines"]]),
+            axial_attention=axial_attention.astype(np.float32),
+            axial_affines=np.asarray(case["axial_affines"], dtype=np.float64),
+            severity_probs=probs[b],
+            canal_area_mm2=out.canal_area_mm2[b].cpu().numpy(),
+            level_features=out.level_features[b].cpu().numpy(),
+            info=dict(infos[b]) if infos is not None else {},
+        ))
+    return results

@@ -1,0 +1,109 @@
+"""One study from whatever a user hands over: a DICOM folder, a zip of one, a NIfTI/MHA file or a folder of them.
+
+Zips are unpacked with the checks an upload needs (no absolute paths or ``..`` entries, no links, a cap on the
+unpacked size, checked against the archive's declared sizes before anything is written and against the bytes
+actually written while unpacking). The study is then found by the generic adapter
+(``lss.data.adapters.generic``), which knows nothing of patients: ids come from file and folder names.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from lss.data.adapters.generic import discover
+from lss.data.errors import ErrorCode, StudyError
+from lss.data.manifest import StudyRecord
+
+__all__ = ["unpack_zip", "open_study"]
+
+_CHUNK = 1 << 20
+
+
+def unpack_zip(archive: str | Path, dest: str | Path, max_unpacked_bytes: int = 1 << 30) -> Path:
+    """Unpacks a zip safely.
+
+    Args:
+        archive: the zip file.
+        dest: an empty or missing folder to unpack into.
+        max_unpacked_bytes: limit on the total unpacked size.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        StudyError: BAD_ARCHIVE when the file is not a zip, an entry escapes ``dest`` or is a link, or the content
+            is larger than ``max_unpacked_bytes``.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if not zipfile.is_zipfile(archive):
+        raise StudyError(ErrorCode.BAD_ARCHIVE, "the upload is not a zip archive.")
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            entries = zf.infolist()
+            declared = sum(e.file_size for e in entries)
+            if declared > max_unpacked_bytes:
+                raise StudyError(ErrorCode.BAD_ARCHIVE, f"the archive unpacks to {declared / 2**20:.0f} MiB, more "
+                                 f"than the limit of {max_unpacked_bytes / 2**20:.0f} MiB.")
+            dest.mkdir(parents=True, exist_ok=True)
+            written = 0
+            for entry in entries:
+                name = PurePosixPath(entry.filename.replace("\\", "/"))
+                if name.is_absolute() or ".." in name.parts or (name.parts and name.parts[0].endswith(":")):
+                    raise StudyError(ErrorCode.BAD_ARCHIVE, f"archive entry {entry.filename!r} points outside the "
+                                     "archive.")
+                if stat.S_ISLNK(entry.external_attr >> 16):
+                    raise StudyError(ErrorCode.BAD_ARCHIVE, f"archive entry {entry.filename!r} is a link.")
+                target = dest.joinpath(*name.parts)
+                if entry.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # Declared sizes can lie (a zip bomb): count what is really written.
+                with zf.open(entry) as source, open(target, "wb") as sink:
+                    while chunk := source.read(_CHUNK):
+                        written += len(chunk)
+                        if written > max_unpacked_bytes:
+                            raise StudyError(ErrorCode.BAD_ARCHIVE, "the archive unpacks to more than the limit of "
+                                             f"{max_unpacked_bytes / 2**20:.0f} MiB.")
+                        sink.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as error:
+        raise StudyError(ErrorCode.BAD_ARCHIVE, f"the zip archive cannot be read: {error}") from error
+    return dest
+
+
+def open_study(path: str | Path, workdir: str | Path | None = None, max_unpacked_bytes: int = 1 << 30) -> StudyRecord:
+    """The one study at ``path``.
+
+    Args:
+        path: a DICOM folder, a ``.zip`` of one, a NIfTI/MHA file, or a folder of image files.
+        workdir: where a zip is unpacked (required for zips; the caller owns and removes it).
+        max_unpacked_bytes: limit on a zip's unpacked size.
+
+    Raises:
+        StudyError: NOT_FOUND / NO_IMAGE / BAD_ARCHIVE, MISSING_SAGITTAL (or the reader's code) when the study is
+            unusable, MULTIPLE_STUDIES when the path holds several studies.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StudyError(ErrorCode.NOT_FOUND, "the study path does not exist.", str(path))
+    if path.is_file() and path.suffix.lower() == ".zip":
+        if workdir is None:
+            raise ValueError("a zip needs a workdir to be unpacked into.")
+        root = Path(workdir) / path.stem
+        if root.exists():
+            shutil.rmtree(root)
+        path = unpack_zip(path, root, max_unpacked_bytes)
+    result = discover(path)
+    if len(result.records) > 1:
+        ids = ", ".join(r.study_id for r in result.records[:5])
+        raise StudyError(ErrorCode.MULTIPLE_STUDIES, f"expected one study, found {len(result.records)} ({ids}); "
+                         "give one study's folder or file.")
+    if not result.records:
+        if result.errors:
+            first = result.errors[0]
+            raise StudyError(first["code"], first["message"])
+        raise StudyError(ErrorCode.NO_IMAGE, "no usable study was found.")
+    return result.records[0]

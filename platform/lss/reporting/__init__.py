@@ -1,0 +1,22 @@
+"""Explainable reports: measurements from masks, findings with two grades, the grounded writer, the learned report
+generator, evidence images, and the metrics that judge reports (NLG scores and clinical accuracy)."""
+
+from lss.reporting.findings import LevelFinding, StudyFindings, build_findings
+from lss.reporting.grounded import GroundedReportWriter, Report, ReportSentence
+from lss.reporting.measurements import (
+    LevelMeasurements,
+    ap_diameter_mm,
+    disc_height_mm,
+    largest_component,
+    locate_level_discs,
+    measure_study,
+    principal_axes,
+    ray_run_mm,
+    region_area_mm2,
+)
+
+__all__ = [
+    "LevelFinding", "StudyFindings", "build_findings", "GroundedReportWriter", "Report", "ReportSentence",
+    "LevelMeasurements", "ap_diameter_mm", "disc_height_mm", "largest_component", "locate_level_discs",
+    "measure_study", "principal_axes", "ray_run_mm", "region_area_mm2",
+]

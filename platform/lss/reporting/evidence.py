@@ -1,0 +1,162 @@
+"""Evidence images: what a reader looks at to check each sentence of a report.
+
+Per study (PNG, matplotlib's Agg backend, no display needed):
+
+- ``sagittal``: the mid-sagittal slice with the predicted vertebrae, discs and canal, each level's name at its disc
+  and the canal AP line measured there;
+- ``axial_<level>``: the level's axial slice with the dural sac contour and its area / AP diameter;
+- ``attention_<level>``: the level prompt's attention over the sagittal slice (the Spatial Patch Cross-Attention
+  map that the grade read);
+- ``montage``: all of them on one page.
+
+Displayed in radiological convention: sagittal with anterior on the left and superior up; axial with anterior up
+and the patient's right on the viewer's left. Axes are in mm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lss.anatomy import LEVELS, Structure
+from lss.reporting.findings import StudyFindings
+
+__all__ = ["image_id", "write_evidence_images", "STRUCTURE_COLOURS"]
+
+STRUCTURE_COLOURS = {
+    Structure.VERTEBRA.index: (0.95, 0.85, 0.25),
+    Structure.DISC.index: (0.25, 0.65, 1.0),
+    Structure.CANAL.index: (1.0, 0.3, 0.3),
+}
+SEVERITY_COLOURS = {"Normal/Mild": "#7CFC00", "Moderate": "#FFA500", "Severe": "#FF3030"}
+
+
+def image_id(kind: str, level: str | None = None) -> str:
+    """The id (and PNG stem) of an evidence image, e.g. ``axial_L4-L5``."""
+    return kind if level is None else f"{kind}_{level.replace('/', '-')}"
+
+
+def _overlay(mask: np.ndarray) -> np.ndarray:
+    """(H, W) structure indices -> (H, W, 4) RGBA."""
+    rgba = np.zeros((*mask.shape, 4), dtype=np.float32)
+    for index, colour in STRUCTURE_COLOURS.items():
+        rgba[mask == index] = (*colour, 0.35)
+    return rgba
+
+
+def _show(ax, image: np.ndarray, spacing: Sequence[float], flip_x: bool = True, **kwargs):
+    """Shows an (A, B) array with A along x and B along y (origin lower), in mm."""
+    extent = (0, image.shape[0] * spacing[0], 0, image.shape[1] * spacing[1])
+    ax.imshow(np.swapaxes(image, 0, 1), origin="lower", extent=extent, interpolation="nearest", **kwargs)
+    if flip_x and not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    return extent
+
+
+def _sagittal(ax, prediction, findings: StudyFindings) -> None:
+    sy, sz = prediction.sagittal_spacing
+    _show(ax, prediction.sagittal_image, (sy, sz), cmap="gray", vmin=0, vmax=1)
+    _show(ax, _overlay(prediction.sagittal_mask), (sy, sz))
+    for finding in findings.levels:
+        m = finding.measurements
+        if m.disc_centre_px is None:
+            continue
+        y, z = m.disc_centre_px
+        colour = SEVERITY_COLOURS[finding.severity.value]
+        ax.text((y + 0.5) * sy + 14, (z + 0.5) * sz, finding.level, color=colour, fontsize=7, ha="right",
+                va="center", fontweight="bold")
+        if m.sagittal_ap_line_px is not None:
+            (y0, z0), (y1, z1) = m.sagittal_ap_line_px
+            ax.plot([(y0 + 0.5) * sy, (y1 + 0.5) * sy], [(z0 + 0.5) * sz, (z1 + 0.5) * sz], color="white", lw=1)
+    ax.set_title(f"{findings.study_id}: sagittal, slice {prediction.sagittal_slice}", fontsize=8)
+    ax.set_xlabel("anterior  <-  mm  ->  posterior", fontsize=6)
+    ax.tick_params(labelsize=5)
+
+
+def _axial(ax, prediction, findings: StudyFindings, li: int) -> None:
+    finding = findings.levels[li]
+    spacing = prediction.axial_spacing[li]
+    if not prediction.axial_present[li]:
+        ax.text(0.5, 0.5, f"{finding.level}\nno axial image", ha="center", va="center", fontsize=8,
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    _show(ax, prediction.axial_images[li], spacing, cmap="gray", vmin=0, vmax=1)
+    sac = prediction.axial_masks[li] == Structure.CANAL.index
+    if sac.any():
+        h, w = sac.shape
+        xs, ys = (np.arange(h) + 0.5) * spacing[0], (np.arange(w) + 0.5) * spacing[1]
+        ax.contour(xs, ys, sac.T.astype(float), levels=[0.5], colors=[SEVERITY_COLOURS[finding.severity.value]],
+                   linewidths=1)
+    m = finding.measurements
+    measured = (f"{m.area_mm2:.0f} mm2, AP {m.ap_mm:.1f} mm" if m.area_mm2 is not None and m.ap_mm is not None
+                else "sac not segmented")
+    where = f" (slice {m.axial_slice['slice']})" if m.axial_slice and m.axial_slice.get("slice") is not None else ""
+    ax.set_title(f"{finding.level}: {finding.severity.value}\n{measured}\n{where.strip()}", fontsize=6)
+    ax.tick_params(labelsize=5)
+
+
+def _attention(ax, prediction, findings: StudyFindings, li: int) -> None:
+    finding = findings.levels[li]
+    sy, sz = prediction.sagittal_spacing
+    _show(ax, prediction.sagittal_image, (sy, sz), cmap="gray", vmin=0, vmax=1)
+    heat = prediction.level_attention[li]
+    heat = heat / max(float(heat.max()), 1e-12)
+    _show(ax, heat, (sy, sz), cmap="inferno", alpha=0.55, vmin=0, vmax=1)
+    ax.set_title(f'prompt "{finding.level}": attention', fontsize=7)
+    ax.tick_params(labelsize=5)
+
+
+def write_evidence_images(prediction, findings: StudyFindings, out_dir: str | Path, dpi: int = 110) -> dict[str, str]:
+    """Writes the evidence PNGs of one study and records their ids in the findings.
+
+    Args:
+        prediction: the study's ``lss.inference.StudyPrediction``.
+        findings: its ``StudyFindings``; each level's ``evidence`` list gets the ids of the images that show it.
+        out_dir: folder for the PNGs (created).
+        dpi: resolution.
+
+    Returns:
+        image id -> file path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+
+    def save(figure, key: str) -> None:
+        path = out_dir / f"{key}.png"
+        figure.savefig(path, dpi=dpi, bbox_inches="tight")
+        plt.close(figure)
+        written[key] = str(path)
+
+    figure, ax = plt.subplots(figsize=(3.2, 4.2))
+    _sagittal(ax, prediction, findings)
+    save(figure, image_id("sagittal"))
+    for li, level in enumerate(LEVELS):
+        finding = findings.levels[li]
+        figure, ax = plt.subplots(figsize=(2.6, 2.8))
+        _axial(ax, prediction, findings, li)
+        save(figure, image_id("axial", level))
+        figure, ax = plt.subplots(figsize=(2.6, 3.4))
+        _attention(ax, prediction, findings, li)
+        save(figure, image_id("attention", level))
+        finding.evidence = [image_id("sagittal"), image_id("axial", level), image_id("attention", level),
+                            image_id("montage")]
+
+    n = len(LEVELS)
+    figure = plt.figure(figsize=(2.0 * (n + 1), 6.4))
+    grid = figure.add_gridspec(2, n + 1)
+    _sagittal(figure.add_subplot(grid[:, 0]), prediction, findings)
+    for li in range(n):
+        _axial(figure.add_subplot(grid[0, li + 1]), prediction, findings, li)
+        _attention(figure.add_subplot(grid[1, li + 1]), prediction, findings, li)
+    figure.suptitle(f"{findings.study_id}: evidence (masks, dural sac, level-prompt attention)", fontsize=9)
+    save(figure, image_id("montage"))
+    return written

@@ -1,0 +1,141 @@
+"""The grounded report writer (the default): Technique, Findings (one line per level, in anatomical order) and
+Impression, where every sentence is built from one finding and carries its evidence.
+
+It states nothing the findings do not hold: a level's sentence names the model's grade, the measured dural sac area
+and AP diameter (when measured), and, in square brackets, whether the level is lower-confidence or flagged for
+review. The same findings always give the same text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lss.anatomy import CUTOFFS, LEVELS, Severity
+from lss.reporting.findings import LevelFinding, StudyFindings
+
+__all__ = ["Report", "ReportSentence", "GroundedReportWriter"]
+
+
+@dataclass
+class ReportSentence:
+    """One sentence of a report and what it rests on.
+
+    Attributes:
+        section: "technique", "findings" or "impression".
+        text: the sentence.
+        levels: the levels it speaks about.
+        evidence: per level, the measurements and evidence image ids behind it.
+    """
+
+    section: str
+    text: str
+    levels: list[str] = field(default_factory=list)
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    """A written report: the text and its sentences with their evidence."""
+
+    study_id: str
+    writer: str
+    text: str
+    sentences: list[ReportSentence]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"study_id": self.study_id, "writer": self.writer, "text": self.text,
+                "sentences": [vars(s) for s in self.sentences]}
+
+
+def _severity_phrase(finding: LevelFinding) -> str:
+    if finding.severity is Severity.SEVERE:
+        return "severe central canal stenosis"
+    if finding.severity is Severity.MODERATE:
+        return "moderate central canal stenosis"
+    area = finding.measurements.area_mm2
+    if area is not None and area < CUTOFFS.relative_area_mm2:
+        return "mild narrowing of the central canal"
+    return "no significant central canal stenosis"
+
+
+def _evidence(finding: LevelFinding) -> dict[str, Any]:
+    m = finding.measurements
+    return {
+        "severity": finding.severity.value,
+        "probability": round(finding.confidence, 3),
+        "rule_severity": None if finding.rule_severity is None else finding.rule_severity.value,
+        "area_mm2": m.area_mm2,
+        "ap_mm": m.ap_mm,
+        "axial_slice": m.axial_slice,
+        "sagittal_ap_mm": m.sagittal_ap_mm,
+        "disc_height_mm": m.disc_height_mm,
+        "sagittal_slice": m.sagittal_slice,
+        "images": list(finding.evidence),
+    }
+
+
+class GroundedReportWriter:
+    """Writes a radiologist-style report from ``StudyFindings``; see the module docstring."""
+
+    name = "grounded"
+
+    def _level_sentence(self, finding: LevelFinding) -> str:
+        m = finding.measurements
+        text = f"{finding.level}: {_severity_phrase(finding).capitalize()}"
+        measured = []
+        if m.area_mm2 is not None:
+            measured.append(f"dural sac area {m.area_mm2:.0f} mm2")
+        if m.ap_mm is not None:
+            measured.append(f"AP diameter {m.ap_mm:.1f} mm")
+        if measured:
+            text += f" ({', '.join(measured)})"
+        notes = []
+        if finding.lower_confidence:
+            sagittal = f", sagittal canal AP {m.sagittal_ap_mm:.1f} mm" if m.sagittal_ap_mm is not None else ""
+            notes.append(f"lower confidence: no axial image at this level, graded on the sagittal view{sagittal}")
+        if finding.review:
+            notes.append(f"review: {finding.review_reason}")
+        if notes:
+            text += " [" + "; ".join(notes) + "]"
+        return text + "."
+
+    def _technique(self, findings: StudyFindings) -> str:
+        if findings.has_axial:
+            return "Sagittal and axial T2-weighted images of the lumbar spine."
+        return "Sagittal T2-weighted images of the lumbar spine; no axial images were matched to the disc levels."
+
+    def _impression(self, findings: StudyFindings) -> tuple[str, list[str]]:
+        abnormal = [f for f in findings.levels if f.severity in (Severity.MODERATE, Severity.SEVERE)]
+        if not abnormal:
+            return "No significant central canal stenosis at any lumbar level.", []
+        abnormal.sort(key=lambda f: (-f.severity.index, LEVELS.index(f.level)))
+        text = "; ".join(f"{f.severity.value.lower()} central canal stenosis at {f.level}" for f in abnormal)
+        return text[0].upper() + text[1:] + ".", [f.level for f in abnormal]
+
+    def write(self, findings: StudyFindings) -> Report:
+        """The report of one study.
+
+        Args:
+            findings: from ``lss.reporting.build_findings``.
+        """
+        ordered = sorted(findings.levels, key=lambda f: LEVELS.index(f.level))
+        sentences = [ReportSentence("technique", self._technique(findings))]
+        for finding in ordered:
+            sentences.append(ReportSentence("findings", self._level_sentence(finding), [finding.level],
+                                            {finding.level: _evidence(finding)}))
+        impression, levels = self._impression(findings)
+        by_level = {f.level: f for f in ordered}
+        sentences.append(ReportSentence("impression", impression, levels,
+                                        {lv: _evidence(by_level[lv]) for lv in levels}))
+        flagged = [f.level for f in ordered if f.review]
+        if flagged:
+            sentences.append(ReportSentence(
+                "impression", f"[Model and measurement disagree at {', '.join(flagged)}: please review.]", flagged,
+                {lv: _evidence(by_level[lv]) for lv in flagged}))
+        for note in findings.notes:
+            sentences.append(ReportSentence("impression", f"[{note}]"))
+        lines = ["TECHNIQUE: " + sentences[0].text, "", "FINDINGS:"]
+        lines += [s.text for s in sentences if s.section == "findings"]
+        lines += ["", "IMPRESSION:"] + [s.text for s in sentences if s.section == "impression"]
+        return Report(study_id=findings.study_id, writer=self.name, text="\n".join(lines), sentences=sentences)
