@@ -50,3 +50,18 @@ def synth_dicom(tmp_path_factory):
 def synth_nifti(tmp_path_factory):
     """Two synthetic studies written as NIfTI, with every severity forced present by a uniform prior."""
     return _synth(tmp_path_factory, "synth_nifti", cases=2, seed=200, format="nifti", class_balance="uniform")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory):
+    """A small untrained model saved as an inference file (seeded): real code paths, meaningless grades."""
+    import torch
+
+    from lss.config import ModelConfig
+    from lss.model import build_model, save_model
+    from lss.model.text import TextEncoder
+
+    torch.manual_seed(0)
+    config = ModelConfig(base_channels=8, attention_dim=32, text_encoder="random-small")
+    model = build_model(config, text_encoder=TextEncoder("random-small"))
+    return save_model(model, tmp_path_factory.mktemp("tiny_model") / "model.pt")

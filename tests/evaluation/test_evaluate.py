@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from lss.anatomy import LEVELS, Structure
-from lss.config import ModelConfig, PreprocessConfig
+from lss.config import PreprocessConfig
 from lss.evaluation import PLOTS, RESULTS_JSON, RESULTS_MD, evaluate_model, read_split
 from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
 from lss.training.metrics import SEVERITY_NAMES, rsna_score, segmentation_metrics, severity_metrics
@@ -33,14 +33,8 @@ def preprocessed(synth_nifti, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    from lss.model import build_model, save_model
-    from lss.model.text import TextEncoder
-
-    torch.manual_seed(0)
-    config = ModelConfig(base_channels=8, attention_dim=32, text_encoder="random-small")
-    model = build_model(config, text_encoder=TextEncoder("random-small"))
-    return save_model(model, tmp_path_factory.mktemp("model") / "model.pt")
+def model_file(tiny_model_file):
+    return tiny_model_file
 
 
 @pytest.fixture(scope="module")

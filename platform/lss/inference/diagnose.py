@@ -162,7 +162,12 @@ class Diagnoser:
 
     # ------------------------------------------------------------------------------------------------ all of it
     def diagnose_record(self, record: StudyRecord, out_dir: str | Path | None = None) -> Diagnosis:
-        """Diagnoses one study record; with ``out_dir``, writes ``report.txt``, ``report.json`` and the images."""
+        """Diagnoses one study record; with ``out_dir``, writes ``report.txt``, ``report.json`` and the images.
+
+        Masks, grades, annotated level points and reports in the record are dropped first (masks would steer the
+        crops): a diagnosis sees only what a new patient's study holds.
+        """
+        record = _without_labels(record)
         case, info = self.preprocess(record)
         prediction = self.predict(record.study_id, case)
         findings = build_findings(prediction)
@@ -193,6 +198,15 @@ class Diagnoser:
         with tempfile.TemporaryDirectory(prefix="lss_diagnose_") as workdir:
             record = open_study(path, workdir, max_unpacked_bytes)
             return self.diagnose_record(record, out_dir)
+
+
+def _without_labels(record: StudyRecord) -> StudyRecord:
+    record = record.model_copy(deep=True)
+    for series in record.series:
+        series.mask_path = None
+    record.levels = []  # grades, measurements and annotated points are all labels
+    record.reports = {}
+    return record
 
 
 def _anonymous(study_id: str) -> str:

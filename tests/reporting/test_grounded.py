@@ -1,0 +1,103 @@
+"""Findings, the grounded report writer and the evidence images, on a prediction of known geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers_prediction import known_prediction
+from PIL import Image
+
+from lss.anatomy import LEVELS, SEVERITIES, Severity
+from lss.reporting import GroundedReportWriter, build_findings
+from lss.reporting.clinical import extract_statements
+from lss.reporting.evidence import image_id, write_evidence_images
+
+# Sac radii 9, 8, 6, 4.5, 8.5 mm: areas ~254, 201, 113, 64, 227 mm2 -> rule grades N, N, N (mild band), Severe, N.
+RULE = [Severity.NORMAL_MILD, Severity.NORMAL_MILD, Severity.NORMAL_MILD, Severity.SEVERE, Severity.NORMAL_MILD]
+
+
+def _probs(grades: list[Severity]) -> np.ndarray:
+    probs = np.full((len(LEVELS), 3), 0.05)
+    for li, grade in enumerate(grades):
+        probs[li, grade.index] = 0.9
+    return probs
+
+
+def test_rule_grade_and_model_grade_disagreeing_is_flagged_not_resolved():
+    findings = build_findings(known_prediction(probs=_probs([Severity.NORMAL_MILD] * 5)))
+    assert [f.rule_severity for f in findings.levels] == RULE
+    flagged = [f.level for f in findings.levels if f.review]
+    assert flagged == ["L4/L5"]
+    l45 = findings.level("L4/L5")
+    assert l45.severity is Severity.NORMAL_MILD  # the model's grade is kept...
+    assert "Severe" in l45.review_reason and "mm2" in l45.review_reason  # ...and the disagreement said
+    agreeing = build_findings(known_prediction(probs=_probs(RULE)))
+    assert not any(f.review for f in agreeing.levels)
+
+
+def test_a_level_without_axial_images_is_lower_confidence():
+    findings = build_findings(known_prediction(axial_present=[True, True, False, True, True], probs=_probs(RULE)))
+    l34 = findings.level("L3/L4")
+    assert l34.lower_confidence and l34.rule_severity is None and not l34.review
+    assert any("L3/L4" in note for note in findings.notes)
+    text = GroundedReportWriter().write(findings).text
+    line = next(s for s in text.splitlines() if s.startswith("L3/L4:"))
+    assert "lower confidence" in line and "mm2" not in line
+
+    none = build_findings(known_prediction(axial_present=[False] * 5))
+    assert not none.has_axial and all(f.lower_confidence for f in none.levels)
+    report = GroundedReportWriter().write(none)
+    assert "no axial images" in report.text.lower()
+
+
+def test_report_sections_order_and_evidence():
+    findings = build_findings(known_prediction(probs=_probs(RULE)))
+    report = GroundedReportWriter().write(findings)
+    lines = report.text.splitlines()
+    assert lines[0].startswith("TECHNIQUE:") and "FINDINGS:" in lines and "IMPRESSION:" in lines
+    level_lines = [line for line in lines if line[:5] in LEVELS]
+    assert [line[:5] for line in level_lines] == list(LEVELS)  # anatomical order, one line each
+    assert "Severe central canal stenosis (dural sac area 64 mm2" in level_lines[3]
+    assert "Mild narrowing" in level_lines[2]  # 113 mm2: Normal/Mild, in the relative-stenosis band
+    impression = lines[lines.index("IMPRESSION:") + 1]
+    assert impression == "Severe central canal stenosis at L4/L5."
+    for sentence in report.sentences:
+        if sentence.section == "findings":
+            (level,) = sentence.levels
+            evidence = sentence.evidence[level]
+            assert evidence["severity"] == findings.level(level).severity.value
+            assert evidence["area_mm2"] == findings.level(level).measurements.area_mm2
+            assert evidence["axial_slice"] == {"series": f"ax{LEVELS.index(level)}", "slice": 2}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_report_states_exactly_the_findings(seed):
+    """Whatever the grades, every level is stated once with the model's grade: nothing more, nothing else."""
+    rng = np.random.default_rng(seed)
+    grades = [SEVERITIES[i] for i in rng.integers(0, 3, len(LEVELS))]
+    present = rng.random(len(LEVELS)) > 0.3
+    radii = rng.uniform(3.5, 10.0, len(LEVELS))
+    findings = build_findings(known_prediction(sac_radius_mm=radii, probs=_probs(grades), axial_present=present))
+    writer = GroundedReportWriter()
+    report = writer.write(findings)
+    assert extract_statements(report.text) == dict(zip(LEVELS, grades, strict=True))
+    assert writer.write(findings).text == report.text  # deterministic
+    for level, grade in zip(LEVELS, grades, strict=True):
+        if grade is Severity.NORMAL_MILD:
+            assert f"central canal stenosis at {level}" not in report.text.split("IMPRESSION:")[1]
+
+
+def test_evidence_images_are_written_and_linked(tmp_path):
+    prediction = known_prediction(probs=_probs(RULE), axial_present=[True, True, True, False, True])
+    findings = build_findings(prediction)
+    images = write_evidence_images(prediction, findings, tmp_path)
+    expected = {"sagittal", "montage"} | {image_id(k, lv) for k in ("axial", "attention") for lv in LEVELS}
+    assert set(images) == expected
+    for path in images.values():
+        with Image.open(path) as image:
+            assert image.format == "PNG" and min(image.size) > 50
+    for finding in findings.levels:
+        assert image_id("axial", finding.level) in finding.evidence and "sagittal" in finding.evidence
+    report = GroundedReportWriter().write(findings)
+    level_sentence = next(s for s in report.sentences if s.levels == ["L1/L2"])
+    assert "axial_L1-L2" in level_sentence.evidence["L1/L2"]["images"]
