@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 slug = f"{variant.lower().replace(' ', '_').replace('+', 'plus').replace('(', '').replace(')', '')}_s{seed}"
                 result = run_training(config, data, name=slug)
                 evaluation = evaluate_model(result.best_model, data, out / "eval" / slug,
-                                            study_ids=result.split["test"])
+                                            study_ids=result.split["test"], reports=False)
                 rows.setdefault(variant, []).append({name: _metric(evaluation, path) for name, path in METRICS.items()})
                 split = result.split
     finally:

@@ -4,7 +4,9 @@
     lss preprocess --in data/synth --out data/preprocessed
     lss train --data data/preprocessed --name baseline --set train.epochs=8
     lss tune --data data/preprocessed --name pid_sweep --set tune.num_samples=16     # or: lss tune --smoke
-    lss evaluate --model M.pt --data data/preprocessed --out outputs/eval [--split split.json]
+    lss evaluate --model M.pt --data data/preprocessed --out outputs/eval [--split split.json] [--generator G]
+    lss train-reporter --model M.pt --data data/preprocessed --split split.json --out outputs/reporter
+    lss diagnose STUDY --checkpoint M.pt --out outputs/diagnosis     # a DICOM folder / zip or a NIfTI file
     lss config --profile gpu --set train.epochs=3      # print the resolved configuration
 
 Every sub-command takes ``--config FILE``, ``--profile NAME`` and ``--set section.key=value`` (repeatable).
@@ -77,7 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split-key", help="which list of a JSON object of splits, e.g. 'test'")
     evaluate.add_argument("--batch-size", type=int, help="studies per forward pass (default: train.batch_size)")
     evaluate.add_argument("--device", default="cpu", help="torch device, e.g. 'cuda'")
+    evaluate.add_argument("--generator", help="a learned report generator folder to score beside the grounded writer "
+                          "(default: report.generator_path)")
+    evaluate.add_argument("--no-reports", action="store_true", help="skip writing and scoring reports")
     add_config_arguments(evaluate)
+
+    reporter = commands.add_parser(
+        "train-reporter", help="train the learned report generator on a trained model's level features")
+    reporter.add_argument("--model", required=True, help="the trained model file (kept frozen)")
+    reporter.add_argument("--data", required=True, help="preprocessed studies with reference reports")
+    reporter.add_argument("--out", required=True, help="folder for the generator (use as report.generator_path)")
+    reporter.add_argument("--split", help="a training run's split.json: train on 'train', validate on 'val'")
+    reporter.add_argument("--device", default="cpu", help="torch device for the feature pass")
+    add_config_arguments(reporter)
 
     diagnose = commands.add_parser(
         "diagnose", help="one study (DICOM folder or zip, NIfTI/MHA) -> report, findings JSON and evidence images")
@@ -153,11 +167,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         study_ids = read_split(args.split, args.split_key) if args.split else None
         results = evaluate_model(args.model, args.data, args.out, study_ids=study_ids,
-                                 batch_size=args.batch_size or config.train.batch_size, device=args.device)
+                                 batch_size=args.batch_size or config.train.batch_size, device=args.device,
+                                 reports=not args.no_reports,
+                                 generator_path=args.generator or config.report.generator_path,
+                                 report_style=config.report.style)
     except (FileNotFoundError, ValueError) as error:
         print(f"lss evaluate: {error}", file=sys.stderr)
         return 1
     print(format_summary(results))
+    return 0
+
+
+def _train_reporter(args: argparse.Namespace) -> int:
+    from lss.reporting.fit import fit_report_generator
+
+    config = _load(args)
+    split = json.loads(Path(args.split).read_text()) if args.split else None
+    try:
+        out, history = fit_report_generator(args.model, args.data, args.out, config, split, device=args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"lss train-reporter: {error}", file=sys.stderr)
+        return 1
+    val = history.get("val_loss") or [float("nan")]
+    print(f"train-reporter: {history['train_studies']} studies, final train loss {history['train_loss'][-1]:.4f}, "
+          f"val loss {val[-1]:.4f}\n  generator: {out} (evaluate with --generator {out}; serve with "
+          f"--set report.writer=learned --set report.generator_path={out})")
     return 0
 
 
@@ -198,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tune(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "train-reporter":
+            return _train_reporter(args)
         if args.command == "diagnose":
             return _diagnose(args)
         if args.command == "config":

@@ -72,7 +72,7 @@ def test_the_report_files_keys_and_ranges(evaluated, preprocessed, model_file):
     assert (out / RESULTS_JSON).is_file() and (out / RESULTS_MD).is_file()
     saved = _strict_json(out / RESULTS_JSON)
     assert set(saved) == {"model", "data", "studies", "segmentation", "severity", "per_level", "per_study", "notes",
-                          "files", "canal_moderate_severe"}
+                          "files", "canal_moderate_severe", "reports"}
     narrow = saved["canal_moderate_severe"]
     expected_levels = sum(sev >= 1 for study in saved["per_study"] for sev in study["severity_true"])
     assert narrow["levels"] == expected_levels
@@ -119,6 +119,21 @@ def test_the_figures_are_valid_pngs(evaluated):
             image.verify()
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
+
+
+def test_reports_are_written_and_scored(evaluated):
+    """The grounded writer states the model's grades, so its clinical accuracy is the severity accuracy."""
+    results, out = evaluated
+    reports = results["reports"]
+    grounded = reports["writers"]["grounded"]
+    assert set(grounded["nlg"]) >= {"bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "spice"}
+    assert isinstance(grounded["nlg"]["spice"], str) and "not computed" in grounded["nlg"]["spice"].lower()
+    assert 0 <= grounded["nlg"]["bleu_4"] <= grounded["nlg"]["bleu_1"] <= 1
+    assert grounded["clinical"]["stated_fraction"] == 1.0
+    assert grounded["clinical"]["accuracy"] == pytest.approx(results["severity"]["accuracy"])
+    assert reports["measurements"]["area_mm2"]["n"] > 0
+    markdown = (out / RESULTS_MD).read_text()
+    assert "## Reports" in markdown and "clinical accuracy" in markdown and "TECHNIQUE:" in markdown
 
 
 def test_the_numbers_are_the_metrics_of_the_same_predictions(evaluated, preprocessed, model_file):

@@ -20,7 +20,6 @@ from lss.config import PreprocessConfig
 from lss.data.errors import ErrorCode, StudyError
 from lss.inference import Diagnoser, match_axial_levels, open_study, unpack_zip
 from lss.preprocessing.transforms import preprocess_study
-from lss.reporting.findings import build_findings
 from lss.reporting.measurements import LevelMeasurements
 
 PATIENT_NAME, PATIENT_ID = "DOE^JANE^Q", "MRN-8675309"

@@ -57,7 +57,9 @@ def test_report_sections_order_and_evidence():
     assert lines[0].startswith("TECHNIQUE:") and "FINDINGS:" in lines and "IMPRESSION:" in lines
     level_lines = [line for line in lines if line[:5] in LEVELS]
     assert [line[:5] for line in level_lines] == list(LEVELS)  # anatomical order, one line each
-    assert "Severe central canal stenosis (dural sac area 64 mm2" in level_lines[3]
+    area = findings.level("L4/L5").measurements.area_mm2
+    assert area == pytest.approx(np.pi * 4.5**2, rel=0.1)
+    assert f"Severe central canal stenosis (dural sac area {area:.0f} mm2" in level_lines[3]
     assert "Mild narrowing" in level_lines[2]  # 113 mm2: Normal/Mild, in the relative-stenosis band
     impression = lines[lines.index("IMPRESSION:") + 1]
     assert impression == "Severe central canal stenosis at L4/L5."

@@ -114,6 +114,9 @@ def evaluate_model(
     study_ids: list[str] | None = None,
     batch_size: int = 4,
     device: str | torch.device = "cpu",
+    reports: bool = True,
+    generator_path: str | Path | None = None,
+    report_style: str = "structured",
 ) -> dict[str, Any]:
     """Evaluates a saved model on preprocessed studies and writes the report.
 
@@ -125,6 +128,10 @@ def evaluate_model(
             ``data_dir`` are skipped with a warning and listed in the results.
         batch_size: studies per forward pass.
         device: where the model runs.
+        reports: also write and score each study's report (``lss.evaluation.reports``), when the studies carry
+            reference reports.
+        generator_path: a learned report generator to score beside the grounded writer.
+        report_style: the style asked of the learned generator.
 
     Returns:
         The results (also in ``results.json``, where NaN is written as null): ``model``, ``data``, ``studies``,
@@ -265,6 +272,14 @@ def evaluate_model(
 
     results["per_level"] = _per_level(probs_all, severity_all, axial_meter, axial_level_of_case)
     results["per_study"] = per_study
+    results["reports"] = None
+    if reports and any((row.get("record") or {}).get("reports") for row in rows):
+        from lss.evaluation.reports import evaluate_reports
+
+        results["reports"] = evaluate_reports(model_path, data_dir, [str(r["study_id"]) for r in rows],
+                                              generator_path, report_style, batch_size, device)
+    elif reports:
+        notes.append("no reference reports in the evaluated studies: report metrics skipped.")
     results["notes"] = notes
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -405,6 +420,11 @@ def _markdown(results: dict[str, Any]) -> str:
           "/".join(str(c) for c in e["true_counts"]), _f(e[canal])] for e in results["per_level"]],
     ))
 
+    if results.get("reports"):
+        from lss.evaluation.reports import reports_markdown
+
+        parts.append(reports_markdown(results["reports"]))
+
     plots = results["files"]["plots"]
     if plots:
         parts.append("## Figures\n")
@@ -428,6 +448,10 @@ def format_summary(results: dict[str, Any]) -> str:
     if severity is not None:
         lines.append(f"  severity accuracy {_f(severity['accuracy'])}, balanced {_f(severity['balanced_accuracy'])}, "
                      f"RSNA score {_f(severity['rsna_score'])}")
+    for name, block in ((results.get("reports") or {}).get("writers") or {}).items():
+        lines.append(f"  {name} reports: CIDEr {_f(block['nlg']['cider'])}, BLEU-4 {_f(block['nlg']['bleu_4'])}, "
+                     f"clinical accuracy {_f(block['clinical']['accuracy'])}, macro-F1 "
+                     f"{_f(block['clinical']['macro_f1'])}")
     files = results["files"]
     lines.append(f"  results: {files['results_json']}\n           {files['results_md']}")
     for path in files["plots"].values():

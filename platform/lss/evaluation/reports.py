@@ -1,0 +1,189 @@
+"""Evaluation of the written reports on held-out studies: the grounded writer and, when given, the learned report
+generator, in the same table.
+
+    per study: predict -> findings (measurements, rule grade) -> report of each writer
+    -> NLG scores against the study's reference reports (every style is a reference): BLEU-1..4, METEOR, ROUGE-L,
+       CIDEr (pycocoevalcap, PTB tokenizer; SPICE not available offline)
+    -> clinical accuracy: (level, severity) statements read back from each report against the true grades
+    -> measurement error: the dural sac area and AP diameter measured on the predicted masks against the truth,
+       and how often the rule grade of those measurements is right
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lss.anatomy import LEVELS, Severity
+
+__all__ = ["evaluate_reports", "reports_markdown"]
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES = 3  # reports per writer copied into the results, to read next to the numbers
+
+
+def _truth(row: dict[str, Any]) -> dict[str, Severity]:
+    return {level: Severity.from_index(int(v)) for level, v in zip(LEVELS, row["severity"], strict=True) if v >= 0}
+
+
+def evaluate_reports(
+    model_path: str | Path,
+    data_dir: str | Path,
+    study_ids: list[str] | None = None,
+    generator_path: str | Path | None = None,
+    style: str = "structured",
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Writes every evaluated study's report with each writer and scores the reports.
+
+    Args:
+        model_path: a model file of ``lss.model.save_model``.
+        data_dir: a preprocessing output folder whose rows carry reference reports (synthetic data).
+        study_ids: the studies (the held-out split); None = every case.
+        generator_path: a learned report generator (``save_generator``) to compare with the grounded writer.
+        style: the style the learned generator is asked for.
+        batch_size: studies per forward pass.
+        device: where the models run.
+
+    Returns:
+        ``writers`` (per writer: ``nlg``, ``clinical``, ``examples``), ``measurements`` (errors against the truth
+        and the rule grade's accuracy), ``studies`` and ``notes``. Studies without reference reports or without
+        known grades are left out and counted in the notes.
+
+    Raises:
+        ValueError: when no evaluated study has reference reports and known grades.
+    """
+    from lss.evaluation.evaluate import INDEX_NAME, _select
+    from lss.inference.predict import predict_cases
+    from lss.model import load_model
+    from lss.preprocessing.pipeline import load_case, read_jsonl
+    from lss.reporting.clinical import clinical_accuracy
+    from lss.reporting.findings import build_findings
+    from lss.reporting.grounded import GroundedReportWriter
+    from lss.reporting.nlg import NLGScorer
+
+    data_dir = Path(data_dir)
+    rows, _ = _select(read_jsonl(data_dir / INDEX_NAME), study_ids, data_dir / INDEX_NAME)
+    usable = [r for r in rows if (r.get("record") or {}).get("reports") and _truth(r)]
+    notes = []
+    if len(usable) < len(rows):
+        notes.append(f"{len(rows) - len(usable)} of {len(rows)} studies have no reference report or no known grade "
+                     "and are not scored.")
+    if not usable:
+        raise ValueError("no evaluated study has reference reports and known grades: nothing to score reports on.")
+    model = load_model(model_path, map_location=device).eval()
+    generator = None
+    if generator_path is not None:
+        from lss.reporting.generator import load_generator
+
+        generator = load_generator(generator_path)
+    grounded = GroundedReportWriter()
+    written: dict[str, dict[str, str]] = {"grounded": {}}
+    if generator is not None:
+        written["learned"] = {}
+    references, truth = {}, {}
+    area_err, ap_err, rule_right, rule_n, flagged = [], [], 0, 0, 0
+    for start in range(0, len(usable), int(batch_size)):
+        chunk = usable[start:start + int(batch_size)]
+        cases = [load_case(data_dir / r["path"]) for r in chunk]
+        ids = [str(r["study_id"]) for r in chunk]
+        predictions = predict_cases(model, cases, ids, [r.get("info", {}) for r in chunk], device)
+        for row, case, prediction in zip(chunk, cases, predictions, strict=True):
+            sid = prediction.study_id
+            findings = build_findings(prediction)
+            written["grounded"][sid] = grounded.write(findings).text
+            if generator is not None:
+                features = torch.as_tensor(prediction.level_features, dtype=torch.float32)[None]
+                written["learned"][sid] = generator.generate(features, style)[0]
+            references[sid] = [text for _, text in sorted(row["record"]["reports"].items())]
+            truth[sid] = _truth(row)
+            for li, finding in enumerate(findings.levels):
+                m = finding.measurements
+                flagged += int(finding.review)
+                if m.area_mm2 is not None and math.isfinite(float(case["area_mm2"][li])):
+                    area_err.append(m.area_mm2 - float(case["area_mm2"][li]))
+                if m.ap_mm is not None and math.isfinite(float(case["ap_mm"][li])):
+                    ap_err.append(m.ap_mm - float(case["ap_mm"][li]))
+                if finding.rule_severity is not None and finding.level in truth[sid]:
+                    rule_n += 1
+                    rule_right += int(finding.rule_severity is truth[sid][finding.level])
+
+    writers = {}
+    with NLGScorer() as scorer:  # one METEOR Java process for every writer
+        for name, texts in written.items():
+            writers[name] = {
+                "nlg": scorer.score(texts, references),
+                "clinical": clinical_accuracy(texts, truth),
+                "examples": {sid: texts[sid] for sid in list(texts)[:EXAMPLES]},
+            }
+
+    def _errors(values: list[float]) -> dict[str, float | int | None]:
+        v = np.asarray(values, dtype=float)
+        if v.size == 0:
+            return {"n": 0, "mean_error": None, "mean_absolute_error": None, "median_absolute_error": None}
+        return {"n": int(v.size), "mean_error": float(v.mean()), "mean_absolute_error": float(np.abs(v).mean()),
+                "median_absolute_error": float(np.median(np.abs(v)))}
+
+    measurements = {
+        "area_mm2": _errors(area_err),
+        "ap_mm": _errors(ap_err),
+        "rule_grade_accuracy": rule_right / rule_n if rule_n else None,
+        "rule_graded_levels": rule_n,
+        "flagged_for_review": flagged,
+    }
+    notes.append("References: every style of a study's reference report (structured, narrative, concise) is a "
+                 "reference for CIDEr/BLEU; CIDEr's IDF comes from the evaluated set.")
+    notes.append("Clinical accuracy: (level, severity) statements read back from the report text; a level the report "
+                 "does not state counts as wrong.")
+    return {"studies": sorted(truth), "style": style, "writers": writers, "measurements": measurements,
+            "notes": notes}
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{float(value):.{digits}f}"
+
+
+def reports_markdown(results: dict[str, Any]) -> str:
+    """The "Reports" section of ``results.md``."""
+    writers = results["writers"]
+    nlg_keys = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider"]
+    clinical_keys = ["accuracy", "macro_f1", "recall_normal_mild", "recall_moderate", "recall_severe",
+                     "stated_fraction"]
+    lines = ["## Reports\n", f"{len(results['studies'])} studies; learned generator style: {results['style']}.\n",
+             "| writer | " + " | ".join(nlg_keys) + " | clinical accuracy | clinical macro-F1 |",
+             "|---|" + "---|" * (len(nlg_keys) + 2)]
+    for name, block in writers.items():
+        nlg, clinical = block["nlg"], block["clinical"]
+        lines.append(f"| {name} | " + " | ".join(_f(nlg[k]) for k in nlg_keys)
+                     + f" | {_f(clinical['accuracy'])} | {_f(clinical['macro_f1'])} |")
+    lines += ["", "| writer | " + " | ".join(clinical_keys) + " |", "|---|" + "---|" * len(clinical_keys)]
+    for name, block in writers.items():
+        lines.append(f"| {name} | " + " | ".join(_f(block["clinical"].get(k)) for k in clinical_keys) + " |")
+    spice = next(iter(writers.values()))["nlg"].get("spice")
+    if spice:
+        lines += ["", f"SPICE: {spice}"]
+    m = results["measurements"]
+    lines += ["", "### Measurements on the predicted masks vs the truth\n",
+              "| measurement | n | mean error | mean absolute error | median absolute error |", "|---|---|---|---|---|"]
+    for key, unit in (("area_mm2", "mm2"), ("ap_mm", "mm")):
+        e = m[key]
+        lines.append(f"| dural sac {'area' if key == 'area_mm2' else 'AP diameter'} ({unit}) | {e['n']} | "
+                     f"{_f(e['mean_error'], 1)} | {_f(e['mean_absolute_error'], 1)} | "
+                     f"{_f(e['median_absolute_error'], 1)} |")
+    lines += ["", f"Rule grade of the measurements right on {_f(m['rule_grade_accuracy'])} of "
+              f"{m['rule_graded_levels']} levels; {m['flagged_for_review']} levels flagged for review.", ""]
+    for name, block in writers.items():
+        lines.append(f"### Example: {name}\n")
+        sid, text = next(iter(block["examples"].items()))
+        lines += [f"{sid}:\n", "```text", text, "```", ""]
+    lines += [f"- {note}" for note in results["notes"]]
+    return "\n".join(lines) + "\n"
