@@ -7,6 +7,7 @@
     lss evaluate --model M.pt --data data/preprocessed --out outputs/eval [--split split.json] [--generator G]
     lss train-reporter --model M.pt --data data/preprocessed --split split.json --out outputs/reporter
     lss diagnose STUDY --checkpoint M.pt --out outputs/diagnosis     # a DICOM folder / zip or a NIfTI file
+    lss serve --model M.pt [--serve-config serve_configs/local.yaml]   # the HTTP API on 127.0.0.1:8000
     lss config --profile gpu --set train.epochs=3      # print the resolved configuration
 
 Every sub-command takes ``--config FILE``, ``--profile NAME`` and ``--set section.key=value`` (repeatable).
@@ -102,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--device", default="cpu", help="torch device, e.g. 'cuda'")
     add_config_arguments(diagnose)
 
+    serve_cmd = commands.add_parser("serve", help="run the Ray Serve application (HTTP API) from a Serve config file")
+    serve_cmd.add_argument("--serve-config", default="serve_configs/local.yaml",
+                           help="a Ray Serve config file (default: serve_configs/local.yaml)")
+    serve_cmd.add_argument("--model", help="the model file to serve (overrides the file's args.model_path)")
+    serve_cmd.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    add_config_arguments(serve_cmd)
+
     show = commands.add_parser("config", help="print the resolved configuration as YAML")
     add_config_arguments(show)
     return parser
@@ -195,6 +203,18 @@ def _train_reporter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from lss.serve.runner import ServeConfigError, run_serve
+
+    config = _load(args)
+    try:
+        run_serve(args.serve_config, config, model_path=args.model, address=args.address)
+    except ServeConfigError as error:
+        print(f"lss serve: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _diagnose(args: argparse.Namespace) -> int:
     from lss.data.errors import StudyError
     from lss.inference import Diagnoser
@@ -232,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tune(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "serve":
+            return _serve(args)
         if args.command == "train-reporter":
             return _train_reporter(args)
         if args.command == "diagnose":

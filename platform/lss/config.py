@@ -299,13 +299,29 @@ class ReportConfig(_Section):
 
 
 class ServeConfig(_Section):
-    """Ray Serve (consumed by the serving stage)."""
+    """Ray Serve (``lss.serve``): the HTTP API and its deployments.
+
+    Attributes:
+        host, port: where the HTTP proxy listens (127.0.0.1 by default: put a TLS proxy in front to expose it).
+        max_upload_mb: largest accepted upload (413 above it).
+        max_unpacked_mb: largest unpacked content of a zip (zip bombs get a 400).
+        api_token: bearer token required by every endpoint but health; the ``LSS_API_TOKEN`` environment variable
+            wins over it. None and no variable: no authentication (local use only).
+        results_dir: where evidence images are kept for GET (shared storage on a multi-node cluster).
+        results_ttl_s: evidence older than this is deleted.
+        max_batch_size, batch_wait_timeout_s: dynamic batching of the segmentation deployment (``@serve.batch``);
+            ``max_batch_size=1`` turns batching off.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_upload_mb: int = Field(200, ge=1)
     max_unpacked_mb: int = Field(1024, ge=1)
     api_token: str | None = None
+    results_dir: str = "outputs/serve/results"
+    results_ttl_s: float = Field(3600.0, gt=0)
+    max_batch_size: int = Field(4, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
 
 
 class RayConfig(_Section):

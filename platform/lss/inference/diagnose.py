@@ -36,7 +36,7 @@ from lss.reporting.evidence import write_evidence_images
 from lss.reporting.findings import StudyFindings, build_findings
 from lss.reporting.grounded import GroundedReportWriter, Report, ReportSentence
 
-__all__ = ["Diagnosis", "Diagnoser", "match_axial_levels"]
+__all__ = ["Diagnosis", "Diagnoser", "match_axial_levels", "needs_axial_matching", "without_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,11 @@ def match_axial_levels(record: StudyRecord, findings: StudyFindings) -> tuple[St
     return record, changed
 
 
+def needs_axial_matching(record: StudyRecord, case) -> bool:
+    """True when the study has axial series but some level got no axial input (a sagittal pass can match them)."""
+    return bool(record.axials()) and not bool(np.all(case.axial_present))
+
+
 class Diagnoser:
     """Loads a model (and the learned report generator, when configured) once and diagnoses studies.
 
@@ -138,7 +143,7 @@ class Diagnoser:
 
         case = preprocess_study(record, self.config.preprocess)
         info: dict[str, Any] = {"axial_series": len(record.axials()), "axial_matched_by_sagittal_pass": []}
-        if record.axials() and not case.axial_present.all():
+        if needs_axial_matching(record, case):
             first = self.predict(record.study_id, case)
             matched, levels = match_axial_levels(record, build_findings(first))
             if levels:
@@ -167,7 +172,7 @@ class Diagnoser:
         Masks, grades, annotated level points and reports in the record are dropped first (masks would steer the
         crops): a diagnosis sees only what a new patient's study holds.
         """
-        record = _without_labels(record)
+        record = without_labels(record)
         case, info = self.preprocess(record)
         prediction = self.predict(record.study_id, case)
         findings = build_findings(prediction)
@@ -200,7 +205,8 @@ class Diagnoser:
             return self.diagnose_record(record, out_dir)
 
 
-def _without_labels(record: StudyRecord) -> StudyRecord:
+def without_labels(record: StudyRecord) -> StudyRecord:
+    """A copy of the record with no masks, grades, annotated points or reports: only what a new study holds."""
     record = record.model_copy(deep=True)
     for series in record.series:
         series.mask_path = None

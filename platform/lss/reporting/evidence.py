@@ -23,7 +23,8 @@ import numpy as np
 from lss.anatomy import LEVELS, Structure
 from lss.reporting.findings import StudyFindings
 
-__all__ = ["image_id", "write_evidence_images", "STRUCTURE_COLOURS"]
+__all__ = ["image_id", "evidence_ids", "all_evidence_ids", "link_evidence", "render_evidence_png",
+           "write_evidence_images", "STRUCTURE_COLOURS"]
 
 STRUCTURE_COLOURS = {
     Structure.VERTEBRA.index: (0.95, 0.85, 0.25),
@@ -109,8 +110,74 @@ def _attention(ax, prediction, findings: StudyFindings, li: int) -> None:
     ax.tick_params(labelsize=5)
 
 
+def evidence_ids(level: str) -> list[str]:
+    """The ids of the evidence images that show one level's finding."""
+    return [image_id("sagittal"), image_id("axial", level), image_id("attention", level), image_id("montage")]
+
+
+def all_evidence_ids() -> list[str]:
+    """Every evidence image id of a study."""
+    return ([image_id("sagittal"), image_id("montage")] + [image_id("axial", lv) for lv in LEVELS]
+            + [image_id("attention", lv) for lv in LEVELS])
+
+
+def link_evidence(findings: StudyFindings) -> None:
+    """Records in each finding the ids of the images that show it (whether or not they are rendered yet)."""
+    for finding in findings.levels:
+        finding.evidence = evidence_ids(finding.level)
+
+
+def _figure(key: str, prediction, findings: StudyFindings):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if key == image_id("sagittal"):
+        figure, ax = plt.subplots(figsize=(3.2, 4.2))
+        _sagittal(ax, prediction, findings)
+        return figure
+    if key == image_id("montage"):
+        n = len(LEVELS)
+        figure = plt.figure(figsize=(2.0 * (n + 1), 6.4))
+        grid = figure.add_gridspec(2, n + 1)
+        _sagittal(figure.add_subplot(grid[:, 0]), prediction, findings)
+        for li in range(n):
+            _axial(figure.add_subplot(grid[0, li + 1]), prediction, findings, li)
+            _attention(figure.add_subplot(grid[1, li + 1]), prediction, findings, li)
+        figure.suptitle(f"{findings.study_id}: evidence (masks, dural sac, level-prompt attention)", fontsize=9)
+        return figure
+    for li, level in enumerate(LEVELS):
+        if key == image_id("axial", level):
+            figure, ax = plt.subplots(figsize=(2.6, 2.8))
+            _axial(ax, prediction, findings, li)
+            return figure
+        if key == image_id("attention", level):
+            figure, ax = plt.subplots(figsize=(2.6, 3.4))
+            _attention(ax, prediction, findings, li)
+            return figure
+    raise KeyError(f"unknown evidence image {key!r}; expected one of {all_evidence_ids()}.")
+
+
+def render_evidence_png(prediction, findings: StudyFindings, key: str, dpi: int = 110) -> bytes:
+    """One evidence image as PNG bytes.
+
+    Raises:
+        KeyError: for an id that is not one of ``all_evidence_ids()``.
+    """
+    import io
+
+    import matplotlib.pyplot as plt
+
+    figure = _figure(key, prediction, findings)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def write_evidence_images(prediction, findings: StudyFindings, out_dir: str | Path, dpi: int = 110) -> dict[str, str]:
-    """Writes the evidence PNGs of one study and records their ids in the findings.
+    """Writes every evidence PNG of one study and records their ids in the findings.
 
     Args:
         prediction: the study's ``lss.inference.StudyPrediction``.
@@ -121,42 +188,12 @@ def write_evidence_images(prediction, findings: StudyFindings, out_dir: str | Pa
     Returns:
         image id -> file path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
-
-    def save(figure, key: str) -> None:
+    for key in all_evidence_ids():
         path = out_dir / f"{key}.png"
-        figure.savefig(path, dpi=dpi, bbox_inches="tight")
-        plt.close(figure)
+        path.write_bytes(render_evidence_png(prediction, findings, key, dpi))
         written[key] = str(path)
-
-    figure, ax = plt.subplots(figsize=(3.2, 4.2))
-    _sagittal(ax, prediction, findings)
-    save(figure, image_id("sagittal"))
-    for li, level in enumerate(LEVELS):
-        finding = findings.levels[li]
-        figure, ax = plt.subplots(figsize=(2.6, 2.8))
-        _axial(ax, prediction, findings, li)
-        save(figure, image_id("axial", level))
-        figure, ax = plt.subplots(figsize=(2.6, 3.4))
-        _attention(ax, prediction, findings, li)
-        save(figure, image_id("attention", level))
-        finding.evidence = [image_id("sagittal"), image_id("axial", level), image_id("attention", level),
-                            image_id("montage")]
-
-    n = len(LEVELS)
-    figure = plt.figure(figsize=(2.0 * (n + 1), 6.4))
-    grid = figure.add_gridspec(2, n + 1)
-    _sagittal(figure.add_subplot(grid[:, 0]), prediction, findings)
-    for li in range(n):
-        _axial(figure.add_subplot(grid[0, li + 1]), prediction, findings, li)
-        _attention(figure.add_subplot(grid[1, li + 1]), prediction, findings, li)
-    figure.suptitle(f"{findings.study_id}: evidence (masks, dural sac, level-prompt attention)", fontsize=9)
-    save(figure, image_id("montage"))
+    link_evidence(findings)
     return written

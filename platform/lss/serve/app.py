@@ -1,0 +1,257 @@
+"""The HTTP API (FastAPI behind ``@serve.ingress``) and the builder of the whole Serve application.
+
+    POST /v1/diagnose                          multipart: one .zip (DICOM or NIfTI files) or NIfTI/MHA files
+    GET  /v1/studies/{request_id}/images/{id}  an evidence PNG of a diagnosis
+    GET  /v1/model                             the versions each deployment serves
+    GET  /v1/health                            liveness (no token needed)
+    GET  /docs, /openapi.json                  the OpenAPI document
+
+Every error is ``{"code", "message"}`` with a 4xx status; a bad upload never takes a replica down. When a token is
+set (``LSS_API_TOKEN`` or ``serve.api_token``), every endpoint but health needs ``Authorization: Bearer <token>``.
+No DICOM patient identifier is read, logged or returned: the study gets the request's random id.
+
+(No ``from __future__ import annotations`` here: FastAPI resolves the route signatures at import.)
+"""
+
+
+import hmac
+import logging
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from lss.config import LSSConfig, load_config
+from lss.serve.deployments import Grader, Preprocessor, Reporter, Segmenter
+from lss.serve.schemas import (
+    API_VERSION,
+    DiagnosisResponse,
+    ErrorResponse,
+    HealthResponse,
+    LevelResult,
+    Measurements,
+    ModelInfo,
+    ReportSentenceOut,
+)
+
+__all__ = ["api", "LSSApi", "build_app", "app_builder", "DEPLOYMENT_NAMES", "TOKEN_ENV"]
+
+logger = logging.getLogger("ray.serve")
+
+TOKEN_ENV = "LSS_API_TOKEN"
+DEPLOYMENT_NAMES = ("LSSApi", "Preprocessor", "Segmenter", "Grader", "Reporter")
+_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+_IMAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ERRORS = {400: "bad request", 401: "unauthorized", 404: "not found", 413: "too large", 415: "unsupported",
+           422: "unusable study"}
+
+api = FastAPI(
+    title="LSS: explainable lumbar spinal stenosis diagnosis",
+    version=API_VERSION,
+    description="Upload a lumbar MRI study; get per-level central canal grades with their measurements, a report in "
+                "which every finding points to its evidence, and the evidence images.",
+)
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@api.exception_handler(APIError)
+async def _api_error(_: Request, error: APIError) -> JSONResponse:
+    return JSONResponse(status_code=error.status, content=ErrorResponse(code=error.code, message=error.message)
+                        .model_dump())
+
+
+def _responses(*statuses: int) -> dict[int, dict[str, Any]]:
+    return {s: {"model": ErrorResponse, "description": _ERRORS.get(s, "error")} for s in statuses}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32)
+@serve.ingress(api)
+class LSSApi:
+    """The ingress: checks the request, runs the graph, shapes the answer."""
+
+    def __init__(self, preprocessor: DeploymentHandle, segmenter: DeploymentHandle, grader: DeploymentHandle,
+                 reporter: DeploymentHandle, serve_config: dict[str, Any]) -> None:
+        self.preprocessor, self.segmenter, self.grader, self.reporter = preprocessor, segmenter, grader, reporter
+        self.reconfigure(serve_config)
+
+    def reconfigure(self, serve_config: dict[str, Any]) -> None:
+        from lss.config import ServeConfig
+
+        config = ServeConfig.model_validate(serve_config)
+        self.max_upload_bytes = config.max_upload_mb << 20
+        token = os.environ.get(TOKEN_ENV) or config.api_token
+        self.token = token.encode() if token else None
+
+    def check_health(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _authorize(self, request: Request) -> None:
+        if self.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
+            raise APIError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required.")
+
+    def _image_url(self, request_id: str, image: str) -> str:
+        return f"/{API_VERSION}/studies/{request_id}/images/{image}"
+
+    # ------------------------------------------------------------------------------------------------ routes
+    @api.get(f"/{API_VERSION}/health", response_model=HealthResponse)
+    async def health(self) -> HealthResponse:
+        return HealthResponse()
+
+    @api.get(f"/{API_VERSION}/model", response_model=ModelInfo, responses=_responses(401))
+    async def model(self, request: Request) -> ModelInfo:
+        self._authorize(request)
+        return ModelInfo(segmentation=await self.segmenter.version.remote(),
+                         report=await self.reporter.version.remote(),
+                         preprocessing=await self.preprocessor.version.remote())
+
+    @api.post(f"/{API_VERSION}/diagnose", response_model=DiagnosisResponse,
+              responses=_responses(400, 401, 413, 415, 422))
+    async def diagnose(self, request: Request, files: list[UploadFile] = File(...)) -> DiagnosisResponse:
+        """Diagnose one study: one ``.zip`` (a DICOM study, or NIfTI files) or one or more NIfTI/MHA files."""
+        self._authorize(request)
+        started = time.perf_counter()
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_upload_bytes + (1 << 20):
+            raise APIError(413, "too_large", f"the upload is larger than {self.max_upload_bytes >> 20} MiB.")
+        payload, total = [], 0
+        for upload in files:
+            data = await upload.read()
+            total += len(data)
+            if total > self.max_upload_bytes:
+                raise APIError(413, "too_large", f"the upload is larger than {self.max_upload_bytes >> 20} MiB.")
+            if not data:
+                raise APIError(400, "empty_file", "an uploaded file is empty.")
+            payload.append((upload.filename or "", data))
+        request_id = uuid.uuid4().hex
+        timings: dict[str, float] = {"upload": time.perf_counter() - started}
+
+        tick = time.perf_counter()
+        prepared = await self.preprocessor.prepare.remote(payload, request_id)
+        timings["preprocess"] = time.perf_counter() - tick
+        if not prepared["ok"]:
+            raise APIError(prepared["status"], prepared["code"], prepared["message"])
+        tick = time.perf_counter()
+        prediction = await self.segmenter.predict.remote(prepared["arrays"], request_id, prepared["info"])
+        timings["segmentation"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        findings = await self.grader.grade.remote(prediction)
+        timings["grading"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        written = await self.reporter.write.remote(prediction, findings, request_id)
+        timings["report"] = time.perf_counter() - tick
+        timings["total"] = time.perf_counter() - started
+
+        images = {image: self._image_url(request_id, image) for image in written["images"]}
+        levels = []
+        for finding in written["findings"].levels:
+            d = finding.as_dict()
+            m = d["measurements"]
+            levels.append(LevelResult(
+                level=d["level"], severity=d["severity"], probabilities=d["probabilities"],
+                rule_severity=d["rule_severity"], review=d["review"], review_reason=d["review_reason"],
+                lower_confidence=d["lower_confidence"],
+                measurements=Measurements(**{k: m[k] for k in Measurements.model_fields}),
+                evidence={image: images[image] for image in d["evidence"] if image in images},
+            ))
+        report = written["report"]
+        notes = list(written["findings"].notes)
+        if prepared["axial_matched"]:
+            notes.append("Axial series had no level; they were matched to " + ", ".join(prepared["axial_matched"])
+                         + " by the disc positions found on the sagittal view.")
+        logger.info("diagnose %s: %.2f s (%s)", request_id, timings["total"],
+                    ", ".join(f"{f.level} {f.severity}" for f in levels))
+        return DiagnosisResponse(
+            request_id=request_id, model_version=prediction.info.get("model_version") or "unknown",
+            writer=report["writer"], has_axial=written["findings"].has_axial, levels=levels, report=report["text"],
+            sentences=[ReportSentenceOut(section=s["section"], text=s["text"], levels=s["levels"])
+                       for s in report["sentences"]],
+            images=images, notes=notes, timings_s={k: round(v, 4) for k, v in timings.items()},
+        )
+
+    @api.get(f"/{API_VERSION}/studies/{{request_id}}/images/{{image_id}}", response_class=Response,
+             responses={200: {"content": {"image/png": {}}}, **_responses(401, 404)})
+    async def image(self, request: Request, request_id: str, image_id: str) -> Response:
+        """An evidence image of a diagnosis (``image_id`` as in the diagnosis' ``images``)."""
+        self._authorize(request)
+        if not _REQUEST_ID.match(request_id) or not _IMAGE_ID.match(image_id):
+            raise APIError(404, "not_found", "no such image.")
+        png = await self.reporter.image.remote(request_id, image_id)
+        if png is None:
+            raise APIError(404, "not_found", "no such image (evidence is kept for serve.results_ttl_s seconds).")
+        return Response(content=png, media_type="image/png")
+
+
+def build_app(model_path: str | Path, config: LSSConfig | None = None,
+              deployment_options: dict[str, dict[str, Any]] | None = None):
+    """The Serve application: the ingress bound to the four pipeline deployments.
+
+    Args:
+        model_path: the model file the Segmenter loads (its ``user_config``; change it to hot-swap).
+        config: ``preprocess``, ``report`` and ``serve`` sections (default ``LSSConfig()``).
+        deployment_options: per deployment name, ``.options(...)`` overrides (num_replicas, autoscaling_config,
+            ray_actor_options, max_ongoing_requests, user_config, ...), e.g. from a ``serve_configs`` file.
+
+    Raises:
+        ValueError: for an unknown deployment name in ``deployment_options``.
+    """
+    config = config or LSSConfig()
+    options = dict(deployment_options or {})
+    unknown = set(options) - set(DEPLOYMENT_NAMES)
+    if unknown:
+        raise ValueError(f"unknown deployments {sorted(unknown)}; the graph has {list(DEPLOYMENT_NAMES)}.")
+    serve_config = config.serve
+    defaults = {
+        "Preprocessor": {"preprocess": config.preprocess.model_dump(mode="json"),
+                         "max_unpacked_mb": serve_config.max_unpacked_mb},
+        "Segmenter": {"model_path": str(Path(model_path).resolve()), "max_batch_size": serve_config.max_batch_size,
+                      "batch_wait_timeout_s": serve_config.batch_wait_timeout_s},
+        "Reporter": {"report": config.report.model_dump(mode="json"),
+                     "results_dir": str(Path(serve_config.results_dir).resolve()),
+                     "results_ttl_s": serve_config.results_ttl_s},
+        "LSSApi": serve_config.model_dump(mode="json"),
+    }
+
+    def opts(name: str) -> dict[str, Any]:
+        merged = dict(options.get(name, {}))
+        if name in defaults:
+            merged["user_config"] = {**defaults[name], **merged.get("user_config", {})}
+        merged.pop("name", None)
+        return merged
+
+    segmenter = Segmenter.options(**opts("Segmenter")).bind()
+    preprocessor = Preprocessor.options(**opts("Preprocessor")).bind(segmenter)
+    grader = Grader.options(**opts("Grader")).bind()
+    reporter = Reporter.options(**opts("Reporter")).bind()
+    ingress_options = opts("LSSApi")
+    serve_user_config = ingress_options.pop("user_config")
+    return LSSApi.options(**ingress_options, user_config=serve_user_config).bind(
+        preprocessor, segmenter, grader, reporter, serve_user_config)
+
+
+def app_builder(args: dict[str, Any]):
+    """Entry point of ``serve run`` / ``serve deploy`` (``import_path: lss.serve.app:app_builder``).
+
+    ``args``: ``model_path`` (required), and optionally ``config`` (a YAML file), ``profile`` and ``overrides``
+    (a list of ``section.key=value``). Per-deployment settings come from the Serve config's ``deployments``.
+    """
+    if "model_path" not in args:
+        raise ValueError("the application args need model_path (a model file of lss.model.save_model).")
+    config = load_config(args.get("config"), profile=args.get("profile"), overrides=args.get("overrides") or [])
+    return build_app(args["model_path"], config)

@@ -1,0 +1,279 @@
+"""The deployments of the serving graph: preprocessing, segmentation (batched), grading and report writing.
+
+    LSSApi (FastAPI ingress) ─► Preprocessor ──(sagittal pass, when axial series need levels)──► Segmenter
+                             ─► Segmenter (@serve.batch: one forward for several studies)
+                             ─► Grader (measurements, rule grade, review flags)
+                             ─► Reporter (report text + evidence PNGs under serve.results_dir)
+
+Every deployment takes its settings from ``user_config`` in ``reconfigure`` (so ``serve deploy`` with a new
+user_config swaps a model in the running replicas, with no restart), answers ``check_health`` and says which
+version it serves. The stages are the functions ``lss diagnose`` uses, so the CLI and the API agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from lss.config import PreprocessConfig, ReportConfig
+
+__all__ = ["Preprocessor", "Segmenter", "Grader", "Reporter", "model_version", "SAFE_NAME"]
+
+logger = logging.getLogger("ray.serve")
+
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".raw", ".nrrd", ".dcm")
+
+
+def model_version(path: str | Path) -> str:
+    """The version of a model file: the first 12 hex digits of its SHA-256."""
+    from lss.preprocessing.pipeline import file_sha256
+
+    return file_sha256(Path(path))[:12]
+
+
+def _error(code: str, message: str, status: int = 422) -> dict[str, Any]:
+    return {"ok": False, "code": code, "message": message, "status": status}
+
+
+def _store_upload(files: list[tuple[str, bytes]], folder: Path, max_unpacked_bytes: int) -> Path:
+    """Writes the uploaded files into ``folder`` (a zip is unpacked there) and returns the study root."""
+    from lss.data.errors import ErrorCode, StudyError
+    from lss.inference.study_input import unpack_zip
+
+    study = folder / "study"
+    study.mkdir()
+    zips = [(n, b) for n, b in files if b[:4] == b"PK\x03\x04" or n.lower().endswith(".zip")]
+    if zips and len(files) > 1:
+        raise StudyError(ErrorCode.UNSUPPORTED_FORMAT, "upload either one zip or image files, not both.")
+    if zips:
+        archive = folder / "upload.zip"
+        archive.write_bytes(zips[0][1])
+        return unpack_zip(archive, study, max_unpacked_bytes)
+    for index, (name, payload) in enumerate(files):
+        # Client file names can carry patient names: keep only the kind of file and a safe stem.
+        clean = SAFE_NAME.sub("_", Path(name or "").name) or f"file{index}"
+        if not clean.lower().endswith(IMAGE_SUFFIXES) and payload[:2] != b"\x1f\x8b":
+            raise StudyError(ErrorCode.UNSUPPORTED_FORMAT,
+                             f"file {index + 1} is not a .zip, NIfTI (.nii/.nii.gz), MetaImage or DICOM (.dcm) file.")
+        (study / clean).write_bytes(payload)
+    return study
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+class Preprocessor:
+    """Upload -> a preprocessed study (the same MONAI transforms as training), in a private temp dir that is always
+    removed. Axial series without levels are matched by a sagittal pass through the segmentation deployment."""
+
+    def __init__(self, segmenter: DeploymentHandle) -> None:
+        self.segmenter = segmenter
+        self.config = PreprocessConfig()
+        self.max_unpacked_bytes = 1 << 30
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self.config = PreprocessConfig.model_validate(user_config.get("preprocess", {}))
+        self.max_unpacked_bytes = int(user_config.get("max_unpacked_mb", 1024)) << 20
+
+    def check_health(self) -> None:
+        if not Path(tempfile.gettempdir()).is_dir():
+            raise RuntimeError("no temporary directory to unpack uploads into.")
+
+    def version(self) -> dict[str, Any]:
+        return {"fingerprint": self.config.model_dump(mode="json")}
+
+    async def prepare(self, files: list[tuple[str, bytes]], request_id: str) -> dict[str, Any]:
+        """The study's model-ready arrays, or an error ``{"ok": False, "code", "message", "status"}``."""
+        from lss.data.errors import ErrorCode, StudyError
+        from lss.inference.diagnose import match_axial_levels, needs_axial_matching, without_labels
+        from lss.inference.study_input import open_study
+        from lss.preprocessing.transforms import preprocess_study
+        from lss.reporting.findings import build_findings
+
+        folder = Path(tempfile.mkdtemp(prefix="lss_upload_"))  # mode 0700: private to this user
+        try:
+            root = await asyncio.to_thread(_store_upload, files, folder, self.max_unpacked_bytes)
+            record = without_labels(await asyncio.to_thread(open_study, root))
+            record.study_id = request_id
+            case = await asyncio.to_thread(preprocess_study, record, self.config)
+            matched_levels: list[str] = []
+            if needs_axial_matching(record, case):
+                first = await self.segmenter.predict.remote(case.arrays(), request_id, case.info)
+                matched, levels = match_axial_levels(record, build_findings(first))
+                if levels:
+                    case = await asyncio.to_thread(preprocess_study, matched, self.config)
+                    matched_levels = [lv for lv in levels if lv in case.info.get("axial", {})]
+            return {"ok": True, "arrays": case.arrays(), "info": case.info, "axial_matched": matched_levels,
+                    "axial_series": len(record.axials())}
+        except StudyError as error:
+            status = 400 if error.code in (ErrorCode.BAD_ARCHIVE, ErrorCode.UNSUPPORTED_FORMAT, ErrorCode.NO_IMAGE,
+                                           ErrorCode.NOT_AN_IMAGE, ErrorCode.MULTIPLE_STUDIES) else 422
+            return _error(error.code.value, error.message, status)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
+class Segmenter:
+    """The vision-language model: masks, severity probabilities and attention for a batch of studies."""
+
+    def __init__(self) -> None:
+        self.model = None
+        self.model_path: str | None = None
+        self.model_version: str | None = None
+        self.max_batch_size = 4
+        self.device = "cpu"
+        self._lock = threading.Lock()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        from lss.model import load_model
+
+        path = user_config.get("model_path")
+        if not path:
+            raise ValueError("the Segmenter's user_config needs model_path.")
+        if path != self.model_path or self.model is None:
+            import torch
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU only where Ray gave one
+            model = load_model(path, map_location=self.device).eval()  # load first: requests keep the old one
+            version = model_version(path)
+            with self._lock:
+                self.model, self.model_path, self.model_version = model, str(path), version
+            logger.info("Segmenter serves model %s", version)
+        self.max_batch_size = int(user_config.get("max_batch_size", 4))
+        self.predict.set_max_batch_size(self.max_batch_size)
+        self.predict.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", 0.01)))
+
+    def check_health(self) -> None:
+        if self.model is None:
+            raise RuntimeError("no model loaded.")
+
+    def version(self) -> dict[str, Any]:
+        return {"model_version": self.model_version, "model_file": Path(self.model_path or "").name,
+                "max_batch_size": self.max_batch_size}
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
+    async def predict(self, arrays: list[dict], study_ids: list[str], infos: list[dict]) -> list:
+        from lss.inference.predict import predict_cases
+
+        with self._lock:
+            model, version = self.model, self.model_version
+        predictions = await asyncio.to_thread(predict_cases, model, arrays, study_ids, infos, self.device)
+        for prediction in predictions:
+            prediction.info = {**prediction.info, "model_version": version, "batch_size": len(arrays)}
+        return predictions
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+class Grader:
+    """Measurements in mm / mm2 from the predicted masks, the rule grade, and review flags."""
+
+    def check_health(self) -> None:
+        return None
+
+    def version(self) -> dict[str, Any]:
+        from lss.anatomy import CUTOFFS
+
+        return {"cutoffs": vars(CUTOFFS)}
+
+    async def grade(self, prediction):
+        from lss.reporting.findings import build_findings
+
+        return await asyncio.to_thread(build_findings, prediction)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class Reporter:
+    """The report (grounded writer by default, or the learned generator) and the evidence PNGs."""
+
+    def __init__(self) -> None:
+        self.config = ReportConfig()
+        self.generator = None
+        self.generator_version: str | None = None
+        self.results_dir = Path("outputs/serve/results")
+        self.results_ttl_s = 3600.0
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        config = ReportConfig.model_validate(user_config.get("report", {}))
+        generator, version = None, None
+        if config.writer == "learned":
+            from lss.reporting.generator import load_generator
+
+            if not config.generator_path:
+                raise ValueError("report.writer=learned needs report.generator_path.")
+            generator = load_generator(config.generator_path)
+            version = model_version(Path(config.generator_path) / "generator.json")
+        self.config, self.generator, self.generator_version = config, generator, version
+        self.results_dir = Path(user_config.get("results_dir", self.results_dir)).resolve()
+        self.results_ttl_s = float(user_config.get("results_ttl_s", self.results_ttl_s))
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+
+    def check_health(self) -> None:
+        if not self.results_dir.is_dir():
+            raise RuntimeError(f"results_dir {self.results_dir} is gone.")
+
+    def version(self) -> dict[str, Any]:
+        return {"writer": self.config.writer, "generator_version": self.generator_version}
+
+    def _prune(self) -> None:
+        cutoff = time.time() - self.results_ttl_s
+        for folder in self.results_dir.iterdir():
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _write(self, prediction, findings, request_id: str) -> dict[str, Any]:
+        import pickle
+
+        import torch
+
+        from lss.reporting.evidence import all_evidence_ids, link_evidence
+        from lss.reporting.grounded import GroundedReportWriter, Report, ReportSentence
+
+        # Evidence is rendered when first asked for (GET), not here: a dozen matplotlib figures would triple the
+        # latency of every diagnosis, and most clients look at one or two images.
+        link_evidence(findings)
+        folder = self.results_dir / request_id
+        folder.mkdir(mode=0o700, parents=True)
+        with open(folder / "state.pkl", "wb") as handle:  # written and read only by this deployment
+            pickle.dump((prediction, findings), handle)
+        if self.generator is None:
+            report = GroundedReportWriter().write(findings)
+        else:
+            features = torch.as_tensor(prediction.level_features, dtype=torch.float32)[None]
+            text = self.generator.generate(features, self.config.style)[0]
+            report = Report(findings.study_id, "learned", text, [ReportSentence("report", text, [], {})])
+        self._prune()
+        return {"report": report.as_dict(), "findings": findings, "images": all_evidence_ids()}
+
+    async def write(self, prediction, findings, request_id: str) -> dict[str, Any]:
+        return await asyncio.to_thread(self._write, prediction, findings, request_id)
+
+    def _image(self, request_id: str, key: str) -> bytes | None:
+        import pickle
+
+        from lss.reporting.evidence import all_evidence_ids, render_evidence_png
+
+        folder = self.results_dir / request_id
+        if key not in all_evidence_ids() or not (folder / "state.pkl").is_file():
+            return None
+        path = folder / f"{key}.png"
+        if not path.is_file():
+            with open(folder / "state.pkl", "rb") as handle:
+                prediction, findings = pickle.load(handle)
+            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+            tmp.write_bytes(render_evidence_png(prediction, findings, key))
+            tmp.replace(path)
+        return path.read_bytes()
+
+    async def image(self, request_id: str, key: str) -> bytes | None:
+        """The PNG of one evidence image (rendered on first request, then kept), or None when unknown/expired."""
+        return await asyncio.to_thread(self._image, request_id, key)

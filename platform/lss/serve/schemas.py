@@ -1,0 +1,86 @@
+"""Pydantic schemas of every HTTP response of the API (they make its OpenAPI document)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "API_VERSION",
+    "Measurements",
+    "LevelResult",
+    "ReportSentenceOut",
+    "DiagnosisResponse",
+    "ErrorResponse",
+    "HealthResponse",
+    "ModelInfo",
+]
+
+API_VERSION = "v1"
+
+
+class Measurements(BaseModel):
+    """What was measured at a level, and on which slice."""
+
+    area_mm2: float | None = Field(None, description="dural sac cross-sectional area on the axial slice (mm2)")
+    ap_mm: float | None = Field(None, description="dural sac antero-posterior diameter on the axial slice (mm)")
+    axial_slice: dict | None = Field(None, description="the axial image measured: series id and slice index")
+    sagittal_ap_mm: float | None = Field(None, description="canal AP diameter on the mid-sagittal slice (mm)")
+    disc_height_mm: float | None = Field(None, description="disc height on the mid-sagittal slice (mm)")
+    sagittal_slice: int | None = None
+
+
+class LevelResult(BaseModel):
+    """One level's central canal finding."""
+
+    level: str = Field(..., examples=["L4/L5"])
+    severity: str = Field(..., description="the model's grade: Normal/Mild, Moderate or Severe")
+    probabilities: dict[str, float]
+    rule_severity: str | None = Field(None, description="the grade of the measurements by the documented cut-offs")
+    review: bool = Field(..., description="true when the model's and the measurements' grades disagree")
+    review_reason: str = ""
+    lower_confidence: bool = Field(..., description="true when the level had no axial image")
+    measurements: Measurements
+    evidence: dict[str, str] = Field(default_factory=dict, description="evidence image id -> URL")
+
+
+class ReportSentenceOut(BaseModel):
+    section: str
+    text: str
+    levels: list[str]
+
+
+class DiagnosisResponse(BaseModel):
+    """The answer to one uploaded study."""
+
+    request_id: str = Field(..., description="random id of this request; the evidence URLs contain it")
+    api_version: str = API_VERSION
+    model_version: str = Field(..., description="version (file hash prefix) of the segmentation/grading model")
+    writer: str = Field(..., description="the report writer: grounded or learned")
+    has_axial: bool
+    levels: list[LevelResult]
+    report: str
+    sentences: list[ReportSentenceOut]
+    images: dict[str, str] = Field(..., description="evidence image id -> URL (GET it with the same token)")
+    notes: list[str] = Field(default_factory=list)
+    timings_s: dict[str, float] = Field(default_factory=dict, description="seconds per pipeline stage")
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body: a machine-readable code and a sentence for a person."""
+
+    code: str = Field(..., examples=["bad_archive", "missing_sagittal", "too_large", "unauthorized"])
+    message: str
+
+
+class HealthResponse(BaseModel):
+    status: str = "ok"
+    api_version: str = API_VERSION
+
+
+class ModelInfo(BaseModel):
+    """What each deployment serves."""
+
+    api_version: str = API_VERSION
+    segmentation: dict
+    report: dict
+    preprocessing: dict
