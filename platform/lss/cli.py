@@ -208,7 +208,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _load(args)
     try:
-        run_serve(args.serve_config, config, model_path=args.model, address=args.address)
+        run_serve(args.serve_config, config, model_path=args.model, address=args.address, overrides=args.overrides)
     except ServeConfigError as error:
         print(f"lss serve: {error}", file=sys.stderr)
         return 2

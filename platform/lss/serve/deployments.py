@@ -131,6 +131,7 @@ class Segmenter:
         self.model_path: str | None = None
         self.model_version: str | None = None
         self.max_batch_size = 4
+        self.batch_wait_timeout_s = 0.01
         self.device = "cpu"
         self._lock = threading.Lock()
 
@@ -149,9 +150,11 @@ class Segmenter:
             with self._lock:
                 self.model, self.model_path, self.model_version = model, str(path), version
             logger.info("Segmenter serves model %s", version)
-        self.max_batch_size = int(user_config.get("max_batch_size", 4))
+        # A hot swap may give only model_path: the batching settings then stay as they were.
+        self.max_batch_size = int(user_config.get("max_batch_size", self.max_batch_size))
+        self.batch_wait_timeout_s = float(user_config.get("batch_wait_timeout_s", self.batch_wait_timeout_s))
         self.predict.set_max_batch_size(self.max_batch_size)
-        self.predict.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", 0.01)))
+        self.predict.set_batch_wait_timeout_s(self.batch_wait_timeout_s)
 
     def check_health(self) -> None:
         if self.model is None:

@@ -1,8 +1,9 @@
 """Serve config files (``serve_configs/*.yaml``): validated with Ray's own schemas, then run (``lss serve``).
 
 The files are Ray Serve config files, so ``serve deploy serve_configs/gpu.yaml`` works on a cluster unchanged;
-``lss serve`` runs the same file on an embedded local Ray (or ``--address``), after checking it with
-``ServeDeploySchema`` and every deployment's ``AutoscalingConfig`` so that a bad file fails before anything starts.
+``lss serve`` deploys the same file the same declarative way on an embedded local Ray (or ``--address``), after
+checking it with ``ServeDeploySchema`` and every deployment's ``AutoscalingConfig`` so that a bad file fails before
+anything starts. A hot model swap: set ``user_config: {model_path: NEW}`` on the Segmenter and deploy again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import yaml
 
 from lss.config import LSSConfig
 
-__all__ = ["ServeConfigError", "load_serve_config", "run_serve"]
+__all__ = ["ServeConfigError", "load_serve_config", "resolve_config", "deploy_config", "run_serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,45 +65,90 @@ def load_serve_config(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def deploy_config(data: dict[str, Any], timeout_s: float = 300.0) -> None:
+    """Deploys a validated Serve config the way ``serve run CONFIG`` / ``serve deploy CONFIG`` do (declaratively).
+
+    Declarative deploys are what make hot swaps cheap: redeploying the same config with only a deployment's
+    ``user_config`` changed calls ``reconfigure`` on the running replicas instead of replacing them.
+
+    Args:
+        data: a config that passed ``load_serve_config`` (paths in ``args`` absolute: the build runs in a worker).
+        timeout_s: how long to wait for every application to be RUNNING.
+
+    Raises:
+        RuntimeError: when an application fails to deploy or is not running in time.
+    """
+    from ray import serve
+    from ray.serve._private import api as serve_api  # what Ray's own `serve run CONFIG` uses
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(data)
+    client = serve_api.serve_start(http_options=config.http_options.model_dump(),
+                                   proxy_location=config.proxy_location)
+    client.deploy_apps(config, _blocking=False)
+    names = [app.name for app in config.applications]
+    deadline = time.time() + timeout_s
+    time.sleep(0.5)  # let the controller take the new config before reading its status
+    while True:
+        status = serve.status().applications
+        states = {name: status[name].status if name in status else "NOT_STARTED" for name in names}
+        if all(state == "RUNNING" for state in states.values()):
+            return
+        failed = {n: status[n].message for n, s in states.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")}
+        if failed:
+            raise RuntimeError(f"Serve deploy failed: {failed}")
+        if time.time() > deadline:
+            raise RuntimeError(f"Serve applications not running after {timeout_s:.0f} s: {states}")
+        time.sleep(0.5)
+
+
+def resolve_config(data: dict[str, Any], model_path: str | None = None,
+                   overrides: list[str] | None = None) -> dict[str, Any]:
+    """A copy of a Serve config with absolute paths and the caller's model / ``section.key=value`` overrides."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for app in data["applications"]:
+        args = app.setdefault("args", {})
+        if model_path is not None:
+            args["model_path"] = model_path
+        args["model_path"] = str(Path(args["model_path"]).resolve())
+        if args.get("config"):
+            args["config"] = str(Path(args["config"]).resolve())
+        extra = list(args.get("overrides") or []) + list(overrides or [])
+        if not any(item.startswith("serve.results_dir=") for item in extra):
+            extra.append(f"serve.results_dir={Path('outputs/serve/results').resolve()}")
+        args["overrides"] = extra
+    return data
+
+
 def run_serve(config_file: str | Path, config: LSSConfig, model_path: str | None = None, blocking: bool = True,
-              address: str | None = None) -> dict[str, Any]:
-    """Starts Serve with the HTTP options of ``config_file`` and runs its applications.
+              address: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Runs the applications of a Serve config file on Ray (``lss serve``).
 
     Args:
         config_file: a Serve config (``serve_configs/local.yaml``).
-        config: the LSS settings (``preprocess``, ``report``, ``serve``, ``ray``); ``serve.host``/``serve.port``
-            are used where the file has no ``http_options``.
+        config: the LSS settings; only ``ray`` is used here (the applications read theirs from their ``args``).
         model_path: overrides every application's ``args.model_path``.
         blocking: keep running until interrupted.
         address: a Ray cluster address (default: ``ray.address`` / ``RAY_ADDRESS``, else an embedded local Ray).
+        overrides: ``section.key=value`` settings added to every application's ``args.overrides``.
 
     Returns:
         ``{"url": ..., "applications": [names]}``.
     """
     from ray import serve
 
-    from lss.config import load_config
     from lss.ray_session import init_ray
-    from lss.serve.app import build_app
 
-    data = load_serve_config(config_file)
+    data = resolve_config(load_serve_config(config_file), model_path, overrides)
     if address:
         config = config.model_copy(update={"ray": config.ray.model_copy(update={"address": address})})
     init_ray(config.ray)
-    http = {"host": config.serve.host, "port": config.serve.port, **(data.get("http_options") or {})}
-    serve.start(http_options=http, proxy_location=data.get("proxy_location", "HeadOnly"))
-    names = []
-    for app in data["applications"]:
-        args = dict(app.get("args") or {})
-        app_config = config
-        if args.get("config") or args.get("profile") or args.get("overrides"):
-            app_config = load_config(args.get("config"), profile=args.get("profile"),
-                                     overrides=args.get("overrides") or [])
-        options = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app.get("deployments") or []}
-        application = build_app(model_path or args["model_path"], app_config, options)
-        serve.run(application, name=app["name"], route_prefix=app.get("route_prefix", "/"))
-        names.append(app["name"])
-    url = f"http://{http['host']}:{http['port']}"
+    deploy_config(data)
+    http = data.get("http_options") or {}
+    url = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+    names = [app["name"] for app in data["applications"]]
     logger.info("serving %s at %s (docs: %s/docs)", names, url, url)
     print(f"serving {names} at {url}  (OpenAPI: {url}/docs; stop with Ctrl-C)", flush=True)
     if blocking:

@@ -1,0 +1,305 @@
+"""The real Serve application on 127.0.0.1, called over HTTP: a valid study gets a complete answer, each bad input
+gets its 4xx and the replicas keep serving, the token guards every endpoint but health, no patient identifier
+leaves the server, a hot swap of the model changes the reported version with no failed request, and the shipped
+Serve config files pass Ray's own schemas."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import socket
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import requests
+import torch
+
+from conftest import REAL_SCAN, REPO_ROOT
+from lss.anatomy import LEVELS
+from lss.config import ModelConfig
+from lss.serve import deploy_config, load_serve_config, model_version, resolve_config
+from lss.serve.runner import ServeConfigError
+
+TOKEN = "test-token-0123456789"
+PATIENT_NAME, PATIENT_ID = "ROE^RICHARD^X", "MRN-5551234"
+SMALL = {"ray_actor_options": {"num_cpus": 0.1}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _second_model(tmp_path_factory) -> Path:
+    from lss.model import build_model, save_model
+    from lss.model.text import TextEncoder
+
+    torch.manual_seed(1)
+    config = ModelConfig(base_channels=8, attention_dim=32, text_encoder="random-small")
+    return save_model(build_model(config, text_encoder=TextEncoder("random-small")),
+                      tmp_path_factory.mktemp("model_b") / "model_b.pt")
+
+
+def _serve_config(port: int, model: Path, results: Path, segmenter_user_config: dict | None = None) -> dict:
+    """The shipped local.yaml, made small for 2 CPUs, on a free port, with a token and small upload limits."""
+    import yaml
+
+    data = yaml.safe_load((REPO_ROOT / "serve_configs" / "local.yaml").read_text())
+    data["http_options"]["port"] = port
+    app = data["applications"][0]
+    app["args"]["model_path"] = str(model)
+    app["args"]["overrides"] += [f"serve.api_token={TOKEN}", "serve.max_upload_mb=12", "serve.max_unpacked_mb=40",
+                                 f"serve.results_dir={results}"]
+    app["deployments"] = [{"name": name, **SMALL, "num_replicas": 1} for name in
+                          ("LSSApi", "Preprocessor", "Segmenter", "Grader", "Reporter")]
+    if segmenter_user_config:
+        app["deployments"][2]["user_config"] = segmenter_user_config
+    return data
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, tiny_model_file, tmp_path_factory):
+    from ray import serve
+
+    port = _free_port()
+    results = tmp_path_factory.mktemp("serve_results")
+    deploy_config(resolve_config(_serve_config(port, tiny_model_file, results)))
+    yield {"url": f"http://127.0.0.1:{port}", "port": port, "results": results, "model": tiny_model_file}
+    serve.shutdown()
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _post(server, files, headers=None, timeout=120):
+    return requests.post(f"{server['url']}/v1/diagnose", files=files, headers=_auth() if headers is None else headers,
+                         timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def dicom_zip(synth_dicom, tmp_path_factory) -> bytes:
+    """A synthetic DICOM study (no masks) zipped, with a patient name and id in every header."""
+    root, records = synth_dicom
+    source = records[1].resolve(records[1].sagittal().path).parent
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and not path.name.endswith((".nii.gz", ".txt", ".json")):
+                ds = pydicom.dcmread(path)
+                ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
+                out = io.BytesIO()
+                ds.save_as(out)
+                zf.writestr(str(path.relative_to(source.parent)), out.getvalue())
+    return buffer.getvalue()
+
+
+def _nifti_bytes(data: np.ndarray, zooms=(3.5, 0.6, 0.6)) -> bytes:
+    image = nib.Nifti1Image(data.astype(np.float32), np.diag([*zooms, 1.0]))
+    return gzip.compress(image.to_bytes())
+
+
+# ------------------------------------------------------------------------------------------------------------ happy
+def test_a_dicom_study_gets_a_complete_answer_and_its_images(server, dicom_zip):
+    response = _post(server, {"files": ("study.zip", dicom_zip, "application/zip")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [lv["level"] for lv in body["levels"]] == list(LEVELS)
+    assert body["model_version"] == model_version(server["model"])
+    assert body["report"].startswith("TECHNIQUE:") and body["writer"] == "grounded"
+    for level in body["levels"]:
+        assert set(level["probabilities"]) == {"Normal/Mild", "Moderate", "Severe"}
+        assert level["severity"] in level["probabilities"]
+        assert set(level["evidence"]) <= set(body["images"])
+    assert set(body["timings_s"]) >= {"preprocess", "segmentation", "grading", "report", "total"}
+    image = requests.get(server["url"] + body["images"]["montage"], headers=_auth(), timeout=60)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content[:8] == b"\x89PNG\r\n\x1a\n"
+    # No patient identifier in the answer.
+    assert PATIENT_NAME not in response.text and PATIENT_ID not in response.text and "ROE" not in response.text
+
+
+def test_a_sagittal_nifti_alone_is_answered_with_lower_confidence(server):
+    response = _post(server, {"files": ("t2_lumbar.nii.gz", REAL_SCAN.read_bytes(), "application/gzip")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert not body["has_axial"] and all(lv["lower_confidence"] for lv in body["levels"])
+    assert any("sagittal view only" in note for note in body["notes"])
+
+
+def test_health_model_info_and_openapi(server):
+    assert requests.get(f"{server['url']}/v1/health", timeout=30).json() == {"status": "ok", "api_version": "v1"}
+    info = requests.get(f"{server['url']}/v1/model", headers=_auth(), timeout=30).json()
+    assert info["segmentation"]["model_version"] == model_version(server["model"])
+    assert info["report"]["writer"] == "grounded"
+    schema = requests.get(f"{server['url']}/openapi.json", timeout=30).json()
+    assert {"/v1/diagnose", "/v1/health", "/v1/model"} <= set(schema["paths"])
+    assert "DiagnosisResponse" in schema["components"]["schemas"]
+
+
+# ------------------------------------------------------------------------------------------------------------ errors
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _dicom_variant(dicom_zip: bytes, change) -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(dicom_zip))
+    entries = {}
+    for name in source.namelist():
+        ds = pydicom.dcmread(io.BytesIO(source.read(name)))
+        change(ds)
+        out = io.BytesIO()
+        ds.save_as(out)
+        entries[name] = out.getvalue()
+    return _zip(entries)
+
+
+def _set_modality(ds):
+    ds.Modality = "CT"
+
+
+BAD_INPUTS = {
+    "not a zip": (lambda z: ("x.zip", b"PK\x03\x04 truncated nonsense"), 400, "bad_archive"),
+    "zip slip": (lambda z: ("x.zip", _zip({"../../evil.nii.gz": b"x"})), 400, "bad_archive"),
+    "zip bomb": (lambda z: ("x.zip", _zip({"zeros.nii": b"\0" * (45 << 20)})), 400, "bad_archive"),
+    "too large": (lambda z: ("big.nii.gz", b"\x1f\x8b" + b"\1" * (13 << 20)), 413, "too_large"),
+    "text file": (lambda z: ("notes.txt", b"hello"), 400, "unsupported_format"),
+    "empty file": (lambda z: ("a.nii.gz", b""), 400, "empty_file"),
+    "corrupt nifti": (lambda z: ("a.nii.gz", gzip.compress(b"not a nifti header at all" * 20)), 400, None),
+    "no image in zip": (lambda z: ("x.zip", _zip({"readme.txt": b"nothing"})), 400, "no_image"),
+    "wrong modality": (lambda z: ("ct.zip", _dicom_variant(z, _set_modality)), 422, None),
+    "NaN voxels": (lambda z: ("nan.nii.gz", _nifti_bytes(np.full((12, 128, 192), np.nan))), 422, "non_finite"),
+    "too few slices": (lambda z: ("thin.nii.gz", _nifti_bytes(np.random.default_rng(0).random((1, 128, 192)))),
+                       422, None),
+    "absurd spacing": (lambda z: ("huge.nii.gz", _nifti_bytes(np.random.default_rng(0).random((12, 64, 64)),
+                                                              (80.0, 0.02, 0.02))), 422, "absurd_spacing"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gets_a_4xx_with_a_reason(server, dicom_zip, case):
+    make, status, code = BAD_INPUTS[case]
+    name, data = make(dicom_zip)
+    response = _post(server, {"files": (name, data, "application/octet-stream")})
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"code", "message"} and body["message"]
+    if code is not None:
+        assert body["code"] == code
+    assert 400 <= response.status_code < 500
+
+
+def test_missing_sagittal_is_a_422(server, synth_nifti):
+    root, records = synth_nifti
+    axial = records[0].resolve(records[0].axials()[0].path)
+    response = _post(server, {"files": (axial.name, axial.read_bytes(), "application/gzip")})
+    assert response.status_code == 422 and response.json()["code"] == "missing_sagittal"
+
+
+def test_the_server_keeps_serving_after_bad_input(server, dicom_zip):
+    for _ in range(2):
+        assert _post(server, {"files": ("x.zip", b"PK\x03\x04junk")}).status_code == 400
+    assert _post(server, {"files": ("study.zip", dicom_zip)}).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------------------------ security
+def test_every_endpoint_but_health_needs_the_token(server, dicom_zip):
+    assert requests.get(f"{server['url']}/v1/health", timeout=30).status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        assert requests.get(f"{server['url']}/v1/model", headers=headers, timeout=30).status_code == 401
+        response = _post(server, {"files": ("study.zip", dicom_zip)}, headers=headers)
+        assert response.status_code == 401 and response.json()["code"] == "unauthorized"
+    image = f"{server['url']}/v1/studies/{'0' * 32}/images/montage"
+    assert requests.get(image, timeout=30).status_code == 401
+    assert requests.get(image, headers=_auth(), timeout=30).status_code == 404
+    assert requests.get(f"{server['url']}/v1/studies/..%2F..%2Fetc/images/passwd", headers=_auth(),
+                        timeout=30).status_code == 404
+
+
+def test_no_patient_identifier_in_the_logs(server, dicom_zip):
+    import ray
+
+    assert _post(server, {"files": ("study.zip", dicom_zip)}).status_code == 200
+    time.sleep(1.0)  # let the replicas flush their log files
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    text = "".join(p.read_text(errors="ignore") for p in logs.rglob("*") if p.is_file() and p.suffix in
+                   (".log", ".out", ".err"))
+    assert "diagnose" in text  # the replicas did log this request...
+    for secret in (PATIENT_NAME, PATIENT_ID, "RICHARD", "5551234"):
+        assert secret not in text  # ...but never who it was
+
+
+# ------------------------------------------------------------------------------------------------------------ hot swap
+def test_a_hot_swap_changes_the_version_with_no_failed_request(server, dicom_zip, tmp_path_factory):
+    from ray import serve
+
+    model_b = _second_model(tmp_path_factory)
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            statuses.append(_post(server, {"files": ("study.zip", dicom_zip)}).status_code)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        time.sleep(2.0)
+        # `serve deploy` of the same config with the Segmenter's user_config changed: reconfigure, no restart.
+        deploy_config(resolve_config(_serve_config(server["port"], server["model"], server["results"],
+                                                   {"model_path": str(model_b)})))
+        deadline = time.time() + 60
+        version = None
+        while time.time() < deadline:
+            version = requests.get(f"{server['url']}/v1/model", headers=_auth(), timeout=30).json()[
+                "segmentation"]["model_version"]
+            if version == model_version(model_b):
+                break
+            time.sleep(0.5)
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        worker.join(timeout=120)
+    assert version == model_version(model_b)
+    assert statuses and all(s == 200 for s in statuses), statuses
+    body = _post(server, {"files": ("study.zip", dicom_zip)}).json()
+    assert body["model_version"] == model_version(model_b)
+
+
+# ------------------------------------------------------------------------------------------------------------ configs
+@pytest.mark.parametrize("name", ["local.yaml", "gpu.yaml"])
+def test_the_shipped_serve_configs_pass_rays_schemas(name):
+    data = load_serve_config(REPO_ROOT / "serve_configs" / name)
+    names = {d["name"] for d in data["applications"][0]["deployments"]}
+    assert names == {"LSSApi", "Preprocessor", "Segmenter", "Grader", "Reporter"}
+    if name == "local.yaml":
+        assert data["http_options"]["host"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["applications"][0]["deployments"][2]["autoscaling_config"].update(min_replicas=3, max_replicas=2),
+     "autoscaling_config"),
+    (lambda d: d["applications"][0]["deployments"].append({"name": "Nope"}), "unknown deployment"),
+    (lambda d: d["applications"][0]["args"].pop("model_path"), "model_path"),
+    (lambda d: d.update(applications="not a list"), "not a valid Ray Serve config"),
+])
+def test_a_bad_serve_config_fails_before_deploy(tmp_path, change, message):
+    import yaml
+
+    data = yaml.safe_load((REPO_ROOT / "serve_configs" / "local.yaml").read_text())
+    change(data)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ServeConfigError, match=message):
+        load_serve_config(path)
