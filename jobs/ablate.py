@@ -6,7 +6,8 @@ over several seeds, evaluated on one held-out test split. Writes results/ablatio
 
 Variants: dice_ce, tversky (fixed), focal_tversky, pid_tversky (all with spatial_patch attention) and pid_tversky
 with global_pool attention. Reported: mean and standard deviation over seeds of the sagittal macro Dice, the axial
-canal Dice on Moderate/Severe levels, the severity macro-F1 and the Severe recall.
+canal Dice on Moderate/Severe levels, the severity macro-F1, the Severe recall and the bias of the dural sac area
+measured on the predicted masks (how much a loss that weighs misses above false alarms inflates the masks).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ METRICS = {
     "canal Dice, Moderate/Severe levels (axial)": ("canal_moderate_severe", None, "axial_dice_spinal_canal"),
     "severity macro-F1": ("severity", None, "macro_f1"),
     "Severe recall": ("severity", None, "recall_severe"),
+    "dural sac area bias (mm2)": ("measurements", "area_mm2", "bias"),
 }
 
 
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny data and budget, to check the job end to end")
     parser.add_argument("--out", default="outputs/ablation", help="runs and evaluations")
     parser.add_argument("--table", default="results/ablation.md", help="the Markdown table to write")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="reuse the runs already under --out (same variants and seeds): evaluate and tabulate only")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -93,20 +97,26 @@ def main(argv: list[str] | None = None) -> int:
     base_dict["train"]["storage_path"] = str(out / "runs")
 
     # [2] Every variant x seed: train with Ray Train, evaluate the best checkpoint on the test split.
-    init_ray(base.ray)
+    if not args.evaluate_only:
+        init_ray(base.ray)
     rows: dict[str, list[dict[str, float]]] = {}
     try:
         for variant, change in VARIANTS.items():
             for seed in args.seeds:
                 config = LSSConfig.model_validate(_merge(_merge(base_dict, change), {"train": {"seed": seed}}))
                 slug = f"{variant.lower().replace(' ', '_').replace('+', 'plus').replace('(', '').replace(')', '')}_s{seed}"
-                result = run_training(config, data, name=slug)
-                evaluation = evaluate_model(result.best_model, data, out / "eval" / slug,
-                                            study_ids=result.split["test"], reports=False)
+                if args.evaluate_only:
+                    run_dir = out / "runs" / slug
+                    best_model, split = run_dir / "best_model.pt", json.loads((run_dir / "split.json").read_text())
+                else:
+                    result = run_training(config, data, name=slug)
+                    best_model, split = result.best_model, result.split
+                evaluation = evaluate_model(best_model, data, out / "eval" / slug, study_ids=split["test"],
+                                            reports=False)
                 rows.setdefault(variant, []).append({name: _metric(evaluation, path) for name, path in METRICS.items()})
-                split = result.split
     finally:
-        shutdown_ray()
+        if not args.evaluate_only:
+            shutdown_ray()
 
     # [3] The table: mean +- standard deviation over seeds; the verdict from the numbers.
     budget = base_dict["train"]

@@ -72,7 +72,7 @@ def test_the_report_files_keys_and_ranges(evaluated, preprocessed, model_file):
     assert (out / RESULTS_JSON).is_file() and (out / RESULTS_MD).is_file()
     saved = _strict_json(out / RESULTS_JSON)
     assert set(saved) == {"model", "data", "studies", "segmentation", "severity", "per_level", "per_study", "notes",
-                          "files", "canal_moderate_severe", "reports"}
+                          "files", "canal_moderate_severe", "reports", "measurements"}
     narrow = saved["canal_moderate_severe"]
     expected_levels = sum(sev >= 1 for study in saved["per_study"] for sev in study["severity_true"])
     assert narrow["levels"] == expected_levels
@@ -131,7 +131,10 @@ def test_reports_are_written_and_scored(evaluated):
     assert 0 <= grounded["nlg"]["bleu_4"] <= grounded["nlg"]["bleu_1"] <= 1
     assert grounded["clinical"]["stated_fraction"] == 1.0
     assert grounded["clinical"]["accuracy"] == pytest.approx(results["severity"]["accuracy"])
-    assert reports["measurements"]["area_mm2"]["n"] > 0
+    assert reports["measurements"]["rule_graded_levels"] > 0
+    measured = results["measurements"]["area_mm2"]
+    assert measured["n"] == results["segmentation"]["axial"]["n_cases"]  # every labelled axial level is measured
+    assert measured["mae"] >= abs(measured["bias"])
     markdown = (out / RESULTS_MD).read_text()
     assert "## Reports" in markdown and "clinical accuracy" in markdown and "TECHNIQUE:" in markdown
 

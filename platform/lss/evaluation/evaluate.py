@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from lss.anatomy import LEVELS, SEVERITIES, Severity, Structure
+from lss.reporting.measurements import ap_diameter_mm, largest_component, region_area_mm2
 from lss.training.metrics import (
     SEVERITY_NAMES,
     SegmentationMeter,
@@ -162,6 +163,8 @@ def evaluate_model(
     axial_level_of_case: list[int] = []
     axial_severity_of_case: list[int] = []
     probs, severity, per_study = [], [], []
+    area_errors: list[float] = []
+    ap_errors: list[float] = []
     has_sagittal, has_axial = [], []
     for start in range(0, len(rows), int(batch_size)):
         chunk = rows[start:start + int(batch_size)]
@@ -183,6 +186,18 @@ def evaluate_model(
         axial_spacing = [_column_norms(a, (0, 1)) for c in cases for a in c["axial_affines"]]
         labelled = (axial_target >= 0).flatten(1).any(dim=1)
         axial_meter.update(out.axial_logits.cpu().flatten(0, 1), axial_target, axial_spacing)
+        # The dural sac measured on the predicted mask (as the report states it) against the measured truth.
+        predicted = out.axial_logits.argmax(dim=2).cpu().numpy()
+        for b, case in enumerate(cases):
+            for li in range(n_levels):
+                truth_area, truth_ap = float(case["area_mm2"][li]), float(case["ap_mm"][li])
+                if not case["axial_present"][li] or not math.isfinite(truth_area):
+                    continue
+                sac = largest_component(predicted[b, li] == Structure.CANAL.index)
+                spacing = axial_spacing[b * n_levels + li]
+                area_errors.append(region_area_mm2(sac, spacing) - truth_area)
+                if math.isfinite(truth_ap):
+                    ap_errors.append(ap_diameter_mm(sac, spacing, axis=1) - truth_ap)
         axial_level_of_case.extend(int(i) % n_levels for i in torch.nonzero(labelled).flatten())
         axial_severity_of_case.extend(int(batch["severity"].flatten()[i]) for i in torch.nonzero(labelled).flatten())
 
@@ -242,6 +257,13 @@ def evaluate_model(
             notes.append(f"{len(per_study) - count} of {len(per_study)} studies have no {view} labels and are left "
                          f"out of the {view} segmentation metrics.")
     results["segmentation"] = segmentation
+    results["measurements"] = {
+        "area_mm2": _error_summary(area_errors),
+        "ap_mm": _error_summary(ap_errors),
+    }
+    if area_errors:
+        notes.append("measurements: the dural sac area / AP diameter of the largest predicted canal region on each "
+                     "level's centre axial slice, minus the measured truth (bias = mean error).")
     if any(segmentation.values()):
         notes.append("Dice: a structure absent from both prediction and target is left out (NaN), a structure "
                      "predicted where the target has none scores 0; HD95 of the canal is in mm (NaN when either "
@@ -289,6 +311,14 @@ def evaluate_model(
     (out_dir / RESULTS_MD).write_text(_markdown(results))
     logger.info("evaluate: %d studies, results in %s", len(per_study), out_dir)
     return results
+
+
+def _error_summary(errors: list[float]) -> dict[str, float | int | None]:
+    e = np.asarray(errors, dtype=float)
+    if e.size == 0:
+        return {"n": 0, "bias": None, "mae": None, "median_absolute_error": None}
+    return {"n": int(e.size), "bias": float(e.mean()), "mae": float(np.abs(e).mean()),
+            "median_absolute_error": float(np.median(np.abs(e)))}
 
 
 def _nanmean_or_none(values: list[float]) -> float | None:
@@ -396,6 +426,13 @@ def _markdown(results: dict[str, Any]) -> str:
         parts.append(_table(["Structure"] + [f"{v} Dice" for v in views], rows))
     else:
         parts.append("Skipped: no segmentation labels in the evaluated studies.\n")
+
+    measured = results.get("measurements") or {}
+    if (measured.get("area_mm2") or {}).get("n"):
+        parts.append("### Dural sac measured on the predicted axial masks vs the truth\n")
+        rows = [[f"{name} ({unit})", str(m["n"]), _f(m["bias"], 1), _f(m["mae"], 1), _f(m["median_absolute_error"], 1)]
+                for name, unit, m in (("area", "mm2", measured["area_mm2"]), ("AP diameter", "mm", measured["ap_mm"]))]
+        parts.append(_table(["measurement", "levels", "bias", "mean absolute error", "median absolute error"], rows))
 
     parts.append("## Severity\n")
     severity = results["severity"]

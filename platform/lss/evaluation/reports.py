@@ -16,7 +16,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from lss.anatomy import LEVELS, Severity
@@ -54,8 +53,8 @@ def evaluate_reports(
         device: where the models run.
 
     Returns:
-        ``writers`` (per writer: ``nlg``, ``nlg_all_styles``, ``clinical``, ``examples``), ``measurements`` (errors against the truth
-        and the rule grade's accuracy), ``studies`` and ``notes``. Studies without reference reports or without
+        ``writers`` (per writer: ``nlg``, ``nlg_all_styles``, ``clinical``, ``examples``), ``measurements`` (the rule grade's accuracy against the
+        truth and the number of levels flagged for review; the measurement errors are in ``evaluate_model``'s), ``studies`` and ``notes``. Studies without reference reports or without
         known grades are left out and counted in the notes.
 
     Raises:
@@ -90,7 +89,7 @@ def evaluate_reports(
     if generator is not None:
         written["learned"] = {}
     references, all_references, truth = {}, {}, {}
-    area_err, ap_err, rule_right, rule_n, flagged = [], [], 0, 0, 0
+    rule_right, rule_n, flagged = 0, 0, 0
     for start in range(0, len(usable), int(batch_size)):
         chunk = usable[start:start + int(batch_size)]
         cases = [load_case(data_dir / r["path"]) for r in chunk]
@@ -107,13 +106,8 @@ def evaluate_reports(
             references[sid] = [styles[style]] if style in styles else [text for _, text in sorted(styles.items())]
             all_references[sid] = [text for _, text in sorted(styles.items())]
             truth[sid] = _truth(row)
-            for li, finding in enumerate(findings.levels):
-                m = finding.measurements
+            for finding in findings.levels:
                 flagged += int(finding.review)
-                if m.area_mm2 is not None and math.isfinite(float(case["area_mm2"][li])):
-                    area_err.append(m.area_mm2 - float(case["area_mm2"][li]))
-                if m.ap_mm is not None and math.isfinite(float(case["ap_mm"][li])):
-                    ap_err.append(m.ap_mm - float(case["ap_mm"][li]))
                 if finding.rule_severity is not None and finding.level in truth[sid]:
                     rule_n += 1
                     rule_right += int(finding.rule_severity is truth[sid][finding.level])
@@ -128,16 +122,7 @@ def evaluate_reports(
                 "examples": {sid: texts[sid] for sid in list(texts)[:EXAMPLES]},
             }
 
-    def _errors(values: list[float]) -> dict[str, float | int | None]:
-        v = np.asarray(values, dtype=float)
-        if v.size == 0:
-            return {"n": 0, "mean_error": None, "mean_absolute_error": None, "median_absolute_error": None}
-        return {"n": int(v.size), "mean_error": float(v.mean()), "mean_absolute_error": float(np.abs(v).mean()),
-                "median_absolute_error": float(np.median(np.abs(v)))}
-
     measurements = {
-        "area_mm2": _errors(area_err),
-        "ap_mm": _errors(ap_err),
         "rule_grade_accuracy": rule_right / rule_n if rule_n else None,
         "rule_graded_levels": rule_n,
         "flagged_for_review": flagged,
@@ -178,13 +163,6 @@ def reports_markdown(results: dict[str, Any]) -> str:
     if spice:
         lines += ["", f"SPICE: {spice}"]
     m = results["measurements"]
-    lines += ["", "### Measurements on the predicted masks vs the truth\n",
-              "| measurement | n | mean error | mean absolute error | median absolute error |", "|---|---|---|---|---|"]
-    for key, unit in (("area_mm2", "mm2"), ("ap_mm", "mm")):
-        e = m[key]
-        lines.append(f"| dural sac {'area' if key == 'area_mm2' else 'AP diameter'} ({unit}) | {e['n']} | "
-                     f"{_f(e['mean_error'], 1)} | {_f(e['mean_absolute_error'], 1)} | "
-                     f"{_f(e['median_absolute_error'], 1)} |")
     lines += ["", f"Rule grade of the measurements right on {_f(m['rule_grade_accuracy'])} of "
               f"{m['rule_graded_levels']} levels; {m['flagged_for_review']} levels flagged for review.", ""]
     for name, block in writers.items():

@@ -1,0 +1,281 @@
+"""Benchmark: the Serve application over HTTP against the same pipeline in-process; batching; load; a replica kill.
+
+    python bench/serve.py                      # a standard synthetic DICOM study, a default-size untrained model
+    python bench/serve.py --model outputs/exp/runs/exp12/best_model.pt --load-seconds 60
+
+One run prints (and writes to outputs/bench/serve.json):
+
+1. in-process: upload bytes -> unpack -> preprocess (+ sagittal pass) -> model -> findings -> grounded report,
+   sequentially (the cost Serve cannot remove);
+2. Serve at concurrency 1, 4 and 16: p50 / p95 / p99 latency and throughput; Serve's overhead as the ratio of
+   the p50s at concurrency 1;
+3. batching on (max_batch_size 4) vs off (1) at concurrency 4, switched by a user_config redeploy;
+4. a load of 16 concurrent clients for --load-seconds: the 5xx count and the replica counts over time (up with the
+   load, back down after it);
+5. a fault: 2 Segmenter replicas under load, one replica's process killed; failed requests (the client retries once)
+   and the seconds until 2 replicas run again.
+
+Timings on a shared 2-core machine are noisy: compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import tempfile
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _study_zip(out: Path) -> bytes:
+    """One standard synthetic study (sagittal + 5 axial stacks, DICOM), images only, zipped."""
+    from lss.config import SynthConfig
+    from lss.data.synth.generate import generate_dataset
+
+    if not (out / "manifest.jsonl").is_file():
+        generate_dataset(SynthConfig(cases=1, seed=777, format="dicom"), out)
+    study = next((out / "studies").iterdir())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(study.rglob("*")):
+            if path.is_file() and not path.name.endswith((".nii.gz", ".txt", ".json")):
+                zf.write(path, path.relative_to(study.parent))
+    return buffer.getvalue()
+
+
+def _model(path: str | None, out: Path) -> Path:
+    if path:
+        return Path(path).resolve()
+    from lss.config import LSSConfig
+    from lss.model import build_model, save_model
+
+    target = out / "default_untrained.pt"
+    if not target.is_file():
+        torch.manual_seed(0)
+        config = LSSConfig()
+        save_model(build_model(config.model, config.preprocess.axial_slices, config.preprocess.axial_spacing_mm),
+                   target)
+    return target.resolve()
+
+
+def _in_process(model_path: Path, payload: bytes, n: int) -> list[float]:
+    from lss.inference import Diagnoser, open_study
+    from lss.inference.diagnose import without_labels
+    from lss.reporting import build_findings
+
+    diagnoser = Diagnoser(model_path)
+    times = []
+    for i in range(n + 1):
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as folder:
+            archive = Path(folder) / "upload.zip"
+            archive.write_bytes(payload)
+            record = without_labels(open_study(archive, folder))
+            case, _ = diagnoser.preprocess(record)
+            prediction = diagnoser.predict(record.study_id, case)
+            diagnoser.grounded.write(build_findings(prediction))
+        if i:  # the first call warms the caches
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def _post(url: str, payload: bytes, retry: bool = False) -> tuple[int, float]:
+    started = time.perf_counter()
+    for attempt in range(2 if retry else 1):
+        try:
+            status = requests.post(f"{url}/v1/diagnose", files={"files": ("study.zip", payload)}, timeout=300).status_code
+        except requests.RequestException:
+            status = 599
+        if status < 500:
+            break
+    return status, time.perf_counter() - started
+
+
+def _burst(url: str, payload: bytes, concurrency: int, n: int) -> dict:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(lambda _: _post(url, payload), range(n)))
+    wall = time.perf_counter() - started
+    latencies = np.array([t for s, t in results if s == 200])
+    return {"concurrency": concurrency, "requests": n, "ok": int(len(latencies)),
+            "p50_s": float(np.percentile(latencies, 50)), "p95_s": float(np.percentile(latencies, 95)),
+            "p99_s": float(np.percentile(latencies, 99)), "throughput_per_s": len(latencies) / wall}
+
+
+def _replicas() -> dict[str, int]:
+    from ray import serve
+
+    app = serve.status().applications.get("lss")
+    if app is None:
+        return {}
+    return {name: sum(n for state, n in d.replica_states.items() if str(state).endswith("RUNNING"))
+            for name, d in app.deployments.items()}
+
+
+def _config(port: int, model: Path, results: Path, segmenter: dict | None = None) -> dict:
+    from lss.serve import resolve_config
+
+    data = yaml.safe_load((REPO / "serve_configs" / "local.yaml").read_text())
+    data["http_options"]["port"] = port
+    app = data["applications"][0]
+    app["args"]["model_path"] = str(model)
+    app["args"]["overrides"] = list(app["args"].get("overrides") or []) + [f"serve.results_dir={results}"]
+    if segmenter:
+        seg = next(d for d in app["deployments"] if d["name"] == "Segmenter")
+        seg.update(segmenter)
+    return resolve_config(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a model file (default: an untrained default-size model)")
+    parser.add_argument("--requests", type=int, default=12, help="requests per concurrency level")
+    parser.add_argument("--load-seconds", type=float, default=60.0)
+    parser.add_argument("--out", default="outputs/bench/serve")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from ray import serve
+
+    from lss.config import RayConfig
+    from lss.ray_session import init_ray, shutdown_ray
+    from lss.serve import deploy_config
+
+    payload = _study_zip(out / "study")
+    model = _model(args.model, out)
+    report: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "upload_bytes": len(payload)}
+
+    # [1] The pipeline in-process, sequentially.
+    torch.set_num_threads(max(1, (os.cpu_count() or 2)))
+    local = _in_process(model, payload, args.requests)
+    report["in_process"] = {"p50_s": statistics.median(local), "n": len(local)}
+    print(f"in-process pipeline: p50 {report['in_process']['p50_s']:.3f} s over {len(local)} studies", flush=True)
+
+    # [2] Serve at concurrency 1, 4, 16.
+    init_ray(RayConfig(object_store_mb=600))
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    results_dir = (out / "results").resolve()
+    deploy_config(_config(port, model, results_dir))
+    for _ in range(2):
+        _post(url, payload)  # warm-up: imports, first forward
+    report["serve"] = []
+    for concurrency in (1, 4, 16):
+        row = _burst(url, payload, concurrency, max(args.requests, concurrency * 2))
+        report["serve"].append(row)
+        print(f"serve c={concurrency:2d}: p50 {row['p50_s']:.3f} s  p95 {row['p95_s']:.3f}  p99 {row['p99_s']:.3f}  "
+              f"{row['throughput_per_s']:.2f} studies/s  ({row['ok']}/{row['requests']} ok)", flush=True)
+    report["serve_overhead_ratio_c1"] = report["serve"][0]["p50_s"] / report["in_process"]["p50_s"]
+    print(f"Serve p50 / in-process p50 at concurrency 1: {report['serve_overhead_ratio_c1']:.3f}", flush=True)
+
+    # [3] Batching on vs off at concurrency 4 (a user_config redeploy: no restart).
+    report["batching"] = {}
+    for size in (1, 4):
+        deploy_config(_config(port, model, results_dir, {"user_config": {"model_path": str(model),
+                                                                         "max_batch_size": size}}))
+        row = _burst(url, payload, 4, max(args.requests, 8))
+        report["batching"][f"max_batch_size_{size}"] = row
+        print(f"batching max_batch_size={size}: p50 {row['p50_s']:.3f} s, {row['throughput_per_s']:.2f} studies/s",
+              flush=True)
+
+    # [4] Sustained load: 16 clients for --load-seconds; replica counts sampled every 2 s, then the cool-down.
+    statuses: list[int] = []
+    samples: list[tuple[float, dict]] = []
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            statuses.append(_post(url, payload)[0])
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    started = time.time()
+    for t in threads:
+        t.start()
+    while time.time() - started < args.load_seconds:
+        samples.append((time.time() - started, _replicas()))
+        time.sleep(2.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    cool = time.time()
+    while time.time() - cool < 90:
+        samples.append((time.time() - started, _replicas()))
+        if all(samples[-1][1].get(name, 1) <= 1 for name in ("Segmenter", "Preprocessor", "Reporter")):
+            break
+        time.sleep(3.0)
+    peak = {name: max(s.get(name, 0) for _, s in samples) for name in ("Preprocessor", "Segmenter", "Reporter")}
+    report["load"] = {"seconds": args.load_seconds, "requests": len(statuses),
+                      "status_5xx": sum(s >= 500 for s in statuses), "status_counts": {
+                          str(s): statuses.count(s) for s in sorted(set(statuses))},
+                      "peak_replicas": peak, "final_replicas": samples[-1][1],
+                      "seconds_to_scale_down": samples[-1][0] - (cool - started)}
+    print(f"load: {len(statuses)} requests in {args.load_seconds:.0f} s, 5xx {report['load']['status_5xx']}; "
+          f"peak replicas {peak}; back to {samples[-1][1]} {report['load']['seconds_to_scale_down']:.0f} s after "
+          "the load stopped", flush=True)
+
+    # [5] Fault: 2 Segmenter replicas under load from 4 clients; kill one replica's process.
+    import ray
+
+    deploy_config(_config(port, model, results_dir, {"autoscaling_config": None, "num_replicas": 2,
+                                                     "user_config": {"model_path": str(model)}}))
+    fault_statuses: list[int] = []
+    stop = threading.Event()
+
+    def retrying_client():
+        while not stop.is_set():
+            fault_statuses.append(_post(url, payload, retry=True)[0])
+
+    threads = [threading.Thread(target=retrying_client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(8.0)
+    victim = next(a for a in ray.util.list_named_actors(all_namespaces=True)
+                  if "Segmenter" in a["name"] and a["name"].startswith("SERVE_REPLICA"))
+    killed_at = time.time()
+    ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+    recovered = None
+    while time.time() - killed_at < 120:
+        time.sleep(1.0)
+        if _replicas().get("Segmenter", 0) >= 2 and time.time() - killed_at > 2:
+            recovered = time.time() - killed_at
+            break
+    time.sleep(5.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    report["fault"] = {"requests": len(fault_statuses), "failed_after_one_retry": sum(s >= 500 for s in fault_statuses),
+                       "seconds_to_two_replicas": recovered}
+    print(f"fault: {len(fault_statuses)} requests, {report['fault']['failed_after_one_retry']} failed after one retry; "
+          f"2 Segmenter replicas again after {recovered if recovered is None else round(recovered, 1)} s", flush=True)
+
+    serve.shutdown()
+    shutdown_ray()
+    shutil.rmtree(results_dir, ignore_errors=True)
+    (Path("outputs/bench") / "serve.json").write_text(json.dumps(report, indent=2) + "\n")
+    print("written: outputs/bench/serve.json")
+
+
+if __name__ == "__main__":
+    main()
