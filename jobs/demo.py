@@ -1,20 +1,24 @@
-"""The main job, end to end on one machine: synthesize studies -> Ray Data preprocessing -> the real scan.
+"""The main job, end to end on one machine: synthesize studies -> Ray Data preprocessing -> Ray Train (a short run)
+-> a small Ray Tune + Optuna sweep over the PID gains -> evaluation -> the Serve app -> diagnose a held-out study and
+the real scan over HTTP.
 
     make demo                      # = python jobs/demo.py
-    python jobs/demo.py --cases 16 --set preprocess.workers=2
+    python jobs/demo.py --cases 32 --epochs 6 --trials 4
 
-Everything runs on an embedded local Ray started in-process; outputs go under --out (default outputs/demo).
-A second run reuses the studies and shards already there. Training, tuning and serving join this walk-through as
-those stages land.
+Everything runs on an embedded local Ray started in-process; outputs go under --out (default outputs/demo). A
+second run reuses what is there: the studies, the shards, the trained model and the finished sweep.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import socket
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 from lss.anatomy import LEVELS, SEVERITIES
@@ -35,10 +39,14 @@ def _step(number: int, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    parser.add_argument("--cases", type=int, default=8, help="synthetic studies to make (default: 8)")
+    parser.add_argument("--cases", type=int, default=24, help="synthetic studies to make (default: 24)")
     parser.add_argument("--format", default="dicom", choices=["dicom", "nifti"])
     parser.add_argument("--real", default=str(REAL_SCAN), help="a real study (file or folder) to preprocess too")
     parser.add_argument("--workers", type=int, default=2, help="processes for synthesis")
+    parser.add_argument("--epochs", type=int, default=4, help="training epochs (default: 4)")
+    parser.add_argument("--trials", type=int, default=3, help="tuning trials (default: 3, each a tiny Train run)")
+    parser.add_argument("--stop-after", choices=["preprocess", "train", "tune", "evaluate", "serve"], default="serve",
+                        help="the last stage to run (default: all of them)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -49,8 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     # [1] Configuration: CPU defaults, an embedded Ray; --profile/--config/--set change anything.
     _step(1, "configuration")
     config = load_config(args.config, profile=args.profile,
-                         overrides=[f"synth.cases={args.cases}", f"synth.format={args.format}", *args.overrides])
-    print(f"    {config.synth.cases} synthetic studies ({config.synth.format}), Ray: "
+                         overrides=[f"synth.cases={args.cases}", f"synth.format={args.format}",
+                                    # Demo sizes: 0.9 mm pixels without partial-volume sub-sampling synthesize fast.
+                                    "synth.sagittal_inplane_mm=[0.9, 0.9]", "synth.axial_inplane_mm=[0.9, 0.9]",
+                                    "synth.through_slice_samples=1", f"train.epochs={args.epochs}",
+                                    f"train.storage_path={(out / 'train').resolve()}",
+                                    f"tune.num_samples={args.trials}", f"tune.storage_path={(out / 'tune').resolve()}",
+                                    *args.overrides])
+    print(f"    {config.synth.cases} synthetic studies ({config.synth.format}), {config.train.epochs} training epochs, "
+          f"{config.tune.num_samples} tuning trials, Ray: "
           f"{config.ray.address or 'embedded local'}, preprocessing actors: {config.preprocess.workers} x "
           f"{config.preprocess.cpus_per_worker} CPU")
 
@@ -62,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     # [3] One Ray session for the rest of the job.
     _step(3, "starting Ray")
     init_ray(config.ray)
+    summary: dict = {}
     try:
         # [4] Ray Data preprocessing of the synthetic set.
         _step(4, f"preprocessing with Ray Data -> {out / 'preprocessed'}")
@@ -72,27 +88,129 @@ def main(argv: list[str] | None = None) -> int:
         _step(5, f"preprocessing the real scan {args.real} -> {out / 'preprocessed_real'}")
         real_summary = run_preprocessing(args.real, out / "preprocessed_real", config.preprocess, config.ray)
         print(real_summary)
+        failed = synth_summary.failed + real_summary.failed
+        if args.stop_after != "preprocess":
+            summary = _model_stages(config, out, args)
     finally:
+        from ray import serve
+
+        serve.shutdown()
         shutdown_ray()
 
-    # [6] Summary.
-    _step(6, "summary")
+    # [11] Summary.
+    _step(11, "summary")
     print(f"    severity balance of the {len(records)} synthetic studies (per level, Normal/Mild / Moderate / Severe):")
     for level in LEVELS:
         shares = " / ".join(f"{balance[level][s.value]:.0%}" for s in SEVERITIES)
         print(f"      {level}: {shares}")
-    print(f"    reference report of {records[0].study_id} (structured style):")
-    for line in records[0].reports.get("structured", "").splitlines():
-        print(f"      {line}")
     print("    outputs:")
-    print(f"      studies:   {out / 'synth'} (manifest.jsonl, labels.csv, train.csv, studies/)")
-    print(f"      shards:    {synth_summary.index_path}  errors: {synth_summary.errors_path}")
-    print(f"      real scan: {real_summary.index_path}  errors: {real_summary.errors_path}")
+    print(f"      studies:    {out / 'synth'} (manifest.jsonl, labels.csv, train.csv, studies/)")
+    print(f"      shards:     {synth_summary.index_path}  errors: {synth_summary.errors_path}")
+    print(f"      real scan:  {real_summary.index_path}  errors: {real_summary.errors_path}")
+    for key, value in summary.items():
+        print(f"      {key + ':':11s} {value}")
     print(f"    done in {time.perf_counter() - started:.0f}s")
-    failed = synth_summary.failed + real_summary.failed
     if failed:
         print(f"    {failed} studies failed; see the errors files above.")
     return 0 if failed == 0 else 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _zip_study(record) -> bytes:
+    """A study's images (no masks, no reports) as the zip a client would upload."""
+    folder = record.resolve(record.sagittal().path).parent
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "mask" not in path.name and not path.name.endswith((".txt", ".json")):
+                zf.write(path, path.relative_to(folder.parent))
+    return buffer.getvalue()
+
+
+def _model_stages(config, out: Path, args) -> dict:
+    """Steps 6-10: train, tune, evaluate, serve and diagnose over HTTP. Returns the summary lines."""
+    import requests
+
+    from lss.data.manifest import read_manifest
+    from lss.evaluation import evaluate_model, format_summary
+    from lss.serve import deploy_config, load_serve_config, resolve_config
+    from lss.training import run_training
+    from lss.tuning import format_trials, run_tuning
+
+    summary: dict = {}
+    data = out / "preprocessed"
+
+    # [6] Ray Train: a short run (reused when its best model is there).
+    run_dir = Path(config.train.storage_path).resolve() / "demo"
+    _step(6, f"training with Ray Train ({config.train.epochs} epochs) -> {run_dir}")
+    if (run_dir / "best_model.pt").is_file() and (run_dir / "split.json").is_file():
+        print("    reusing the trained model (delete the folder to train again)")
+        best_model, split = run_dir / "best_model.pt", json.loads((run_dir / "split.json").read_text())
+    else:
+        result = run_training(config, data, name="demo")
+        best_model, split = result.best_model, result.split
+        print(f"    best validation macro Dice {result.best_metrics.get('val_dice_macro', float('nan')):.3f} "
+              f"(epoch {result.best_metrics.get('epoch')})")
+    summary["model"] = str(best_model)
+    if args.stop_after == "train":
+        return summary
+
+    # [7] Ray Tune + Optuna: a few tiny trials over the PID gains and Tversky weights (resumed when there).
+    _step(7, f"tuning the PID-Tversky loss: {config.tune.num_samples} trials (Optuna TPE + ASHA)")
+    tuned = run_tuning(config, data, name="demo_sweep", smoke=True)
+    print(format_trials(tuned.trials, config.tune.metric))
+    summary["sweep"] = str(tuned.table_path)
+    if args.stop_after == "tune":
+        return summary
+
+    # [8] Evaluation of the trained model on its held-out test split (metrics, reports, figures).
+    _step(8, f"evaluating on the {len(split['test'])} held-out test studies -> {out / 'evaluation'}")
+    results = evaluate_model(best_model, data, out / "evaluation", study_ids=split["test"])
+    print(format_summary(results))
+    summary["evaluation"] = results["files"]["results_md"]
+    if args.stop_after == "evaluate":
+        return summary
+
+    # [9] The Serve application (serve_configs/local.yaml on a free port).
+    port = _free_port()
+    _step(9, f"starting the Serve app on 127.0.0.1:{port}")
+    serve_config = load_serve_config(REPO_ROOT / "serve_configs" / "local.yaml")
+    serve_config["http_options"]["port"] = port
+    deploy_config(resolve_config(serve_config, str(best_model), [f"serve.results_dir={(out / 'serve').resolve()}"]))
+    url = f"http://127.0.0.1:{port}"
+
+    # [10] Diagnose a held-out synthetic study and the real scan over HTTP; fetch their montages.
+    _step(10, "diagnosing over HTTP: a held-out synthetic study and the real scan")
+    records = {r.study_id: r for r in read_manifest(out / "synth" / "manifest.jsonl")}
+    held_out = records[split["test"][0]]
+    uploads = {held_out.study_id: ("study.zip", _zip_study(held_out)),
+               "real scan": (Path(args.real).name, Path(args.real).read_bytes())}
+    (out / "diagnoses").mkdir(parents=True, exist_ok=True)
+    for name, (filename, payload) in uploads.items():
+        response = requests.post(f"{url}/v1/diagnose", files={"files": (filename, payload)}, timeout=600)
+        if response.status_code != 200:
+            print(f"    {name}: HTTP {response.status_code} {response.text}")
+            continue
+        body = response.json()
+        slug = name.replace(" ", "_")
+        (out / "diagnoses" / f"{slug}.json").write_text(json.dumps(body, indent=2) + "\n")
+        montage = requests.get(url + body["images"]["montage"], timeout=120)
+        (out / "diagnoses" / f"{slug}_montage.png").write_bytes(montage.content)
+        truth = ""
+        if name in records:
+            truth = " (truth: " + ", ".join(f"{lv.level} {lv.severity.value}" for lv in records[name].levels) + ")"
+        print(f"\n    --- {name}: {body['timings_s']['total']:.2f} s, model {body['model_version']}{truth}")
+        for line in body["report"].splitlines():
+            print(f"      {line}")
+        print(f"      evidence: {out / 'diagnoses' / (slug + '_montage.png')}  (+ {len(body['images'])} images at "
+              f"{url}/v1/studies/{body['request_id']}/images/...)")
+    summary["diagnoses"] = str(out / "diagnoses")
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,28 +1,37 @@
-"""The main job end to end in a subprocess (its own embedded Ray), small: what `make demo` runs."""
+"""The main job end to end in a subprocess (its own embedded Ray), tiny: every stage `make demo` runs."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 from conftest import REPO_ROOT
 
 
-def test_demo_job_runs_end_to_end_and_reuses_outputs(tmp_path):
+def test_demo_job_runs_every_stage_and_reuses_outputs(tmp_path):
     out = tmp_path / "demo"
     command = [
-        sys.executable, str(REPO_ROOT / "jobs" / "demo.py"), "--out", str(out), "--cases", "2", "--workers", "1",
-        "--set", "synth.sagittal_inplane_mm=[0.9, 0.9]", "--set", "synth.axial_inplane_mm=[0.9, 0.9]",
-        "--set", "synth.through_slice_samples=1", "--set", "ray.num_cpus=2", "--set", "ray.object_store_mb=200",
+        sys.executable, str(REPO_ROOT / "jobs" / "demo.py"), "--out", str(out), "--cases", "6", "--workers", "1",
+        "--epochs", "1", "--trials", "1", "--set", "train.steps_per_epoch=2", "--set", "model.base_channels=8",
+        "--set", "model.attention_dim=32", "--set", "model.text_encoder=random-small",
+        "--set", "ray.num_cpus=2", "--set", "ray.object_store_mb=300",
     ]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "2 ok, 0 failed of 2 studies" in first.stdout
+    first = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    assert "6 ok, 0 failed of 6 studies" in first.stdout
     assert "1 ok, 0 failed of 1 studies" in first.stdout  # the real scan
-    for step in ("[1]", "[2]", "[3]", "[4]", "[5]", "[6]"):
-        assert step in first.stdout
-    assert (out / "synth" / "manifest.jsonl").is_file()
-    assert len(list((out / "preprocessed" / "cases").glob("*.npz"))) == 2
-    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0
-    assert "(0 processed, 2 unchanged)" in second.stdout
+    for step in range(1, 12):
+        assert f"[{step}]" in first.stdout
+    diagnoses = sorted(p.name for p in (out / "diagnoses").glob("*.json"))
+    assert len(diagnoses) == 2, diagnoses  # the held-out synthetic study and the real scan, over HTTP
+    real = json.loads((out / "diagnoses" / "real_scan.json").read_text())
+    assert not real["has_axial"] and len(real["levels"]) == 5 and real["report"].startswith("TECHNIQUE:")
+    assert (out / "diagnoses" / "real_scan_montage.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "evaluation" / "results.md").is_file()
+    assert "reusing" not in first.stdout
+
+    second = subprocess.run([*command, "--stop-after", "train"], capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "(0 processed, 6 unchanged)" in second.stdout
+    assert "reusing the trained model" in second.stdout

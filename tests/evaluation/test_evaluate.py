@@ -131,6 +131,8 @@ def test_reports_are_written_and_scored(evaluated):
     assert 0 <= grounded["nlg"]["bleu_4"] <= grounded["nlg"]["bleu_1"] <= 1
     assert grounded["clinical"]["stated_fraction"] == 1.0
     assert grounded["clinical"]["accuracy"] == pytest.approx(results["severity"]["accuracy"])
+    oracle = reports["writers"]["grounded, true findings (upper bound)"]
+    assert oracle["clinical"]["accuracy"] == 1.0  # the true grades, written and read back, are the true grades
     assert reports["measurements"]["rule_graded_levels"] > 0
     measured = results["measurements"]["area_mm2"]
     assert measured["n"] == results["segmentation"]["axial"]["n_cases"]  # every labelled axial level is measured

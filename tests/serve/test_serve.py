@@ -303,3 +303,12 @@ def test_a_bad_serve_config_fails_before_deploy(tmp_path, change, message):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ServeConfigError, match=message):
         load_serve_config(path)
+
+
+def test_lss_serve_refuses_a_bad_config_before_starting_anything(tmp_path, capsys):
+    from lss.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("applications: 3\n")
+    assert main(["serve", "--serve-config", str(path), "--model", str(tmp_path / "m.pt")]) == 2
+    assert "not a valid Ray Serve config" in capsys.readouterr().err

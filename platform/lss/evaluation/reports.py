@@ -27,6 +27,28 @@ logger = logging.getLogger(__name__)
 EXAMPLES = 3  # reports per writer copied into the results, to read next to the numbers
 
 
+ORACLE = "grounded, true findings (upper bound)"
+
+
+def _true_findings(study_id: str, record: dict[str, Any]):
+    """Findings holding the ground truth of a study record (for the upper-bound row)."""
+    from lss.reporting.findings import LevelFinding, StudyFindings
+    from lss.reporting.measurements import LevelMeasurements
+
+    levels = []
+    for level in record.get("levels", []):
+        if level.get("severity") is None:
+            continue
+        severity = Severity.parse(level["severity"])
+        area, ap = level.get("area_mm2"), level.get("ap_mm")
+        levels.append(LevelFinding(
+            level=level["level"], severity=severity,
+            probabilities={s.value: float(s is severity) for s in Severity}, rule_severity=severity,
+            measurements=LevelMeasurements(level=level["level"], area_mm2=None if area is None else round(area, 1),
+                                           ap_mm=None if ap is None else round(ap, 1))))
+    return StudyFindings(study_id=study_id, levels=levels, has_axial=True)
+
+
 def _truth(row: dict[str, Any]) -> dict[str, Severity]:
     return {level: Severity.from_index(int(v)) for level, v in zip(LEVELS, row["severity"], strict=True) if v >= 0}
 
@@ -88,6 +110,9 @@ def evaluate_reports(
     written: dict[str, dict[str, str]] = {"grounded": {}}
     if generator is not None:
         written["learned"] = {}
+    # An upper bound, not a writer: the grounded writer fed the true grades and measurements. The gap between it and
+    # "grounded" is what the predictions cost; the gap between it and the references is the wording.
+    written[ORACLE] = {}
     references, all_references, truth = {}, {}, {}
     rule_right, rule_n, flagged = 0, 0, 0
     for start in range(0, len(usable), int(batch_size)):
@@ -104,6 +129,7 @@ def evaluate_reports(
                 written["learned"][sid] = generator.generate(features, style)[0]
             styles = row["record"]["reports"]
             references[sid] = [styles[style]] if style in styles else [text for _, text in sorted(styles.items())]
+            written[ORACLE][sid] = grounded.write(_true_findings(sid, row["record"])).text
             all_references[sid] = [text for _, text in sorted(styles.items())]
             truth[sid] = _truth(row)
             for finding in findings.levels:
