@@ -312,3 +312,16 @@ def test_lss_serve_refuses_a_bad_config_before_starting_anything(tmp_path, capsy
     path.write_text("applications: 3\n")
     assert main(["serve", "--serve-config", str(path), "--model", str(tmp_path / "m.pt")]) == 2
     assert "not a valid Ray Serve config" in capsys.readouterr().err
+
+
+def test_upload_dirs_are_removed_after_success_and_failure(server, dicom_zip):
+    import tempfile
+
+    def leftovers() -> set[str]:
+        return {p.name for p in Path(tempfile.gettempdir()).glob("lss_upload_*")}
+
+    before = leftovers()
+    assert _post(server, {"files": ("study.zip", dicom_zip)}).status_code == 200
+    assert _post(server, {"files": ("x.zip", _zip({"../x.nii": b"1"}))}).status_code == 400
+    assert _post(server, {"files": ("nan.nii.gz", _nifti_bytes(np.full((12, 128, 192), np.nan)))}).status_code == 422
+    assert leftovers() <= before

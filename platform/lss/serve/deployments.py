@@ -33,6 +33,8 @@ logger = logging.getLogger("ray.serve")
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".raw", ".nrrd", ".dcm")
+UPLOAD_PREFIX = "lss_upload_"
+STALE_UPLOAD_S = 3600.0
 
 
 def model_version(path: str | Path) -> str:
@@ -79,6 +81,11 @@ class Preprocessor:
         self.segmenter = segmenter
         self.config = PreprocessConfig()
         self.max_unpacked_bytes = 1 << 30
+        # A replica killed mid-request cannot run its `finally`: a new one removes upload dirs left for an hour.
+        cutoff = time.time() - STALE_UPLOAD_S
+        for stale in Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*"):
+            if stale.is_dir() and stale.stat().st_mtime < cutoff:
+                shutil.rmtree(stale, ignore_errors=True)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.config = PreprocessConfig.model_validate(user_config.get("preprocess", {}))
@@ -99,7 +106,7 @@ class Preprocessor:
         from lss.preprocessing.transforms import preprocess_study
         from lss.reporting.findings import build_findings
 
-        folder = Path(tempfile.mkdtemp(prefix="lss_upload_"))  # mode 0700: private to this user
+        folder = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX))  # mode 0700: private to this user
         try:
             root = await asyncio.to_thread(_store_upload, files, folder, self.max_unpacked_bytes)
             record = without_labels(await asyncio.to_thread(open_study, root))
