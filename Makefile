@@ -26,8 +26,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(ARGS)
 
 bench: $(STAMP)
-	$(PY) bench/synth_balance.py
-	$(PY) bench/preprocess.py $(ARGS)
+	$(PY) bench/run_all.py $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache
