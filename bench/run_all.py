@@ -2,6 +2,7 @@
 
     python bench/run_all.py                   # all of them (~25 min on 2 cores)
     python bench/run_all.py model serve       # some of them
+    LSS_BENCH_MODEL=outputs/train/RUN/best_model.pt python bench/run_all.py serve   # serve a trained model
 
 Each benchmark runs in its own process, in the order below (later ones reuse the studies earlier ones make); its
 printed lines go into the file verbatim, with the command and its wall time, under a description of the machine.
@@ -50,13 +51,18 @@ def main(argv: list[str]) -> int:
     failed = 0
     for name in chosen:
         command = [sys.executable, str(REPO / "bench" / f"{name}.py")]
+        if name == "serve" and os.environ.get("LSS_BENCH_MODEL"):
+            # A trained model matters here: its sagittal pass finds the discs, so the axial series get matched.
+            command += ["--model", os.environ["LSS_BENCH_MODEL"]]
         print(f"== {name}: {BENCHMARKS[name]}", flush=True)
         started = time.perf_counter()
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         wall = time.perf_counter() - started
         printed = [line for line in run.stdout.splitlines() if line.strip()]
         print("\n".join(printed), flush=True)
-        lines += [f"## {name}: {BENCHMARKS[name]}", "", f"`python bench/{name}.py` — {wall:.0f} s"
+        shown = " ".join(["python", *[str(Path(c).relative_to(REPO)) if c.startswith(str(REPO)) else c
+                                      for c in command[1:]]])
+        lines += [f"## {name}: {BENCHMARKS[name]}", "", f"`{shown}` — {wall:.0f} s"
                   + ("" if run.returncode == 0 else f", **failed (exit {run.returncode})**"), "", "```text", *printed]
         if run.returncode != 0:
             failed += 1
