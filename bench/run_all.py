@@ -46,7 +46,9 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmarks {unknown}; choose from {list(BENCHMARKS)}", file=sys.stderr)
         return 2
     lines = ["# Benchmarks", "",
-             f"Written by `{' '.join(['python bench/run_all.py', *argv])}` (`make bench`); do not edit by hand.",
+             f"Written by `{' '.join(['python bench/run_all.py', *argv])}` (`make bench`"
+             + (f", with LSS_BENCH_MODEL={os.environ['LSS_BENCH_MODEL']}" if os.environ.get("LSS_BENCH_MODEL") else "")
+             + "); do not edit by hand.",
              "", f"- Machine: {_machine()}", f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", ""]
     failed = 0
     for name in chosen:
