@@ -39,11 +39,11 @@ def _step(number: int, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    parser.add_argument("--cases", type=int, default=24, help="synthetic studies to make (default: 24)")
+    parser.add_argument("--cases", type=int, default=32, help="synthetic studies to make (default: 32)")
     parser.add_argument("--format", default="dicom", choices=["dicom", "nifti"])
     parser.add_argument("--real", default=str(REAL_SCAN), help="a real study (file or folder) to preprocess too")
     parser.add_argument("--workers", type=int, default=2, help="processes for synthesis")
-    parser.add_argument("--epochs", type=int, default=4, help="training epochs (default: 4)")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs (default: 8)")
     parser.add_argument("--trials", type=int, default=3, help="tuning trials (default: 3, each a tiny Train run)")
     parser.add_argument("--stop-after", choices=["preprocess", "train", "tune", "evaluate", "serve"], default="serve",
                         help="the last stage to run (default: all of them)")
