@@ -3,7 +3,7 @@
 the real scan over HTTP.
 
     make demo                      # = python jobs/demo.py
-    python jobs/demo.py --cases 32 --epochs 6 --trials 4
+    python jobs/demo.py --cases 64 --epochs 20 --trials 4
 
 Everything runs on an embedded local Ray started in-process; outputs go under --out (default outputs/demo). A
 second run reuses what is there: the studies, the shards, the trained model and the finished sweep.
@@ -39,11 +39,11 @@ def _step(number: int, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    parser.add_argument("--cases", type=int, default=32, help="synthetic studies to make (default: 32)")
+    parser.add_argument("--cases", type=int, default=48, help="synthetic studies to make (default: 48)")
     parser.add_argument("--format", default="dicom", choices=["dicom", "nifti"])
     parser.add_argument("--real", default=str(REAL_SCAN), help="a real study (file or folder) to preprocess too")
     parser.add_argument("--workers", type=int, default=2, help="processes for synthesis")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs (default: 8)")
+    parser.add_argument("--epochs", type=int, default=14, help="training epochs (default: 14)")
     parser.add_argument("--trials", type=int, default=3, help="tuning trials (default: 3, each a tiny Train run)")
     parser.add_argument("--stop-after", choices=["preprocess", "train", "tune", "evaluate", "serve"], default="serve",
                         help="the last stage to run (default: all of them)")
