@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                                     # Demo sizes: 0.9 mm pixels without partial-volume sub-sampling synthesize fast.
                                     "synth.sagittal_inplane_mm=[0.9, 0.9]", "synth.axial_inplane_mm=[0.9, 0.9]",
                                     "synth.through_slice_samples=1", f"train.epochs={args.epochs}",
+                                    # The dashboard (127.0.0.1 only) serves the state API that Ray Train's
+                                    # placement-group cleaner polls; without it, it warns every few seconds.
+                                    "ray.include_dashboard=true",
                                     f"train.storage_path={(out / 'train').resolve()}",
                                     f"tune.num_samples={args.trials}", f"tune.storage_path={(out / 'tune').resolve()}",
                                     *args.overrides])
@@ -76,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # [3] One Ray session for the rest of the job.
     _step(3, "starting Ray")
-    init_ray(config.ray)
+    context = init_ray(config.ray)
+    dashboard = getattr(context, "dashboard_url", None)
+    if dashboard:
+        print(f"    Ray dashboard: http://{dashboard}")
     summary: dict = {}
     try:
         # [4] Ray Data preprocessing of the synthetic set.

@@ -335,7 +335,9 @@ class RayConfig(_Section):
             socket paths must fit in 107 characters.
         auth_mode: RAY_AUTH_MODE for the embedded local Ray ("token" or "disabled"); None keeps Ray's default
             (token authentication for local clusters since Ray 2.59) or the environment's setting.
-        include_dashboard: start the dashboard with the embedded local Ray (bound to 127.0.0.1).
+        include_dashboard: start the dashboard with the embedded local Ray (bound to 127.0.0.1). Ray Train's
+            placement-group cleaner polls the state API it serves: without it, training runs print harmless
+            "Failed to query Ray Train Controller actor state" warnings.
         usage_stats: send Ray usage statistics (off by default; there is no network here anyway).
     """
 
