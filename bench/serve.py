@@ -103,7 +103,7 @@ def _in_process(model_path: Path, payload: bytes, n: int) -> list[float]:
 
 def _post(url: str, payload: bytes, retry: bool = False) -> tuple[int, float]:
     started = time.perf_counter()
-    for attempt in range(2 if retry else 1):
+    for _ in range(2 if retry else 1):
         try:
             status = requests.post(f"{url}/v1/diagnose", files={"files": ("study.zip", payload)}, timeout=300).status_code
         except requests.RequestException:

@@ -242,8 +242,6 @@ def test_no_patient_identifier_in_the_logs(server, dicom_zip):
 
 # ------------------------------------------------------------------------------------------------------------ hot swap
 def test_a_hot_swap_changes_the_version_with_no_failed_request(server, dicom_zip, tmp_path_factory):
-    from ray import serve
-
     model_b = _second_model(tmp_path_factory)
     statuses: list[int] = []
     stop = threading.Event()

@@ -120,7 +120,7 @@ def evaluate_reports(
         cases = [load_case(data_dir / r["path"]) for r in chunk]
         ids = [str(r["study_id"]) for r in chunk]
         predictions = predict_cases(model, cases, ids, [r.get("info", {}) for r in chunk], device)
-        for row, case, prediction in zip(chunk, cases, predictions, strict=True):
+        for row, prediction in zip(chunk, predictions, strict=True):
             sid = prediction.study_id
             findings = build_findings(prediction)
             written["grounded"][sid] = grounded.write(findings).text
