@@ -15,7 +15,7 @@ def test_demo_job_runs_every_stage_and_reuses_outputs(tmp_path):
         sys.executable, str(REPO_ROOT / "jobs" / "demo.py"), "--out", str(out), "--cases", "6", "--workers", "1",
         "--epochs", "1", "--trials", "1", "--set", "train.steps_per_epoch=2", "--set", "model.base_channels=8",
         "--set", "model.attention_dim=32", "--set", "model.text_encoder=random-small",
-        "--set", "ray.num_cpus=2", "--set", "ray.object_store_mb=300",
+        "--set", "ray.num_cpus=2", "--set", "ray.object_store_mb=300", "--set", "ray.include_dashboard=false",
     ]
     first = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
