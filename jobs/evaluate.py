@@ -17,41 +17,28 @@ import argparse
 import logging
 import sys
 
-from lss.cli import add_config_arguments
+from lss.cli import add_config_arguments, add_evaluate_arguments, evaluate_from_args
 from lss.config import load_config
-from lss.evaluation import evaluate_model, format_summary, read_split
+from lss.evaluation import format_summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    # [1] Arguments: the model file, the preprocessed cases, where the report goes, and which studies.
+    # [1] Arguments: the model file, the preprocessed cases, where the report goes, and which studies (the same
+    #     options as `lss evaluate`).
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a model file (lss.model.save_model)")
-    parser.add_argument("--data", required=True, help="a preprocessing output folder (preprocessed.jsonl)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--split", help="study ids: a JSON list, a JSON object of splits, or one id per line")
-    parser.add_argument("--split-key", help="which list of a JSON object of splits, e.g. 'test'")
-    parser.add_argument("--batch-size", type=int, help="studies per forward pass (default: train.batch_size)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. 'cuda'")
-    parser.add_argument("--generator", help="a learned report generator folder (lss train-reporter) to score beside "
-                        "the grounded writer (default: report.generator_path)")
-    parser.add_argument("--no-reports", action="store_true", help="skip writing and scoring reports")
+    add_evaluate_arguments(parser)
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
 
-    # [2] Configuration (defaults < profile < file < --set) and the studies of the split (None = every case).
+    # [2] Configuration (defaults < profile < file < --set).
     config = load_config(args.config, profile=args.profile, overrides=args.overrides)
-    study_ids = read_split(args.split, args.split_key) if args.split else None
 
-    # [3] Evaluate: the model in eval mode over the cases, every metric from lss.training.metrics; then each
-    #     study's report from the grounded writer (and the learned generator, if given), scored with
-    #     BLEU/METEOR/ROUGE-L/CIDEr and clinical accuracy.
-    results = evaluate_model(args.model, args.data, args.out, study_ids=study_ids,
-                             batch_size=args.batch_size or config.train.batch_size, device=args.device,
-                             reports=not args.no_reports,
-                             generator_path=args.generator or config.report.generator_path,
-                             report_style=config.report.style)
+    # [3] Evaluate the split (None = every case): the model in eval mode over the cases, every metric from
+    #     lss.training.metrics; then each study's report from the grounded writer (and the learned generator, if
+    #     given), scored with BLEU/METEOR/ROUGE-L/CIDEr and clinical accuracy.
+    results = evaluate_from_args(args, config)
 
     # [4] Where the results are.
     print(format_summary(results))

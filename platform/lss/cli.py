@@ -26,7 +26,7 @@ import yaml
 
 from lss.config import ConfigError, LSSConfig, load_config
 
-__all__ = ["main", "build_parser", "add_config_arguments"]
+__all__ = ["main", "build_parser", "add_config_arguments", "add_evaluate_arguments", "evaluate_from_args"]
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +34,31 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="a shipped profile, e.g. 'gpu'")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one setting (repeatable)")
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``lss evaluate`` (shared with ``jobs/evaluate.py``)."""
+    parser.add_argument("--model", required=True, help="a model file (lss.model.save_model)")
+    parser.add_argument("--data", required=True, help="a preprocessing output folder (preprocessed.jsonl)")
+    parser.add_argument("--out", required=True, help="folder for results.json, results.md and the figures")
+    parser.add_argument("--split", help="study ids to evaluate: a JSON list, a JSON object of splits, or text lines")
+    parser.add_argument("--split-key", help="which list of a JSON object of splits, e.g. 'test'")
+    parser.add_argument("--batch-size", type=int, help="studies per forward pass (default: train.batch_size)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. 'cuda'")
+    parser.add_argument("--generator", help="a learned report generator folder to score beside the grounded writer "
+                        "(default: report.generator_path)")
+    parser.add_argument("--no-reports", action="store_true", help="skip writing and scoring reports")
+
+
+def evaluate_from_args(args: argparse.Namespace, config: LSSConfig) -> dict:
+    """Runs ``lss.evaluation.evaluate_model`` with the options of ``add_evaluate_arguments``."""
+    from lss.evaluation import evaluate_model, read_split
+
+    study_ids = read_split(args.split, args.split_key) if args.split else None
+    return evaluate_model(args.model, args.data, args.out, study_ids=study_ids,
+                          batch_size=args.batch_size or config.train.batch_size, device=args.device,
+                          reports=not args.no_reports, generator_path=args.generator or config.report.generator_path,
+                          report_style=config.report.style)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,16 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(tune)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a saved model on preprocessed (held-out) studies")
-    evaluate.add_argument("--model", required=True, help="a model file (lss.model.save_model)")
-    evaluate.add_argument("--data", required=True, help="a preprocessing output folder (preprocessed.jsonl)")
-    evaluate.add_argument("--out", required=True, help="folder for results.json, results.md and the figures")
-    evaluate.add_argument("--split", help="study ids to evaluate: a JSON list, a JSON object of splits, or text lines")
-    evaluate.add_argument("--split-key", help="which list of a JSON object of splits, e.g. 'test'")
-    evaluate.add_argument("--batch-size", type=int, help="studies per forward pass (default: train.batch_size)")
-    evaluate.add_argument("--device", default="cpu", help="torch device, e.g. 'cuda'")
-    evaluate.add_argument("--generator", help="a learned report generator folder to score beside the grounded writer "
-                          "(default: report.generator_path)")
-    evaluate.add_argument("--no-reports", action="store_true", help="skip writing and scoring reports")
+    add_evaluate_arguments(evaluate)
     add_config_arguments(evaluate)
 
     reporter = commands.add_parser(
@@ -169,16 +185,11 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from lss.evaluation import evaluate_model, format_summary, read_split
+    from lss.evaluation import format_summary
 
     config = _load(args)
     try:
-        study_ids = read_split(args.split, args.split_key) if args.split else None
-        results = evaluate_model(args.model, args.data, args.out, study_ids=study_ids,
-                                 batch_size=args.batch_size or config.train.batch_size, device=args.device,
-                                 reports=not args.no_reports,
-                                 generator_path=args.generator or config.report.generator_path,
-                                 report_style=config.report.style)
+        results = evaluate_from_args(args, config)
     except (FileNotFoundError, ValueError) as error:
         print(f"lss evaluate: {error}", file=sys.stderr)
         return 1

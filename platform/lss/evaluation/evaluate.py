@@ -24,7 +24,12 @@ import numpy as np
 import torch
 
 from lss.anatomy import LEVELS, SEVERITIES, Severity, Structure
-from lss.reporting.measurements import ap_diameter_mm, largest_component, region_area_mm2
+from lss.jsonable import to_jsonable
+from lss.reporting.measurements import (
+    ap_diameter_mm,
+    largest_component,
+    region_area_mm2,
+)
 from lss.training.metrics import (
     SEVERITY_NAMES,
     SegmentationMeter,
@@ -307,7 +312,7 @@ def evaluate_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     results["files"] = {"results_json": str(out_dir / RESULTS_JSON), "results_md": str(out_dir / RESULTS_MD),
                         "plots": _plots(results, out_dir)}
-    (out_dir / RESULTS_JSON).write_text(json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n")
+    (out_dir / RESULTS_JSON).write_text(json.dumps(to_jsonable(results), indent=2, allow_nan=False) + "\n")
     (out_dir / RESULTS_MD).write_text(_markdown(results))
     logger.info("evaluate: %d studies, results in %s", len(per_study), out_dir)
     return results
@@ -368,19 +373,6 @@ def _plots(results: dict[str, Any], out_dir: Path) -> dict[str, str]:
     if views:
         files["dice"] = str(plot_dice(views, out_dir / PLOTS["dice"]))
     return files
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN and infinities become null (strict JSON); numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def _f(value: Any, digits: int = 3) -> str:

@@ -32,6 +32,7 @@ from lss.config import LSSConfig
 from lss.data.manifest import LevelRecord, StudyRecord
 from lss.inference.predict import StudyPrediction, predict_cases
 from lss.inference.study_input import open_study
+from lss.jsonable import to_jsonable
 from lss.reporting.evidence import write_evidence_images
 from lss.reporting.findings import StudyFindings, build_findings
 from lss.reporting.grounded import GroundedReportWriter, Report, ReportSentence
@@ -181,13 +182,13 @@ class Diagnoser:
             images = write_evidence_images(prediction, findings, Path(out_dir) / "images")
         report = self.write_report(findings, prediction)
         info.update({"model_sha256": self.model_sha256, "writer": report.writer,
-                     "preprocessing": _jsonable(case.info)})
+                     "preprocessing": to_jsonable(case.info)})
         diagnosis = Diagnosis(study_id=record.study_id, findings=findings, report=report, prediction=prediction,
                               images=images, info=info)
         if out_dir is not None:
             out_dir = Path(out_dir)
             (out_dir / "report.txt").write_text(report.text + "\n")
-            (out_dir / "report.json").write_text(json.dumps(_jsonable(diagnosis.as_dict()), indent=2) + "\n")
+            (out_dir / "report.json").write_text(json.dumps(to_jsonable(diagnosis.as_dict()), indent=2) + "\n")
             diagnosis.files = {"report_txt": str(out_dir / "report.txt"), "report_json": str(out_dir / "report.json")}
         logger.info("diagnose %s: %s", _anonymous(record.study_id),
                     ", ".join(f"{f.level} {f.severity.value}" for f in findings.levels))
@@ -218,19 +219,3 @@ def without_labels(record: StudyRecord) -> StudyRecord:
 def _anonymous(study_id: str) -> str:
     """A short hash of the study id for logs: folder names of clinical exports can hold patient names."""
     return "study-" + hashlib.sha256(study_id.encode()).hexdigest()[:10]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "value") and not isinstance(value, (str, int, float, bool)):
-        return value.value
-    return value

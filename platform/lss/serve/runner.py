@@ -128,7 +128,8 @@ def run_serve(config_file: str | Path, config: LSSConfig, model_path: str | None
 
     Args:
         config_file: a Serve config (``serve_configs/local.yaml``).
-        config: the LSS settings; only ``ray`` is used here (the applications read theirs from their ``args``).
+        config: the LSS settings: ``ray``, and ``serve.host`` / ``serve.port`` where the file has no ``http_options``
+            (the applications read their other settings from their ``args``).
         model_path: overrides every application's ``args.model_path``.
         blocking: keep running until interrupted.
         address: a Ray cluster address (default: ``ray.address`` / ``RAY_ADDRESS``, else an embedded local Ray).
@@ -142,12 +143,14 @@ def run_serve(config_file: str | Path, config: LSSConfig, model_path: str | None
     from lss.ray_session import init_ray
 
     data = resolve_config(load_serve_config(config_file), model_path, overrides)
+    http = data.setdefault("http_options", {})  # the file's http_options win; serve.host / serve.port fill the gaps
+    http.setdefault("host", config.serve.host)
+    http.setdefault("port", config.serve.port)
     if address:
         config = config.model_copy(update={"ray": config.ray.model_copy(update={"address": address})})
     init_ray(config.ray)
     deploy_config(data)
-    http = data.get("http_options") or {}
-    url = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8000)}"
+    url = f"http://{http['host']}:{http['port']}"
     names = [app["name"] for app in data["applications"]]
     logger.info("serving %s at %s (docs: %s/docs)", names, url, url)
     print(f"serving {names} at {url}  (OpenAPI: {url}/docs; stop with Ctrl-C)", flush=True)

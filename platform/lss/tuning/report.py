@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lss.anatomy import Structure
+from lss.jsonable import to_jsonable
 
 __all__ = ["RESULTS_MD", "RESULTS_JSON", "PLOTS", "trial_row", "write_report", "plot_gains", "plot_traces",
            "format_trials", "format_best"]
@@ -216,16 +217,6 @@ def _markdown(trials: Sequence[dict[str, Any]], best_id: str, metric: str, mode:
     return "\n".join(parts)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
-
-
 def write_report(trials: Sequence[dict[str, Any]], best_id: str, metric: str, mode: str, out_dir: str | Path,
                  views: Sequence[str] = ("sagittal", "axial")) -> tuple[Path | str, dict[str, Path | str]]:
     """Writes ``results.md``, ``results.json`` and the figures into ``out_dir`` (a folder, or a URI such as
@@ -244,7 +235,7 @@ def write_report(trials: Sequence[dict[str, Any]], best_id: str, metric: str, mo
                  "traces": plot_traces(best["history"], folder / PLOTS["traces"], f"trial {best_id}", views)}
         (folder / RESULTS_MD).write_text(_markdown(trials, best_id, metric, mode))
         results = {"metric": metric, "mode": mode, "best_trial": best_id, "trials": list(trials)}
-        (folder / RESULTS_JSON).write_text(json.dumps(_jsonable(results), indent=1, allow_nan=False) + "\n")
+        (folder / RESULTS_JSON).write_text(json.dumps(to_jsonable(results), indent=1, allow_nan=False) + "\n")
         if not remote:
             return folder / RESULTS_MD, plots
         import pyarrow.fs
