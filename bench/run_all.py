@@ -1,8 +1,9 @@
 """Runs every benchmark and writes bench/results.md from what they print (``make bench``).
 
-    python bench/run_all.py                   # all of them (~25 min on 2 cores)
+    python bench/run_all.py                   # all of them (~25 min on 2 cores) -> bench/results.md
     python bench/run_all.py model serve       # some of them
     LSS_BENCH_MODEL=outputs/train/RUN/best_model.pt python bench/run_all.py serve   # serve a trained model
+    python bench/run_all.py --device cuda model train serve     # on a GPU -> bench/results_gpu.md (bench/gpu.sh)
 
 Each benchmark runs in its own process, in the order below (later ones reuse the studies earlier ones make); its
 printed lines go into the file verbatim, with the command and its wall time, under a description of the machine.
@@ -11,6 +12,7 @@ Every number in the file is a ratio or a rate measured in that one run: compare 
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -29,6 +31,12 @@ BENCHMARKS = {
     "attention": "level-prompt attention hit rate: Spatial Patch Cross-Attention vs global pooling",
     "serve": "serving: in-process vs Serve at concurrency 1/4/16, batching, load, replica kill",
 }
+# What a benchmark is given on a GPU: batches that keep the device busy, mixed precision, one Train worker per GPU.
+GPU_ARGS = {
+    "model": ["--batch", "16", "--amp", "--repeats", "10"],
+    "train": ["--workers", "1", "--batch", "4", "--epochs", "3", "--cases", "24", "--steps", "40", "--amp"],
+    "serve": ["--requests", "8", "--load-seconds", "20"],
+}
 
 
 def _machine() -> str:
@@ -40,19 +48,33 @@ def _machine() -> str:
 
 
 def main(argv: list[str]) -> int:
-    chosen = argv or list(BENCHMARKS)
-    unknown = [name for name in chosen if name not in BENCHMARKS]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmarks", nargs="*", help=f"some of {list(BENCHMARKS)} (default: all)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the model, train and serve benchmarks")
+    parser.add_argument("--text-encoder", help="passed to the model, train and serve benchmarks (e.g. random-small)")
+    parser.add_argument("--out", help="default bench/results.md (cpu) or bench/results_gpu.md (cuda)")
+    args = parser.parse_args(argv)
+    chosen = args.benchmarks or list(BENCHMARKS)
+    gpu = args.device.startswith("cuda")
+    unknown = [name for name in chosen if name not in BENCHMARKS or (gpu and name not in GPU_ARGS)]
     if unknown:
-        print(f"unknown benchmarks {unknown}; choose from {list(BENCHMARKS)}", file=sys.stderr)
+        allowed = list(GPU_ARGS) if gpu else list(BENCHMARKS)
+        print(f"unknown benchmarks {unknown} for --device {args.device}; choose from {allowed}", file=sys.stderr)
         return 2
-    lines = ["# Benchmarks", "",
-             f"Written by `{' '.join(['python bench/run_all.py', *argv])}` (`make bench`"
+    written = Path(args.out) if args.out else REPO / "bench" / ("results_gpu.md" if gpu else "results.md")
+    made_by = "bench/gpu.sh" if gpu else "make bench"
+    lines = ["# Benchmarks" + (" on a GPU" if gpu else ""), "",
+             f"Written by `{' '.join(['python bench/run_all.py', *argv])}` (`{made_by}`"
              + (f", with LSS_BENCH_MODEL={os.environ['LSS_BENCH_MODEL']}" if os.environ.get("LSS_BENCH_MODEL") else "")
              + "); do not edit by hand.",
              "", f"- Machine: {_machine()}", f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", ""]
     failed = 0
     for name in chosen:
         command = [sys.executable, str(REPO / "bench" / f"{name}.py")]
+        if gpu:
+            command += ["--device", args.device, *GPU_ARGS[name]]
+        if args.text_encoder and name in GPU_ARGS:
+            command += ["--text-encoder", args.text_encoder]
         if name == "serve" and os.environ.get("LSS_BENCH_MODEL"):
             # A trained model matters here: its sagittal pass finds the discs, so the axial series get matched.
             command += ["--model", os.environ["LSS_BENCH_MODEL"]]
@@ -70,8 +92,9 @@ def main(argv: list[str]) -> int:
             failed += 1
             lines += [*run.stderr.splitlines()[-15:]]
         lines += ["```", ""]
-    (REPO / "bench" / "results.md").write_text("\n".join(lines) + "\n")
-    print(f"written: {REPO / 'bench' / 'results.md'}")
+        written.write_text("\n".join(lines) + "\n")  # after each benchmark: a later one that hangs loses nothing
+    written.write_text("\n".join(lines) + "\n")
+    print(f"written: {written}")
     return 1 if failed else 0
 
 

@@ -2,8 +2,9 @@
 
     python bench/serve.py                      # a standard synthetic DICOM study, a default-size untrained model
     python bench/serve.py --model outputs/exp/runs/exp12/best_model.pt --load-seconds 60
+    python bench/serve.py --device cuda --load-seconds 30     # on a GPU (bench/gpu.sh): Segmenter replicas on the GPU
 
-One run prints (and writes to outputs/bench/serve.json):
+One run prints (and writes to outputs/bench/serve_{cpu,cuda}.json):
 
 1. in-process: upload bytes -> unpack -> preprocess (+ sagittal pass) -> model -> findings -> grounded report,
    sequentially (the cost Serve cannot remove);
@@ -65,27 +66,27 @@ def _study_zip(out: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _model(path: str | None, out: Path) -> Path:
+def _model(path: str | None, out: Path, text_encoder: str) -> Path:
     if path:
         return Path(path).resolve()
     from lss.config import LSSConfig
     from lss.model import build_model, save_model
 
-    target = out / "default_untrained.pt"
+    target = out / f"default_untrained_{text_encoder}.pt"
     if not target.is_file():
         torch.manual_seed(0)
-        config = LSSConfig()
+        config = LSSConfig.model_validate({"model": {"text_encoder": text_encoder}})
         save_model(build_model(config.model, config.preprocess.axial_slices, config.preprocess.axial_spacing_mm),
                    target)
     return target.resolve()
 
 
-def _in_process(model_path: Path, payload: bytes, n: int) -> list[float]:
+def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> list[float]:
     from lss.inference import Diagnoser, open_study
     from lss.inference.diagnose import without_labels
     from lss.reporting import build_findings
 
-    diagnoser = Diagnoser(model_path)
+    diagnoser = Diagnoser(model_path, device=device)
     times = []
     for i in range(n + 1):
         started = time.perf_counter()
@@ -134,7 +135,8 @@ def _replicas() -> dict[str, int]:
             for name, d in app.deployments.items()}
 
 
-def _config(port: int, model: Path, results: Path, segmenter: dict | None = None) -> dict:
+def _config(port: int, model: Path, results: Path, segmenter: dict | None = None, gpu: bool = False) -> dict:
+    """serve_configs/local.yaml on ``port``; with ``gpu`` each Segmenter replica takes half of a GPU (as gpu.yaml)."""
     from lss.serve import resolve_config
 
     data = yaml.safe_load((REPO / "serve_configs" / "local.yaml").read_text())
@@ -142,9 +144,10 @@ def _config(port: int, model: Path, results: Path, segmenter: dict | None = None
     app = data["applications"][0]
     app["args"]["model_path"] = str(model)
     app["args"]["overrides"] = list(app["args"].get("overrides") or []) + [f"serve.results_dir={results}"]
-    if segmenter:
-        seg = next(d for d in app["deployments"] if d["name"] == "Segmenter")
-        seg.update(segmenter)
+    seg = next(d for d in app["deployments"] if d["name"] == "Segmenter")
+    seg.update(segmenter or {})
+    if gpu:
+        seg["ray_actor_options"] = {**seg.get("ray_actor_options", {}), "num_gpus": 0.5}
     return resolve_config(data)
 
 
@@ -153,8 +156,12 @@ def main() -> None:
     parser.add_argument("--model", help="a model file (default: an untrained default-size model)")
     parser.add_argument("--requests", type=int, default=12, help="requests per concurrency level")
     parser.add_argument("--load-seconds", type=float, default=60.0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where the in-process model and the Segmenter run")
+    parser.add_argument("--text-encoder", default="minilm", help="for the default untrained model: 'minilm' or "
+                                                                 "'random-small'")
     parser.add_argument("--out", default="outputs/bench/serve")
     args = parser.parse_args()
+    gpu = args.device.startswith("cuda")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from ray import serve
@@ -164,12 +171,15 @@ def main() -> None:
     from lss.serve import deploy_config
 
     payload = _study_zip(out / "study")
-    model = _model(args.model, out)
-    report: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "upload_bytes": len(payload)}
+    model = _model(args.model, out, args.text_encoder)
+    where = torch.cuda.get_device_name(0) if gpu else "CPU"
+    report: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {where}", "device": args.device,
+                    "upload_bytes": len(payload)}
+    print(f"device: {args.device} ({where}); model: {model.name}", flush=True)
 
     # [1] The pipeline in-process, sequentially.
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))
-    local = _in_process(model, payload, args.requests)
+    local = _in_process(model, payload, args.requests, args.device)
     report["in_process"] = {"p50_s": statistics.median(local), "n": len(local)}
     print(f"in-process pipeline: p50 {report['in_process']['p50_s']:.3f} s over {len(local)} studies", flush=True)
 
@@ -178,7 +188,7 @@ def main() -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     results_dir = (out / "results").resolve()
-    deploy_config(_config(port, model, results_dir))
+    deploy_config(_config(port, model, results_dir, gpu=gpu))
     for _ in range(2):
         _post(url, payload)  # warm-up: imports, first forward
     report["serve"] = []
@@ -194,7 +204,7 @@ def main() -> None:
     report["batching"] = {}
     for size in (1, 4):
         deploy_config(_config(port, model, results_dir, {"user_config": {"model_path": str(model),
-                                                                         "max_batch_size": size}}))
+                                                                         "max_batch_size": size}}, gpu=gpu))
         row = _burst(url, payload, 4, max(args.requests, 8))
         report["batching"][f"max_batch_size_{size}"] = row
         print(f"batching max_batch_size={size}: p50 {row['p50_s']:.3f} s, {row['throughput_per_s']:.2f} studies/s",
@@ -239,7 +249,7 @@ def main() -> None:
     import ray
 
     deploy_config(_config(port, model, results_dir, {"autoscaling_config": None, "num_replicas": 2,
-                                                     "user_config": {"model_path": str(model)}}))
+                                                     "user_config": {"model_path": str(model)}}, gpu=gpu))
     fault_statuses: list[int] = []
     stop = threading.Event()
 
@@ -273,8 +283,9 @@ def main() -> None:
     serve.shutdown()
     shutdown_ray()
     shutil.rmtree(results_dir, ignore_errors=True)
-    (Path("outputs/bench") / "serve.json").write_text(json.dumps(report, indent=2) + "\n")
-    print("written: outputs/bench/serve.json")
+    written = Path("outputs/bench") / f"serve_{'cuda' if gpu else 'cpu'}.json"
+    written.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written: {written}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,10 @@ RANDOM_SMALL_ARCHITECTURE: dict[str, int] = {
     "max_position_embeddings": 512,
 }
 
+# BERT's uncased WordPiece vocabulary (the one all-MiniLM-L6-v2 uses), shipped with the package: random-small needs
+# no packaged weights.
+RANDOM_SMALL_TOKENIZER = Path(__file__).with_name("vocab")
+
 _POOLINGS = ("mean", "cls")
 # sentence-transformers modules that TextEncoder reproduces (Transformer, Pooling) or leaves to the caller (Normalize).
 _KNOWN_ST_MODULES = ("Transformer", "Pooling", "Normalize")
@@ -223,7 +227,7 @@ class TextEncoder(nn.Module):
     def _build_random_small(self, seed: int) -> tuple[Any, nn.Module]:
         from transformers import AutoTokenizer, BertConfig, BertModel
 
-        tokenizer = AutoTokenizer.from_pretrained(str(_minilm_directory()), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(RANDOM_SMALL_TOKENIZER), local_files_only=True)
         config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                             **RANDOM_SMALL_ARCHITECTURE)
         with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the global state

@@ -269,4 +269,4 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LS
         model = LSSModel(config, payload["axial_slices"], payload["axial_pixel_area_mm2"],
                          text_encoder=build_text_encoder(config), prompts=prompts)
     model.load_state_dict(state)
-    return model.eval()
+    return model.to(map_location).eval()  # load_state_dict copies into the model's own (CPU) parameters

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import SimpleITK as sitk
 
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.io.view import guess_view, through_plane_axis
 from lss.data.volume import LPS_TO_RAS, Volume
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
+
+def _sitk():
+    """SimpleITK, imported on first use: only MetaImage/NRRD need it, and its wheel is large."""
+    import SimpleITK
+
+    return SimpleITK
 
 __all__ = ["ITK_SUFFIXES", "read_itk", "read_itk_geometry", "write_mha"]
 
@@ -37,7 +48,7 @@ def _check_path(path: Path) -> None:
 
 def _reader(path: Path) -> sitk.ImageFileReader:
     """A reader whose header has been read: NOT_AN_IMAGE when SimpleITK cannot parse it."""
-    reader = sitk.ImageFileReader()
+    reader = _sitk().ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
@@ -103,7 +114,7 @@ def read_itk(path: str | Path) -> Volume:
             f"the header of {path.name} reads but its voxel data does not (file ends early?).",
             str(path),
         ) from None
-    array = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
+    array = np.ascontiguousarray(_sitk().GetArrayFromImage(image).transpose(2, 1, 0))
     affine = _itk_affine(image.GetDirection(), image.GetSpacing(), image.GetOrigin())
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         count = int(array.size - np.count_nonzero(np.isfinite(array)))
@@ -151,10 +162,10 @@ def write_mha(volume: Volume, path: str | Path, *, compress: bool = True) -> Pat
         array = array.astype(np.uint8)
     elif array.dtype == np.float16:
         array = array.astype(np.float32)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)), isVector=False)
+    image = _sitk().GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)), isVector=False)
     image.SetSpacing([float(s) for s in spacing])
     image.SetDirection([float(v) for v in direction.reshape(-1)])
     image.SetOrigin([float(v) for v in affine_lps[:3, 3]])
     path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path), useCompression=compress)
+    _sitk().WriteImage(image, str(path), useCompression=compress)
     return path
