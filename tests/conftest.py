@@ -65,3 +65,22 @@ def tiny_model_file(tmp_path_factory):
     config = ModelConfig(base_channels=8, attention_dim=32, text_encoder="random-small")
     model = build_model(config, text_encoder=TextEncoder("random-small"))
     return save_model(model, tmp_path_factory.mktemp("tiny_model") / "model.pt")
+
+
+def copy_dicom_study(records, target: Path, identifiers: dict[str, str]) -> Path:
+    """The first synthetic study's DICOM files (images only: no masks, labels or reports) copied to ``target``,
+    with the patient identifiers ``identifiers`` (keyword -> value) written into every header."""
+    import pydicom
+
+    source = records[0].resolve(records[0].sagittal().path).parent
+    for path in sorted(source.rglob("*")):
+        if not path.is_file() or path.name.endswith((".nii.gz", ".txt", ".json")):
+            continue
+        copied = target / path.relative_to(source)
+        copied.parent.mkdir(parents=True, exist_ok=True)
+        ds = pydicom.dcmread(path)
+        for keyword, value in identifiers.items():
+            setattr(ds, keyword, value)
+        ds.save_as(copied)
+    return target
+

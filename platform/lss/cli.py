@@ -7,6 +7,7 @@
     lss evaluate --model M.pt --data data/preprocessed --out outputs/eval [--split split.json] [--generator G]
     lss train-reporter --model M.pt --data data/preprocessed --split split.json --out outputs/reporter
     lss diagnose STUDY --checkpoint M.pt --out outputs/diagnosis     # a DICOM folder / zip or a NIfTI file
+                       [--dicom-out outputs/diagnosis/dicom]        # + DICOM SEG and SR (DICOM studies only)
     lss serve --model M.pt [--serve-config serve_configs/local.yaml]   # the HTTP API on 127.0.0.1:8000
     lss config --profile gpu --set train.epochs=3      # print the resolved configuration
 
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a model file (lss.model.save_model, e.g. a run's best_model.pt)")
     diagnose.add_argument("--out", required=True, help="folder for report.txt, report.json and images/")
     diagnose.add_argument("--device", default="cpu", help="torch device, e.g. 'cuda'")
+    diagnose.add_argument("--dicom-out", help="folder for DICOM outputs of a DICOM study: seg_sagittal.dcm, "
+                          "seg_axial_<level>.dcm (levels with axial images) and sr.dcm (TID 1500 measurements)")
     add_config_arguments(diagnose)
 
     serve_cmd = commands.add_parser("serve", help="run the Ray Serve application (HTTP API) from a Serve config file")
@@ -233,7 +236,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     config = _load(args)
     try:
         diagnosis = Diagnoser(args.model, config, device=args.device).diagnose_path(
-            args.path, args.out, max_unpacked_bytes=config.serve.max_unpacked_mb << 20)
+            args.path, args.out, max_unpacked_bytes=config.serve.max_unpacked_mb << 20, dicom_out=args.dicom_out)
     except StudyError as error:
         print(f"lss diagnose: the study cannot be read: {error}", file=sys.stderr)
         return 1
@@ -244,6 +247,8 @@ def _diagnose(args: argparse.Namespace) -> int:
     print(f"\nreport: {diagnosis.files['report_txt']}\nfindings and evidence: {diagnosis.files['report_json']}\n"
           f"images: {len(diagnosis.images)} PNGs in {Path(args.out) / 'images'} (montage: "
           f"{diagnosis.images.get('montage')})")
+    for name, path in diagnosis.dicom.items():
+        print(f"DICOM {name}: {path}")
     return 0
 
 

@@ -9,11 +9,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
 
-from conftest import REAL_SCAN
+from conftest import REAL_SCAN, copy_dicom_study
 from lss.anatomy import LEVELS
 from lss.cli import main
 from lss.config import PreprocessConfig
@@ -28,17 +27,9 @@ PATIENT_NAME, PATIENT_ID = "DOE^JANE^Q", "MRN-8675309"
 @pytest.fixture(scope="module")
 def dicom_study(synth_dicom, tmp_path_factory) -> Path:
     """One synthetic DICOM study (images only, no masks) whose headers carry a patient name and id."""
-    root, records = synth_dicom
-    source = records[0].resolve(records[0].sagittal().path).parent
-    study = tmp_path_factory.mktemp("dicom_study") / "study_a"
-    for path in sorted(source.rglob("*")):
-        if not path.is_file() or path.name.endswith((".nii.gz", ".txt", ".json")):
-            continue
-        target = study / path.relative_to(source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        ds = pydicom.dcmread(path)
-        ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
-        ds.save_as(target)
+    _, records = synth_dicom
+    study = copy_dicom_study(records, tmp_path_factory.mktemp("dicom_study") / "study_a",
+                             {"PatientName": PATIENT_NAME, "PatientID": PATIENT_ID})
     assert len(list(study.rglob("*"))) > 20
     return study
 

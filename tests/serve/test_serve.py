@@ -124,6 +124,15 @@ def test_a_dicom_study_gets_a_complete_answer_and_its_images(server, dicom_zip):
     assert image.content[:8] == b"\x89PNG\r\n\x1a\n"
     # No patient identifier in the answer.
     assert PATIENT_NAME not in response.text and PATIENT_ID not in response.text and "ROE" not in response.text
+    # The DICOM outputs (SEG per series, TID 1500 SR), rendered on GET, token-guarded, identifier-free.
+    assert {"seg_sagittal", "sr"} <= set(body["dicom"])
+    assert requests.get(server["url"] + body["dicom"]["sr"], timeout=60).status_code == 401
+    for name, url in body["dicom"].items():
+        got = requests.get(server["url"] + url, headers=_auth(), timeout=120)
+        assert got.status_code == 200 and got.headers["content-type"] == "application/dicom", got.text[:200]
+        ds = pydicom.dcmread(io.BytesIO(got.content))
+        assert ds.Modality == ("SR" if name == "sr" else "SEG") and ds.PatientName == ""
+        assert b"ROE" not in got.content and PATIENT_ID.encode() not in got.content
 
 
 def test_a_sagittal_nifti_alone_is_answered_with_lower_confidence(server):
@@ -132,6 +141,9 @@ def test_a_sagittal_nifti_alone_is_answered_with_lower_confidence(server):
     body = response.json()
     assert not body["has_axial"] and all(lv["lower_confidence"] for lv in body["levels"])
     assert any("sagittal view only" in note for note in body["notes"])
+    assert body["dicom"] == {}  # no DICOM source images to reference: no DICOM outputs, and their URLs say why
+    got = requests.get(f"{server['url']}/v1/studies/{body['request_id']}/dicom/sr", headers=_auth(), timeout=60)
+    assert got.status_code == 422 and got.json()["code"] == "not_dicom" and "DICOM input" in got.json()["message"]
 
 
 def test_health_model_info_and_openapi(server):

@@ -6,6 +6,7 @@
         -> predict_cases                             (masks, severity, attention)
         -> build_findings                            (measurements, rule grade, review flags)
         -> report writer (grounded | learned)  +  evidence images  +  JSON
+        -> [DICOM SEG + SR of the masks and measurements, for a DICOM study]  (lss.export)
 
 Axial series of an arbitrary study carry no level. When the study has axial images but none could be matched to a
 level, a first pass on the sagittal view finds each level's disc (the disc region under the level prompt's
@@ -53,6 +54,7 @@ class Diagnosis:
         prediction: the model's output on the preprocessed grid.
         images: evidence image id -> PNG path (empty when no output folder was given).
         files: other files written (report text, JSON).
+        dicom: DICOM output name -> path ("seg_sagittal", "seg_axial_<level>", "sr"; empty unless asked for).
         info: what was done (axial matching, model file, preprocessing record).
     """
 
@@ -62,6 +64,7 @@ class Diagnosis:
     prediction: StudyPrediction
     images: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    dicom: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -167,13 +170,24 @@ class Diagnoser:
                       sentences=[ReportSentence("report", text, [], {})])
 
     # ------------------------------------------------------------------------------------------------ all of it
-    def diagnose_record(self, record: StudyRecord, out_dir: str | Path | None = None) -> Diagnosis:
-        """Diagnoses one study record; with ``out_dir``, writes ``report.txt``, ``report.json`` and the images.
+    def diagnose_record(self, record: StudyRecord, out_dir: str | Path | None = None,
+                        dicom_out: str | Path | None = None) -> Diagnosis:
+        """Diagnoses one study record; with ``out_dir``, writes ``report.txt``, ``report.json`` and the images; with
+        ``dicom_out``, writes the DICOM SEG and SR files there (``lss.export.write_dicom_outputs``).
 
         Masks, grades, annotated level points and reports in the record are dropped first (masks would steer the
         crops): a diagnosis sees only what a new patient's study holds.
+
+        Raises:
+            NotDicomError: (a ValueError) when ``dicom_out`` is given for a study that is not DICOM; raised before
+                the model runs.
         """
         record = without_labels(record)
+        sources = None
+        if dicom_out is not None:
+            from lss.export.sources import collect_dicom_sources
+
+            sources = collect_dicom_sources(record)  # de-identified headers, read while the files exist
         case, info = self.preprocess(record)
         prediction = self.predict(record.study_id, case)
         findings = build_findings(prediction)
@@ -185,6 +199,13 @@ class Diagnoser:
                      "preprocessing": to_jsonable(case.info)})
         diagnosis = Diagnosis(study_id=record.study_id, findings=findings, report=report, prediction=prediction,
                               images=images, info=info)
+        if sources is not None:
+            from lss.export import OutputIdentity, write_dicom_outputs
+
+            written = write_dicom_outputs(prediction, findings, sources, dicom_out,
+                                          axial_slices=int(case.axial_image.shape[1]),
+                                          identity=OutputIdentity(model_version=self.model_sha256[:12]))
+            diagnosis.dicom = {name: str(path) for name, path in written.items()}
         if out_dir is not None:
             out_dir = Path(out_dir)
             (out_dir / "report.txt").write_text(report.text + "\n")
@@ -195,15 +216,16 @@ class Diagnoser:
         return diagnosis
 
     def diagnose_path(self, path: str | Path, out_dir: str | Path | None = None,
-                      max_unpacked_bytes: int = 1 << 30) -> Diagnosis:
+                      max_unpacked_bytes: int = 1 << 30, dicom_out: str | Path | None = None) -> Diagnosis:
         """Diagnoses the one study at ``path`` (DICOM folder or zip, NIfTI/MHA file or folder).
 
         Raises:
             StudyError: when the input is not a usable study (see ``open_study`` and ``preprocess_study``).
+            NotDicomError: when ``dicom_out`` is given for a study that is not DICOM.
         """
         with tempfile.TemporaryDirectory(prefix="lss_diagnose_") as workdir:
             record = open_study(path, workdir, max_unpacked_bytes)
-            return self.diagnose_record(record, out_dir)
+            return self.diagnose_record(record, out_dir, dicom_out=dicom_out)
 
 
 def without_labels(record: StudyRecord) -> StudyRecord:

@@ -3,7 +3,7 @@
     LSSApi (FastAPI ingress) ─► Preprocessor ──(sagittal pass, when axial series need levels)──► Segmenter
                              ─► Segmenter (@serve.batch: one forward for several studies)
                              ─► Grader (measurements, rule grade, review flags)
-                             ─► Reporter (report text + evidence PNGs under serve.results_dir)
+                             ─► Reporter (report text + evidence PNGs + DICOM SEG/SR under serve.results_dir)
 
 Every deployment takes its settings from ``user_config`` in ``reconfigure`` (so ``serve deploy`` with a new
 user_config swaps a model in the running replicas, with no restart), answers ``check_health`` and says which
@@ -72,6 +72,16 @@ def _store_upload(files: list[tuple[str, bytes]], folder: Path, max_unpacked_byt
     return study
 
 
+def _dicom_sources(record) -> dict[str, Any]:
+    """``{"sources": DicomSources}`` of a DICOM study, or ``{"error": why not}``."""
+    from lss.export.sources import NotDicomError, collect_dicom_sources
+
+    try:
+        return {"sources": collect_dicom_sources(record)}
+    except NotDicomError as error:
+        return {"error": str(error)}
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
 class Preprocessor:
     """Upload -> a preprocessed study (the same MONAI transforms as training), in a private temp dir that is always
@@ -111,7 +121,12 @@ class Preprocessor:
             root = await asyncio.to_thread(_store_upload, files, folder, self.max_unpacked_bytes)
             record = without_labels(await asyncio.to_thread(open_study, root))
             record.study_id = request_id
-            case = await asyncio.to_thread(preprocess_study, record, self.config)
+            # The DICOM outputs (rendered on GET) reference the source images: their de-identified headers are
+            # read now, while the upload exists, beside the preprocessing. A NIfTI/MHA upload has none; its DICOM
+            # URLs answer why.
+            case, dicom = await asyncio.gather(asyncio.to_thread(preprocess_study, record, self.config),
+                                               asyncio.to_thread(_dicom_sources, record))
+            dicom["axial_slices"] = int(case.axial_image.shape[1])
             matched_levels: list[str] = []
             if needs_axial_matching(record, case):
                 first = await self.segmenter.predict.remote(case.arrays(), request_id, case.info)
@@ -120,7 +135,7 @@ class Preprocessor:
                     case = await asyncio.to_thread(preprocess_study, matched, self.config)
                     matched_levels = [lv for lv in levels if lv in case.info.get("axial", {})]
             return {"ok": True, "arrays": case.arrays(), "info": case.info, "axial_matched": matched_levels,
-                    "axial_series": len(record.axials())}
+                    "axial_series": len(record.axials()), "dicom": dicom}
         except StudyError as error:
             status = 400 if error.code in (ErrorCode.BAD_ARCHIVE, ErrorCode.UNSUPPORTED_FORMAT, ErrorCode.NO_IMAGE,
                                            ErrorCode.NOT_AN_IMAGE, ErrorCode.MULTIPLE_STUDIES) else 422
@@ -240,7 +255,7 @@ class Reporter:
             if folder.is_dir() and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def _write(self, prediction, findings, request_id: str) -> dict[str, Any]:
+    def _write(self, prediction, findings, request_id: str, dicom: dict[str, Any] | None = None) -> dict[str, Any]:
         import pickle
 
         import torch
@@ -255,6 +270,14 @@ class Reporter:
         folder.mkdir(mode=0o700, parents=True)
         with open(folder / "state.pkl", "wb") as handle:  # written and read only by this deployment
             pickle.dump((prediction, findings), handle)
+        dicom = dicom or {"error": "the study's DICOM headers were not kept."}
+        with open(folder / "dicom.pkl", "wb") as handle:  # de-identified source headers, or why there are none
+            pickle.dump(dicom, handle)
+        dicom_names: list[str] = []
+        if dicom.get("sources") is not None:
+            from lss.export import dicom_output_names
+
+            dicom_names = dicom_output_names(prediction, dicom["sources"])
         if self.generator is None:
             report = GroundedReportWriter().write(findings)
         else:
@@ -262,10 +285,12 @@ class Reporter:
             text = self.generator.generate(features, self.config.style)[0]
             report = Report(findings.study_id, "learned", text, [ReportSentence("report", text, [], {})])
         self._prune()
-        return {"report": report.as_dict(), "findings": findings, "images": all_evidence_ids()}
+        return {"report": report.as_dict(), "findings": findings, "images": all_evidence_ids(),
+                "dicom": dicom_names}
 
-    async def write(self, prediction, findings, request_id: str) -> dict[str, Any]:
-        return await asyncio.to_thread(self._write, prediction, findings, request_id)
+    async def write(self, prediction, findings, request_id: str, dicom: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+        return await asyncio.to_thread(self._write, prediction, findings, request_id, dicom)
 
     def _image(self, request_id: str, key: str) -> bytes | None:
         import pickle
@@ -287,3 +312,38 @@ class Reporter:
     async def image(self, request_id: str, key: str) -> bytes | None:
         """The PNG of one evidence image (rendered on first request, then kept), or None when unknown/expired."""
         return await asyncio.to_thread(self._image, request_id, key)
+
+    def _dicom(self, request_id: str, name: str) -> bytes | dict[str, Any] | None:
+        import pickle
+
+        from lss.export import OutputIdentity, dicom_output_names, write_dicom_outputs
+
+        folder = self.results_dir / request_id
+        if not (folder / "state.pkl").is_file() or not (folder / "dicom.pkl").is_file():
+            return None
+        with open(folder / "dicom.pkl", "rb") as handle:
+            dicom = pickle.load(handle)
+        if dicom.get("sources") is None:
+            return _error("not_dicom", f"no DICOM outputs for this study: {dicom.get('error')}", 422)
+        path = folder / "dicom" / f"{name}.dcm"
+        if not path.is_file():
+            with open(folder / "state.pkl", "rb") as handle:
+                prediction, findings = pickle.load(handle)
+            if name not in dicom_output_names(prediction, dicom["sources"]):
+                return None
+            # All outputs at once: the SR references the SEGs' UIDs. UIDs derive from the (random) request id,
+            # so a concurrent render writes the same instances.
+            try:
+                write_dicom_outputs(prediction, findings, dicom["sources"], folder / "dicom",
+                                    axial_slices=dicom["axial_slices"],
+                                    identity=OutputIdentity(seed=request_id,
+                                                            model_version=prediction.info.get("model_version")))
+            except ValueError as error:  # geometry DICOM cannot store, a source image that cannot be referenced
+                return _error("dicom_unavailable", f"the DICOM outputs cannot be built: {error}", 422)
+        return path.read_bytes() if path.is_file() else None
+
+    async def dicom(self, request_id: str, name: str) -> bytes | dict[str, Any] | None:
+        """One DICOM output (``lss.export``: "seg_sagittal", "seg_axial_<level>", "sr"), rendered with the others
+        on first request, then kept; None when the request or the output is unknown/expired, an error dict
+        (422 not_dicom) when the study was not DICOM."""
+        return await asyncio.to_thread(self._dicom, request_id, name)

@@ -63,6 +63,9 @@ class DiagnosisResponse(BaseModel):
     images: dict[str, str] = Field(..., description="evidence image id -> URL (GET it with the same token)")
     notes: list[str] = Field(default_factory=list)
     timings_s: dict[str, float] = Field(default_factory=dict, description="seconds per pipeline stage")
+    dicom: dict[str, str] = Field(default_factory=dict, description="DICOM output name -> URL (application/dicom; "
+                                  "GET it with the same token): seg_sagittal, seg_axial_<level> per level with axial "
+                                  "images, sr (TID 1500 measurements); empty for a NIfTI/MHA upload")
 
 
 class ErrorResponse(BaseModel):
