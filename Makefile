@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) jobs/demo.py $(ARGS)
 
-test: $(STAMP)
+# The browser test drives Debian's Chromium (no browser download by Playwright).
+browser:
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: $(STAMP) browser
 	$(PY) -m pytest $(ARGS)
 
 test-slow: $(STAMP)

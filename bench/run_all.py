@@ -26,7 +26,7 @@ BENCHMARKS = {
     "synth_balance": "synthetic severity balance vs RSNA 2024",
     "preprocess": "preprocessing: serial loop vs Ray Data actor pools",
     "model": "model cost per study (params, FLOPs, forward / backward time) per variant",
-    "train": "training loop: plain PyTorch vs Ray Train with 1 and 2 workers",
+    "train": "training loop: plain PyTorch vs Ray Train (1 and 2 workers; 1 per GPU)",
     "data_loading": "reading cases in a Train worker: cached dataset vs Ray Dataset shard",
     "attention": "level-prompt attention hit rate: Spatial Patch Cross-Attention vs global pooling",
     "serve": "serving: in-process vs Serve at concurrency 1/4/16, batching, load, replica kill",

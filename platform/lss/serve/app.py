@@ -2,8 +2,10 @@
 
     POST /v1/diagnose                          multipart: one .zip (DICOM or NIfTI files) or NIfTI/MHA files
     GET  /v1/studies/{request_id}/images/{id}  an evidence PNG of a diagnosis
+    GET  /v1/studies/{request_id}/dicom/{name} a DICOM output of a DICOM study: seg_sagittal, seg_axial_<level>, sr
     GET  /v1/model                             the versions each deployment serves
     GET  /v1/health                            liveness (no token needed)
+    GET  /, /viewer/                           the web viewer (static page; its API calls carry the token)
     GET  /docs, /openapi.json                  the OpenAPI document
 
 Every error is ``{"code", "message"}`` with a 4xx status; a bad upload never takes a replica down. When a token is
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, File, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -49,6 +51,7 @@ TOKEN_ENV = "LSS_API_TOKEN"
 DEPLOYMENT_NAMES = ("LSSApi", "Preprocessor", "Segmenter", "Grader", "Reporter")
 _REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_DICOM_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 _ERRORS = {400: "bad request", 401: "unauthorized", 404: "not found", 413: "too large", 415: "unsupported",
            422: "unusable study"}
 
@@ -74,6 +77,38 @@ async def _api_error(_: Request, error: APIError) -> JSONResponse:
 
 def _responses(*statuses: int) -> dict[int, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": _ERRORS.get(s, "error")} for s in statuses}
+
+
+# ---------------------------------------------------------------------------------------------------- the viewer
+# Plain functions, not LSSApi methods: they need no replica state. The page needs no token (it holds no data);
+# every API call it makes sends the token the user typed.
+STATIC_DIR = Path(__file__).with_name("static")
+_STATIC = {"index.html": "text/html; charset=utf-8", "viewer.js": "text/javascript; charset=utf-8",
+           "viewer.css": "text/css; charset=utf-8"}
+_STATIC_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+                               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+@api.get("/", include_in_schema=False)
+@api.get("/viewer", include_in_schema=False)
+async def viewer_redirect(request: Request) -> RedirectResponse:
+    return RedirectResponse(request.scope.get("root_path", "").rstrip("/") + "/viewer/", status_code=307)
+
+
+@api.get("/viewer/", include_in_schema=False)
+async def viewer_page() -> FileResponse:
+    return await viewer_file("index.html")
+
+
+@api.get("/viewer/{name}", include_in_schema=False)
+async def viewer_file(name: str) -> FileResponse:
+    if name not in _STATIC:
+        raise APIError(404, "not_found", "no such file.")
+    return FileResponse(STATIC_DIR / name, media_type=_STATIC[name], headers=_STATIC_HEADERS)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32)
@@ -108,6 +143,9 @@ class LSSApi:
 
     def _image_url(self, request_id: str, image: str) -> str:
         return f"/{API_VERSION}/studies/{request_id}/images/{image}"
+
+    def _dicom_url(self, request_id: str, name: str) -> str:
+        return f"/{API_VERSION}/studies/{request_id}/dicom/{name}"
 
     # ------------------------------------------------------------------------------------------------ routes
     @api.get(f"/{API_VERSION}/health", response_model=HealthResponse)
@@ -154,7 +192,7 @@ class LSSApi:
         findings = await self.grader.grade.remote(prediction)
         timings["grading"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        written = await self.reporter.write.remote(prediction, findings, request_id)
+        written = await self.reporter.write.remote(prediction, findings, request_id, prepared.get("dicom"))
         timings["report"] = time.perf_counter() - tick
         timings["total"] = time.perf_counter() - started
 
@@ -183,6 +221,7 @@ class LSSApi:
             sentences=[ReportSentenceOut(section=s["section"], text=s["text"], levels=s["levels"])
                        for s in report["sentences"]],
             images=images, notes=notes, timings_s={k: round(v, 4) for k, v in timings.items()},
+            dicom={name: self._dicom_url(request_id, name) for name in written.get("dicom", [])},
         )
 
     @api.get(f"/{API_VERSION}/studies/{{request_id}}/images/{{image_id}}", response_class=Response,
@@ -196,6 +235,24 @@ class LSSApi:
         if png is None:
             raise APIError(404, "not_found", "no such image (evidence is kept for serve.results_ttl_s seconds).")
         return Response(content=png, media_type="image/png")
+
+    @api.get(f"/{API_VERSION}/studies/{{request_id}}/dicom/{{name}}", response_class=Response,
+             responses={200: {"content": {"application/dicom": {}}}, **_responses(401, 404, 422)})
+    async def dicom(self, request: Request, request_id: str, name: str) -> Response:
+        """A DICOM output of a diagnosis (``name`` as in the diagnosis' ``dicom``): a Segmentation of the predicted
+        masks (``seg_sagittal``, ``seg_axial_<level>``) or the TID 1500 measurement report (``sr``). Only for a DICOM
+        upload (422 ``not_dicom`` otherwise); no patient identifier is in them."""
+        self._authorize(request)
+        if not _REQUEST_ID.match(request_id) or not _DICOM_NAME.match(name):
+            raise APIError(404, "not_found", "no such DICOM output.")
+        data = await self.reporter.dicom.remote(request_id, name)
+        if data is None:
+            raise APIError(404, "not_found", "no such DICOM output (outputs are kept for serve.results_ttl_s "
+                                             "seconds).")
+        if isinstance(data, dict):
+            raise APIError(data["status"], data["code"], data["message"])
+        return Response(content=data, media_type="application/dicom",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.dcm"'})
 
 
 def build_app(model_path: str | Path, config: LSSConfig | None = None,
