@@ -103,3 +103,18 @@ def test_evidence_images_are_written_and_linked(tmp_path):
     report = GroundedReportWriter().write(findings)
     level_sentence = next(s for s in report.sentences if s.levels == ["L1/L2"])
     assert "axial_L1-L2" in level_sentence.evidence["L1/L2"]["images"]
+
+
+def test_evidence_images_render_the_same_from_several_threads_at_once():
+    # The Reporter renders on GET in worker threads: concurrent renders must not share figure state.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lss.reporting.evidence import all_evidence_ids, render_evidence_png
+
+    prediction = known_prediction(probs=_probs(RULE))
+    findings = build_findings(prediction)
+    keys = [key for key in all_evidence_ids() if key != "montage"] * 2
+    serial = {key: render_evidence_png(prediction, findings, key) for key in set(keys)}
+    with ThreadPoolExecutor(6) as pool:
+        parallel = list(pool.map(lambda key: (key, render_evidence_png(prediction, findings, key)), keys))
+    assert all(png == serial[key] for key, png in parallel)

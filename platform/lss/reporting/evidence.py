@@ -128,18 +128,17 @@ def link_evidence(findings: StudyFindings) -> None:
 
 
 def _figure(key: str, prediction, findings: StudyFindings):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figure objects, not pyplot: no global state, so that a server can render several images in threads at once.
+    from matplotlib.figure import Figure
 
     if key == image_id("sagittal"):
-        figure, ax = plt.subplots(figsize=(3.2, 4.2))
+        figure = Figure(figsize=(3.2, 4.2))
+        ax = figure.subplots()
         _sagittal(ax, prediction, findings)
         return figure
     if key == image_id("montage"):
         n = len(LEVELS)
-        figure = plt.figure(figsize=(2.0 * (n + 1), 6.4))
+        figure = Figure(figsize=(2.0 * (n + 1), 6.4))
         grid = figure.add_gridspec(2, n + 1)
         _sagittal(figure.add_subplot(grid[:, 0]), prediction, findings)
         for li in range(n):
@@ -149,11 +148,13 @@ def _figure(key: str, prediction, findings: StudyFindings):
         return figure
     for li, level in enumerate(LEVELS):
         if key == image_id("axial", level):
-            figure, ax = plt.subplots(figsize=(2.6, 2.8))
+            figure = Figure(figsize=(2.6, 2.8))
+            ax = figure.subplots()
             _axial(ax, prediction, findings, li)
             return figure
         if key == image_id("attention", level):
-            figure, ax = plt.subplots(figsize=(2.6, 3.4))
+            figure = Figure(figsize=(2.6, 3.4))
+            ax = figure.subplots()
             _attention(ax, prediction, findings, li)
             return figure
     raise KeyError(f"unknown evidence image {key!r}; expected one of {all_evidence_ids()}.")
@@ -167,12 +168,9 @@ def render_evidence_png(prediction, findings: StudyFindings, key: str, dpi: int 
     """
     import io
 
-    import matplotlib.pyplot as plt
-
     figure = _figure(key, prediction, findings)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()
 
 
