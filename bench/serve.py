@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import tempfile
 import threading
@@ -42,12 +41,6 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _study_zip(out: Path) -> bytes:
@@ -168,7 +161,7 @@ def main() -> None:
 
     from lss.config import RayConfig
     from lss.ray_session import init_ray, shutdown_ray
-    from lss.serve import deploy_config
+    from lss.serve import deploy_config, free_port
 
     payload = _study_zip(out / "study")
     model = _model(args.model, out, args.text_encoder)
@@ -185,7 +178,7 @@ def main() -> None:
 
     # [2] Serve at concurrency 1, 4, 16.
     init_ray(RayConfig(object_store_mb=600))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     results_dir = (out / "results").resolve()
     deploy_config(_config(port, model, results_dir, gpu=gpu))

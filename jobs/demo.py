@@ -15,7 +15,6 @@ import argparse
 import io
 import json
 import logging
-import socket
 import sys
 import time
 import zipfile
@@ -121,12 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if failed == 0 else 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _zip_study(record) -> bytes:
     """A study's images (no masks, no reports) as the zip a client would upload."""
     folder = record.resolve(record.sagittal().path).parent
@@ -144,7 +137,7 @@ def _model_stages(config, out: Path, args) -> dict:
 
     from lss.data.manifest import read_manifest
     from lss.evaluation import evaluate_model, format_summary
-    from lss.serve import deploy_config, load_serve_config, resolve_config
+    from lss.serve import deploy_config, free_port, load_serve_config, resolve_config
     from lss.training import run_training
     from lss.tuning import format_trials, run_tuning
 
@@ -183,7 +176,7 @@ def _model_stages(config, out: Path, args) -> dict:
         return summary
 
     # [9] The Serve application (serve_configs/local.yaml on a free port).
-    port = _free_port()
+    port = free_port()
     _step(9, f"starting the Serve app on 127.0.0.1:{port}")
     serve_config = load_serve_config(REPO_ROOT / "serve_configs" / "local.yaml")
     serve_config["http_options"]["port"] = port

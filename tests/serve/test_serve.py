@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import socket
 import threading
 import time
 import zipfile
@@ -23,18 +22,12 @@ import torch
 from conftest import REAL_SCAN, REPO_ROOT
 from lss.anatomy import LEVELS
 from lss.config import ModelConfig
-from lss.serve import deploy_config, load_serve_config, model_version, resolve_config
+from lss.serve import deploy_config, free_port, load_serve_config, model_version, resolve_config
 from lss.serve.runner import ServeConfigError
 
 TOKEN = "test-token-0123456789"
 PATIENT_NAME, PATIENT_ID = "ROE^RICHARD^X", "MRN-5551234"
 SMALL = {"ray_actor_options": {"num_cpus": 0.1}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _second_model(tmp_path_factory) -> Path:
@@ -68,7 +61,7 @@ def _serve_config(port: int, model: Path, results: Path, segmenter_user_config: 
 def server(ray_session, tiny_model_file, tmp_path_factory):
     from ray import serve
 
-    port = _free_port()
+    port = free_port()
     results = tmp_path_factory.mktemp("serve_results")
     deploy_config(resolve_config(_serve_config(port, tiny_model_file, results)))
     yield {"url": f"http://127.0.0.1:{port}", "port": port, "results": results, "model": tiny_model_file}

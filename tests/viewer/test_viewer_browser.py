@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import zipfile
 from pathlib import Path
 
@@ -76,21 +75,15 @@ def test_the_viewer_is_served_without_a_token_and_the_root_redirects_to_it():
 
 
 # ------------------------------------------------------------------------------------------------ the real app
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(ray_session, tiny_model_file, tmp_path_factory):
     """The shipped local.yaml (as in tests/serve), one small replica each, with a token."""
     import yaml
     from ray import serve
 
-    from lss.serve import deploy_config, resolve_config
+    from lss.serve import deploy_config, free_port, resolve_config
 
-    port = _free_port()
+    port = free_port()
     data = yaml.safe_load((REPO_ROOT / "serve_configs" / "local.yaml").read_text())
     data["http_options"]["port"] = port
     app = data["applications"][0]

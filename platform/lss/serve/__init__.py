@@ -6,7 +6,8 @@
 
 from lss.serve.app import DEPLOYMENT_NAMES, TOKEN_ENV, LSSApi, api, app_builder, build_app
 from lss.serve.deployments import Grader, Preprocessor, Reporter, Segmenter, model_version
-from lss.serve.runner import deploy_config, load_serve_config, resolve_config, run_serve
+from lss.serve.runner import deploy_config, free_port, load_serve_config, resolve_config, run_serve
 
 __all__ = ["DEPLOYMENT_NAMES", "TOKEN_ENV", "LSSApi", "api", "app_builder", "build_app", "Grader", "Preprocessor",
-           "Reporter", "Segmenter", "model_version", "deploy_config", "load_serve_config", "resolve_config", "run_serve"]
+           "Reporter", "Segmenter", "model_version", "deploy_config", "free_port", "load_serve_config", "resolve_config",
+           "run_serve"]

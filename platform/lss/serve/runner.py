@@ -9,6 +9,7 @@ anything starts. A hot model swap: set ``user_config: {model_path: NEW}`` on the
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,20 @@ import yaml
 
 from lss.config import LSSConfig
 
-__all__ = ["ServeConfigError", "load_serve_config", "resolve_config", "deploy_config", "run_serve"]
+__all__ = ["ServeConfigError", "load_serve_config", "resolve_config", "deploy_config", "run_serve", "free_port"]
 
 logger = logging.getLogger(__name__)
 
 
 class ServeConfigError(ValueError):
     """A Serve config file that Ray would refuse, or that names deployments the graph does not have."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` now (for a local Serve proxy in jobs, tests and benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def load_serve_config(path: str | Path) -> dict[str, Any]:
