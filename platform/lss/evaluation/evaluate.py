@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from lss.anatomy import LEVELS, SEVERITIES, Severity, Structure
+from lss.inference.predict import column_spacing
 from lss.jsonable import to_jsonable
 from lss.reporting.measurements import (
     ap_diameter_mm,
@@ -38,7 +39,8 @@ from lss.training.metrics import (
     severity_metrics,
 )
 
-__all__ = ["RESULTS_JSON", "RESULTS_MD", "PLOTS", "read_split", "evaluate_model", "format_summary"]
+__all__ = ["RESULTS_JSON", "RESULTS_MD", "PLOTS", "INDEX_NAME", "read_split", "select_indexed_studies", "evaluate_model",
+           "format_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +91,19 @@ def read_split(path: str | Path, key: str | None = None) -> list[str]:
     return [str(i) for i in data]
 
 
-def _column_norms(affine: np.ndarray, columns: tuple[int, int]) -> tuple[float, float]:
-    return tuple(float(np.linalg.norm(np.asarray(affine)[:3, c])) for c in columns)
+def select_indexed_studies(rows: list[dict[str, Any]], study_ids: list[str] | None,
+                           index: Path) -> tuple[list[dict], list[str]]:
+    """The rows of a preprocessing index for the given study ids, in their order, and the ids it does not hold.
 
+    Args:
+        rows: the rows of ``preprocessed.jsonl``.
+        study_ids: the split; None = every row.
+        index: the index file (for messages).
 
-def _select(rows: list[dict[str, Any]], study_ids: list[str] | None, index: Path) -> tuple[list[dict], list[str]]:
+    Raises:
+        ValueError: for an empty index, an empty split, or a split with no study in the index (missing ids of a
+            partly matching split are a warning).
+    """
     if not rows:
         raise ValueError(f"{index} lists no preprocessed case: nothing to evaluate.")
     if study_ids is None:
@@ -160,7 +170,7 @@ def evaluate_model(
     index = data_dir / INDEX_NAME
     if not index.is_file():
         raise FileNotFoundError(f"{index} does not exist: run `lss preprocess` first, or point --data at its output.")
-    rows, missing = _select(read_jsonl(index), study_ids, index)
+    rows, missing = select_indexed_studies(read_jsonl(index), study_ids, index)
 
     model = load_model(model_path, map_location=device).eval()
     device = torch.device(device)
@@ -183,12 +193,12 @@ def evaluate_model(
             out = model(batch["sagittal"].to(device), batch["axial"].to(device), batch["axial_present"].to(device))
 
         # Sagittal: the mid-sagittal slice, (Y, Z) pixels of the sagittal crop's affine columns 1 and 2.
-        sagittal_spacing = [_column_norms(c["sagittal_affine"], (1, 2)) for c in cases]
+        sagittal_spacing = [column_spacing(c["sagittal_affine"], (1, 2)) for c in cases]
         sagittal_dice = sagittal_meter.update(out.sagittal_logits.cpu(), batch["sagittal_target"], sagittal_spacing)
         # Axial: each level's centre slice, (H, W) pixels of its affine columns 0 and 1; unlabelled levels skipped.
         n_levels = len(LEVELS)
         axial_target = batch["axial_target"].reshape(-1, *batch["axial_target"].shape[2:])
-        axial_spacing = [_column_norms(a, (0, 1)) for c in cases for a in c["axial_affines"]]
+        axial_spacing = [column_spacing(a, (0, 1)) for c in cases for a in c["axial_affines"]]
         labelled = (axial_target >= 0).flatten(1).any(dim=1)
         axial_meter.update(out.axial_logits.cpu().flatten(0, 1), axial_target, axial_spacing)
         # The dural sac measured on the predicted mask (as the report states it) against the measured truth.

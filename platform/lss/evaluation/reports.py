@@ -82,7 +82,7 @@ def evaluate_reports(
     Raises:
         ValueError: when no evaluated study has reference reports and known grades.
     """
-    from lss.evaluation.evaluate import INDEX_NAME, _select
+    from lss.evaluation.evaluate import INDEX_NAME, select_indexed_studies
     from lss.inference.predict import predict_cases
     from lss.model import load_model
     from lss.preprocessing.pipeline import load_case, read_jsonl
@@ -92,7 +92,7 @@ def evaluate_reports(
     from lss.reporting.nlg import NLGScorer
 
     data_dir = Path(data_dir)
-    rows, _ = _select(read_jsonl(data_dir / INDEX_NAME), study_ids, data_dir / INDEX_NAME)
+    rows, _ = select_indexed_studies(read_jsonl(data_dir / INDEX_NAME), study_ids, data_dir / INDEX_NAME)
     usable = [r for r in rows if (r.get("record") or {}).get("reports") and _truth(r)]
     notes = []
     if len(usable) < len(rows):

@@ -38,12 +38,12 @@ def study_features(
     Returns:
         Study ids, (N, L, F) features, and N mappings style -> reference report.
     """
-    from lss.evaluation.evaluate import INDEX_NAME, _select
+    from lss.evaluation.evaluate import INDEX_NAME, select_indexed_studies
     from lss.inference.predict import predict_cases
     from lss.preprocessing.pipeline import load_case, read_jsonl
 
     data_dir = Path(data_dir)
-    rows, _ = _select(read_jsonl(data_dir / INDEX_NAME), study_ids, data_dir / INDEX_NAME)
+    rows, _ = select_indexed_studies(read_jsonl(data_dir / INDEX_NAME), study_ids, data_dir / INDEX_NAME)
     rows = [r for r in rows if (r.get("record") or {}).get("reports")]
     ids, features, reports = [], [], []
     for start in range(0, len(rows), int(batch_size)):
