@@ -118,3 +118,23 @@ def test_evidence_images_render_the_same_from_several_threads_at_once():
     with ThreadPoolExecutor(6) as pool:
         parallel = list(pool.map(lambda key: (key, render_evidence_png(prediction, findings, key)), keys))
     assert all(png == serial[key] for key, png in parallel)
+
+
+def test_every_sagittal_slice_renders_and_only_the_segmented_one_carries_masks():
+    from lss.reporting.evidence import render_evidence_png, sagittal_slice_ids
+
+    prediction = known_prediction(probs=_probs(RULE))
+    findings = build_findings(prediction)
+    assert sagittal_slice_ids(prediction) == []  # no stack, no slice images
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 256, size=(5, *prediction.sagittal_image.shape), dtype=np.uint8)
+    stack[2] = np.round(np.clip(prediction.sagittal_image, 0, 1) * 255)
+    prediction.sagittal_stack, prediction.sagittal_slice = stack, 2
+    ids = sagittal_slice_ids(prediction)
+    assert ids == [f"sagittal_slice_{k:02d}" for k in range(5)]
+    pngs = [render_evidence_png(prediction, findings, key) for key in ids]
+    assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in pngs) and len(set(pngs)) == 5
+    # The segmented slice is the sagittal evidence image itself (masks, level names); the others are not.
+    assert pngs[2] == render_evidence_png(prediction, findings, "sagittal")
+    with pytest.raises(KeyError, match="sagittal_slice_"):
+        render_evidence_png(prediction, findings, "sagittal_slice_05")

@@ -117,6 +117,13 @@ def test_a_dicom_study_gets_a_complete_answer_and_its_images(server, dicom_zip):
     assert image.content[:8] == b"\x89PNG\r\n\x1a\n"
     # No patient identifier in the answer.
     assert PATIENT_NAME not in response.text and PATIENT_ID not in response.text and "ROE" not in response.text
+    # Every slice of the sagittal crop, for a slice slider; only listed slices exist.
+    slices = body["sagittal_slices"]
+    assert len(slices) > 1 and 0 <= body["sagittal_slice"] < len(slices)
+    first = requests.get(server["url"] + slices[0], headers=_auth(), timeout=60)
+    assert first.status_code == 200 and first.content[:8] == b"\x89PNG\r\n\x1a\n"
+    beyond = slices[0].rsplit("_", 1)[0] + f"_{len(slices):02d}"
+    assert requests.get(server["url"] + beyond, headers=_auth(), timeout=60).status_code == 404
     # The DICOM outputs (SEG per series, TID 1500 SR), rendered on GET, token-guarded, identifier-free.
     assert {"seg_sagittal", "sr"} <= set(body["dicom"])
     assert requests.get(server["url"] + body["dicom"]["sr"], timeout=60).status_code == 401

@@ -186,6 +186,19 @@ def test_the_viewer_in_chromium(server, study_zip, tmp_path):
             page.locator("#view-slider").fill("1")
             expect(page.locator('.evidence-card[data-level="L1/L2"]')).to_have_class(re.compile(r"\bhighlight\b"))
             finding.click()
+            # The slice slider: every slice of the sagittal crop, fetched on request; the segmented one has the masks.
+            slider = page.locator("#slice-slider")
+            assert int(slider.get_attribute("max")) == len(body["sagittal_slices"]) - 1 > 0
+            assert int(slider.input_value()) == body["sagittal_slice"]
+            expect(page.locator("#slice-label")).to_contain_text("(segmented)")
+            with page.expect_response(lambda r: r.url.endswith(body["sagittal_slices"][0]), timeout=60_000) as png:
+                slider.fill("0")
+            assert png.value.status == 200 and png.value.headers["content-type"] == "image/png"
+            expect(page.locator("#slice-label")).to_have_text(re.compile(r"^slice 0 of \d+$"))
+            page.wait_for_function("() => { const i = document.getElementById('sagittal-image');"
+                                   " return i.dataset.loaded === 'true' && i.naturalWidth > 0; }")
+            slider.fill(str(body["sagittal_slice"]))
+            expect(page.locator("#slice-label")).to_contain_text("(segmented)")
             # The DICOM outputs download with the token: the SR is a DICOM file.
             assert sorted(body["dicom"]) == sorted(
                 page.locator("#dicom-links [data-dicom]").evaluate_all("bs => bs.map(b => b.dataset.dicom)"))

@@ -50,6 +50,8 @@ class StudyPrediction:
         canal_area_mm2: (L,) the model's soft canal area on its axial masks (0 where absent).
         level_features: (L, F) the features the severity head read (the learned report generator reads them too).
         info: the preprocessing record (series used, slices, warnings).
+        sagittal_stack: (S, Y, Z) uint8 every slice of the sagittal crop (0..255 for 0..1), for browsing; the model
+            segments only ``sagittal_slice`` of it. None for predictions made before it existed.
     """
 
     study_id: str
@@ -69,10 +71,16 @@ class StudyPrediction:
     canal_area_mm2: np.ndarray
     level_features: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    sagittal_stack: np.ndarray | None = None
 
     @property
     def levels(self) -> tuple[str, ...]:
         return LEVELS
+
+
+def _display_bytes(image: np.ndarray) -> np.ndarray:
+    """Intensities scaled to 0..1 (the preprocessing's percentile scaling) -> uint8, a quarter of the float bytes."""
+    return np.round(np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def _upsample(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -153,5 +161,6 @@ def predict_cases(
             canal_area_mm2=out.canal_area_mm2[b].cpu().numpy(),
             level_features=out.level_features[b].cpu().numpy(),
             info=dict(infos[b]) if infos is not None else {},
+            sagittal_stack=_display_bytes(case["sagittal_image"]),
         ))
     return results

@@ -7,7 +7,9 @@ Per study (PNG, matplotlib's Agg backend, no display needed):
 - ``axial_<level>``: the level's axial slice with the dural sac contour and its area / AP diameter;
 - ``attention_<level>``: the level prompt's attention over the sagittal slice (the Spatial Patch Cross-Attention
   map that the grade read);
-- ``montage``: all of them on one page.
+- ``montage``: all of them on one page;
+- ``sagittal_slice_<k>`` (on request, e.g. by the viewer's slider): slice ``k`` of the sagittal crop; the mid-sagittal
+  one (the slice the model segments) carries the masks and level names, the others show the image alone.
 
 Displayed in radiological convention: sagittal with anterior on the left and superior up; axial with anterior up
 and the patient's right on the viewer's left. Axes are in mm.
@@ -23,14 +25,15 @@ import numpy as np
 from lss.anatomy import LEVELS, Structure
 from lss.reporting.findings import StudyFindings
 
-__all__ = ["image_id", "evidence_ids", "all_evidence_ids", "link_evidence", "render_evidence_png",
-           "write_evidence_images", "STRUCTURE_COLOURS"]
+__all__ = ["image_id", "evidence_ids", "all_evidence_ids", "sagittal_slice_ids", "link_evidence",
+           "render_evidence_png", "write_evidence_images", "STRUCTURE_COLOURS"]
 
 STRUCTURE_COLOURS = {
     Structure.VERTEBRA.index: (0.95, 0.85, 0.25),
     Structure.DISC.index: (0.25, 0.65, 1.0),
     Structure.CANAL.index: (1.0, 0.3, 0.3),
 }
+SLICE_PREFIX = "sagittal_slice_"
 SEVERITY_COLOURS = {"Normal/Mild": "#7CFC00", "Moderate": "#FFA500", "Severe": "#FF3030"}
 
 
@@ -54,6 +57,24 @@ def _show(ax, image: np.ndarray, spacing: Sequence[float], flip_x: bool = True, 
     if flip_x and not ax.xaxis_inverted():
         ax.invert_xaxis()
     return extent
+
+
+def sagittal_slice_ids(prediction) -> list[str]:
+    """The ids of the sagittal slice images of a prediction, in slice order (none without its ``sagittal_stack``)."""
+    stack = getattr(prediction, "sagittal_stack", None)
+    return [] if stack is None else [f"{SLICE_PREFIX}{k:02d}" for k in range(stack.shape[0])]
+
+
+def _sagittal_slice(ax, prediction, findings: StudyFindings, k: int) -> None:
+    if k == prediction.sagittal_slice:
+        _sagittal(ax, prediction, findings)
+        return
+    sy, sz = prediction.sagittal_spacing
+    _show(ax, prediction.sagittal_stack[k] / 255.0, (sy, sz), cmap="gray", vmin=0, vmax=1)
+    ax.set_title(f"{findings.study_id}: sagittal, slice {k}\n(no masks: the model segments slice "
+                 f"{prediction.sagittal_slice})", fontsize=7)
+    ax.set_xlabel("anterior  <-  mm  ->  posterior", fontsize=6)
+    ax.tick_params(labelsize=5)
 
 
 def _sagittal(ax, prediction, findings: StudyFindings) -> None:
@@ -136,6 +157,10 @@ def _figure(key: str, prediction, findings: StudyFindings):
         ax = figure.subplots()
         _sagittal(ax, prediction, findings)
         return figure
+    if key in sagittal_slice_ids(prediction):
+        figure = Figure(figsize=(3.2, 4.2))
+        _sagittal_slice(figure.subplots(), prediction, findings, int(key[len(SLICE_PREFIX):]))
+        return figure
     if key == image_id("montage"):
         n = len(LEVELS)
         figure = Figure(figsize=(2.0 * (n + 1), 6.4))
@@ -157,7 +182,8 @@ def _figure(key: str, prediction, findings: StudyFindings):
             ax = figure.subplots()
             _attention(ax, prediction, findings, li)
             return figure
-    raise KeyError(f"unknown evidence image {key!r}; expected one of {all_evidence_ids()}.")
+    raise KeyError(f"unknown evidence image {key!r}; expected one of {all_evidence_ids()} or "
+                   f"{SLICE_PREFIX}<k> for a slice of the sagittal crop.")
 
 
 def render_evidence_png(prediction, findings: StudyFindings, key: str, dpi: int = 110) -> bytes:

@@ -221,6 +221,8 @@ class LSSApi:
             sentences=[ReportSentenceOut(section=s["section"], text=s["text"], levels=s["levels"])
                        for s in report["sentences"]],
             images=images, notes=notes, timings_s={k: round(v, 4) for k, v in timings.items()},
+            sagittal_slices=[self._image_url(request_id, key) for key in written.get("sagittal_slices", [])],
+            sagittal_slice=written.get("sagittal_slice"),
             dicom={name: self._dicom_url(request_id, name) for name in written.get("dicom", [])},
         )
 

@@ -260,7 +260,7 @@ class Reporter:
 
         import torch
 
-        from lss.reporting.evidence import all_evidence_ids, link_evidence
+        from lss.reporting.evidence import all_evidence_ids, link_evidence, sagittal_slice_ids
         from lss.reporting.grounded import GroundedReportWriter, Report, ReportSentence
 
         # Evidence is rendered when first asked for (GET), not here: a dozen matplotlib figures would triple the
@@ -286,6 +286,7 @@ class Reporter:
             report = Report(findings.study_id, "learned", text, [ReportSentence("report", text, [], {})])
         self._prune()
         return {"report": report.as_dict(), "findings": findings, "images": all_evidence_ids(),
+                "sagittal_slices": sagittal_slice_ids(prediction), "sagittal_slice": int(prediction.sagittal_slice),
                 "dicom": dicom_names}
 
     async def write(self, prediction, findings, request_id: str, dicom: dict[str, Any] | None = None
@@ -295,15 +296,17 @@ class Reporter:
     def _image(self, request_id: str, key: str) -> bytes | None:
         import pickle
 
-        from lss.reporting.evidence import all_evidence_ids, render_evidence_png
+        from lss.reporting.evidence import SLICE_PREFIX, all_evidence_ids, render_evidence_png, sagittal_slice_ids
 
         folder = self.results_dir / request_id
-        if key not in all_evidence_ids() or not (folder / "state.pkl").is_file():
+        if (key not in all_evidence_ids() and not key.startswith(SLICE_PREFIX)) or not (folder / "state.pkl").is_file():
             return None
         path = folder / f"{key}.png"
         if not path.is_file():
             with open(folder / "state.pkl", "rb") as handle:
                 prediction, findings = pickle.load(handle)
+            if key not in all_evidence_ids() and key not in sagittal_slice_ids(prediction):
+                return None
             tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
             tmp.write_bytes(render_evidence_png(prediction, findings, key))
             tmp.replace(path)

@@ -61,6 +61,10 @@ class DiagnosisResponse(BaseModel):
     report: str
     sentences: list[ReportSentenceOut]
     images: dict[str, str] = Field(..., description="evidence image id -> URL (GET it with the same token)")
+    sagittal_slices: list[str] = Field(default_factory=list, description="URL of each slice of the sagittal crop, in "
+                                       "order (PNG, on request; for a slice slider)")
+    sagittal_slice: int | None = Field(None, description="index in sagittal_slices of the slice the model segments "
+                                       "(the only one drawn with masks)")
     notes: list[str] = Field(default_factory=list)
     timings_s: dict[str, float] = Field(default_factory=dict, description="seconds per pipeline stage")
     dicom: dict[str, str] = Field(default_factory=dict, description="DICOM output name -> URL (application/dicom; "

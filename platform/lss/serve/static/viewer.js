@@ -10,7 +10,8 @@
 
   let generation = 0;   // bumped by each upload: late images of an older study are dropped
   let blobUrls = [];    // object URLs of the evidence images shown, revoked on the next upload
-  let viewSteps = [];   // what each position of the slider shows
+  let viewSteps = [];   // what each position of the level slider shows
+  let slices = { urls: [], segmented: null, masked: null }; // the sagittal slice slider
 
   // ------------------------------------------------------------------------------------------------ helpers
   function apiUrl(path) {
@@ -126,6 +127,8 @@
   let loading = false;
 
   function loadImage(img, url) {
+    // A newer request for the same <img> (a slider moved on) replaces any still waiting.
+    for (let i = queue.length - 1; i >= 0; i -= 1) if (queue[i].img === img) queue.splice(i, 1);
     img.removeAttribute("src");
     img.dataset.loaded = "pending";
     queue.push({ img, url, gen: generation });
@@ -273,10 +276,7 @@
 
   function renderEvidence(body) {
     const images = body.images || {};
-    const sagittalIds = Object.keys(images).filter((id) => /^sagittal/.test(id)).sort();
-    const sagittal = $("sagittal-image");
-    const firstSagittal = images.sagittal ? "sagittal" : sagittalIds[0];
-    if (firstSagittal) loadImage(sagittal, images[firstSagittal]);
+    renderSlices(body);
 
     const cards = body.levels.map((level) => {
       const evidence = level.evidence || {};
@@ -294,20 +294,37 @@
     });
     $("level-cards").replaceChildren(...cards);
 
-    // The slider: sagittal slices when the server renders several, otherwise the levels (never invented slices).
-    if (sagittalIds.length > 1) {
-      viewSteps = sagittalIds.map((id) => ({ label: id, show: () => loadImage(sagittal, images[id]) }));
-      $("slider-note").hidden = true;
-    } else {
-      viewSteps = [{ label: "all levels", show: () => highlight([], false) }].concat(
-        body.levels.map((level) => ({ label: level.level, show: () => highlight([level.level], true, false) })));
-      $("slider-note").hidden = false;
-    }
+    // The level slider steps through the levels (their axial slice and attention map).
+    viewSteps = [{ label: "all levels", show: () => highlight([], false) }].concat(
+      body.levels.map((level) => ({ label: level.level, show: () => highlight([level.level], true, false) })));
     const slider = $("view-slider");
     slider.max = String(viewSteps.length - 1);
     slider.value = "0";
     slider.disabled = viewSteps.length < 2;
     $("view-label").textContent = viewSteps[0].label;
+  }
+
+  // The slice slider: every slice of the sagittal crop; the segmented one is the evidence image with the masks.
+  function renderSlices(body) {
+    const urls = body.sagittal_slices || [];
+    const segmented = Number.isInteger(body.sagittal_slice) ? body.sagittal_slice : null;
+    slices = { urls, segmented, masked: (body.images || {}).sagittal || null };
+    const slider = $("slice-slider");
+    slider.max = String(Math.max(urls.length - 1, 0));
+    slider.value = String(segmented === null ? 0 : segmented);
+    slider.disabled = urls.length < 2;
+    showSlice(Number(slider.value));
+  }
+
+  function showSlice(k) {
+    const segmentedHere = k === slices.segmented || !slices.urls.length;
+    const url = segmentedHere && slices.masked ? slices.masked : slices.urls[k];
+    $("slice-label").textContent = slices.urls.length
+      ? `slice ${k} of ${slices.urls.length - 1}${segmentedHere ? " (segmented)" : ""}` : "";
+    $("sagittal-caption").textContent = segmentedHere
+      ? "Mid-sagittal slice with the predicted vertebrae, discs and canal."
+      : `Sagittal slice ${k}: the image alone (the model segments slice ${slices.segmented}).`;
+    if (url) loadImage($("sagittal-image"), url);
   }
 
   // Marks the levels' table rows and evidence cards, and brings the first card into view.
@@ -338,6 +355,7 @@
       const files = Array.from(event.target.files || []);
       if (files.length) upload(files);
     });
+    $("slice-slider").addEventListener("input", (event) => showSlice(Number(event.target.value)));
     $("view-slider").addEventListener("input", (event) => {
       const step = viewSteps[Number(event.target.value)];
       if (!step) return;
