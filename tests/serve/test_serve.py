@@ -72,9 +72,9 @@ def _auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _post(server, files, headers=None, timeout=120):
+def _post(server, files, headers=None, timeout=120, dicom=False):
     return requests.post(f"{server['url']}/v1/diagnose", files=files, headers=_auth() if headers is None else headers,
-                         timeout=timeout)
+                         params={"dicom": "true"} if dicom else None, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def _nifti_bytes(data: np.ndarray, zooms=(3.5, 0.6, 0.6)) -> bytes:
 
 # ------------------------------------------------------------------------------------------------------------ happy
 def test_a_dicom_study_gets_a_complete_answer_and_its_images(server, dicom_zip):
-    response = _post(server, {"files": ("study.zip", dicom_zip, "application/zip")})
+    response = _post(server, {"files": ("study.zip", dicom_zip, "application/zip")}, dicom=True)
     assert response.status_code == 200, response.text
     body = response.json()
     assert [lv["level"] for lv in body["levels"]] == list(LEVELS)
@@ -135,13 +135,21 @@ def test_a_dicom_study_gets_a_complete_answer_and_its_images(server, dicom_zip):
         assert b"ROE" not in got.content and PATIENT_ID.encode() not in got.content
 
 
+def test_dicom_outputs_are_made_only_when_asked_for(server, dicom_zip):
+    body = _post(server, {"files": ("study.zip", dicom_zip, "application/zip")}).json()
+    assert body["dicom"] == {}
+    got = requests.get(f"{server['url']}/v1/studies/{body['request_id']}/dicom/sr", headers=_auth(), timeout=60)
+    assert got.status_code == 422 and got.json()["code"] == "dicom_not_requested" and "dicom=true" in got.text
+
+
 def test_a_sagittal_nifti_alone_is_answered_with_lower_confidence(server):
-    response = _post(server, {"files": ("t2_lumbar.nii.gz", REAL_SCAN.read_bytes(), "application/gzip")})
+    response = _post(server, {"files": ("t2_lumbar.nii.gz", REAL_SCAN.read_bytes(), "application/gzip")}, dicom=True)
     assert response.status_code == 200, response.text
     body = response.json()
     assert not body["has_axial"] and all(lv["lower_confidence"] for lv in body["levels"])
     assert any("sagittal view only" in note for note in body["notes"])
     assert body["dicom"] == {}  # no DICOM source images to reference: no DICOM outputs, and their URLs say why
+    assert any(note.startswith("No DICOM outputs:") for note in body["notes"])
     got = requests.get(f"{server['url']}/v1/studies/{body['request_id']}/dicom/sr", headers=_auth(), timeout=60)
     assert got.status_code == 422 and got.json()["code"] == "not_dicom" and "DICOM input" in got.json()["message"]
 

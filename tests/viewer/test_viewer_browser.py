@@ -112,7 +112,7 @@ def study_zip(synth_dicom, tmp_path_factory) -> Path:
 
 
 def _is_diagnose(response) -> bool:
-    return response.request.method == "POST" and response.url.endswith("/v1/diagnose")
+    return response.request.method == "POST" and response.url.split("?")[0].endswith("/v1/diagnose")
 
 
 @pytest.mark.browser

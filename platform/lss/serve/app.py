@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -161,7 +161,10 @@ class LSSApi:
 
     @api.post(f"/{API_VERSION}/diagnose", response_model=DiagnosisResponse,
               responses=_responses(400, 401, 413, 415, 422))
-    async def diagnose(self, request: Request, files: list[UploadFile] = File(...)) -> DiagnosisResponse:
+    async def diagnose(self, request: Request, files: list[UploadFile] = File(...),
+                       dicom: bool = Query(False, description="also make DICOM SEG and SR outputs (a DICOM study only); "
+                                                              "their URLs come in the answer's `dicom`")
+                       ) -> DiagnosisResponse:
         """Diagnose one study: one ``.zip`` (a DICOM study, or NIfTI files) or one or more NIfTI/MHA files."""
         self._authorize(request)
         started = time.perf_counter()
@@ -181,7 +184,7 @@ class LSSApi:
         timings: dict[str, float] = {"upload": time.perf_counter() - started}
 
         tick = time.perf_counter()
-        prepared = await self.preprocessor.prepare.remote(payload, request_id)
+        prepared = await self.preprocessor.prepare.remote(payload, request_id, dicom)
         timings["preprocess"] = time.perf_counter() - tick
         if not prepared["ok"]:
             raise APIError(prepared["status"], prepared["code"], prepared["message"])
@@ -210,6 +213,8 @@ class LSSApi:
             ))
         report = written["report"]
         notes = list(written["findings"].notes)
+        if dicom and not written.get("dicom"):
+            notes.append(f"No DICOM outputs: {prepared['dicom'].get('error')}")
         if prepared["axial_matched"]:
             notes.append("Axial series had no level; they were matched to " + ", ".join(prepared["axial_matched"])
                          + " by the disc positions found on the sagittal view.")

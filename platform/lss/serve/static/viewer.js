@@ -66,7 +66,7 @@
     for (const file of files) form.append("files", file, file.name);
     const names = files.map((f) => f.name).join(", ");
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", apiUrl("v1/diagnose"));
+    xhr.open("POST", apiUrl("v1/diagnose?dicom=true")); // the DICOM outputs are made only when asked for
     for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.upload.onprogress = (event) => {
       if (!event.lengthComputable) return;
