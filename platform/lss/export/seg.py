@@ -37,6 +37,7 @@ from lss.data.volume import LPS_TO_RAS
 from lss.export.codes import ANATOMICAL_STRUCTURE, LSS_CODING_SCHEME, SEGMENT_LABELS, SEGMENT_TYPES
 from lss.export.identity import MANUFACTURER, MODEL_NAME, SEG_SERIES_NUMBER, OutputIdentity
 from lss.export.sources import DicomSources, NotDicomError
+from lss.reporting.evidence import STRUCTURE_COLOURS
 
 __all__ = [
     "PlaneGeometry",
@@ -53,11 +54,10 @@ __all__ = [
 # The segmented structures, in segment-number order (segment number = Structure.index).
 STRUCTURES: tuple[Structure, ...] = (Structure.VERTEBRA, Structure.DISC, Structure.CANAL)
 
-# Display colours (RGB 0-255) matching the evidence images' overlay colours.
+# Display colours (RGB 0-255): the evidence images' overlay colours.
 _COLOURS: dict[Structure, tuple[int, int, int]] = {
-    Structure.VERTEBRA: (242, 217, 64),
-    Structure.DISC: (64, 166, 255),
-    Structure.CANAL: (255, 77, 77),
+    structure: tuple(int(channel * 255 + 0.5) for channel in STRUCTURE_COLOURS[structure.index])
+    for structure in STRUCTURES
 }
 
 

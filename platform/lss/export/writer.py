@@ -27,14 +27,10 @@ def _axial_levels(prediction, sources: DicomSources) -> list[str]:
             and (axial_info.get(level) or {}).get("series") in sources.series]
 
 
-def dicom_output_names(prediction, sources: DicomSources | None = None) -> list[str]:
+def dicom_output_names(prediction, sources: DicomSources) -> list[str]:
     """The names ``write_dicom_outputs`` writes for a prediction: "seg_sagittal", one "seg_axial_<level>" per level
-    with axial data (and, given ``sources``, DICOM headers for its series), then "sr"."""
-    if sources is None:
-        levels = [level for index, level in enumerate(LEVELS) if bool(prediction.axial_present[index])]
-    else:
-        levels = _axial_levels(prediction, sources)
-    return ["seg_sagittal", *[axial_seg_name(level) for level in levels], "sr"]
+    with axial data whose series has DICOM headers, then "sr"."""
+    return ["seg_sagittal", *[axial_seg_name(level) for level in _axial_levels(prediction, sources)], "sr"]
 
 
 def build_dicom_outputs(prediction, findings, sources: DicomSources, *, axial_slices: int,
