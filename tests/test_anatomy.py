@@ -81,12 +81,112 @@ def test_severity_parse_rejects():
         Severity.from_index(3)
 
 
-def test_structure_mask_maps_spider_labels():
-    labels = np.array([0, 1, 7, 8, 25, 101, 100, 201, 207, 225, 50, 300])
-    expected = [Structure.BACKGROUND, Structure.VERTEBRA, Structure.VERTEBRA, Structure.VERTEBRA, Structure.VERTEBRA,
-                Structure.VERTEBRA, Structure.CANAL, Structure.DISC, Structure.DISC, Structure.DISC,
-                Structure.BACKGROUND, Structure.BACKGROUND]
-    assert anatomy.to_structure_mask(labels).tolist() == [s.index for s in expected]
-    assert [anatomy.structure_of_label(v) for v in labels] == expected
+def test_structure_channels():
+    assert [s.value for s in Structure] == ["background", "vertebral_body", "posterior_elements", "disc",
+                                            "spinal_canal"]
+    assert [s.index for s in Structure] == list(range(5))
+
+
+B, VB, PE, D, C = (Structure.BACKGROUND, Structure.VERTEBRAL_BODY, Structure.POSTERIOR_ELEMENTS, Structure.DISC,
+                   Structure.CANAL)
+
+
+@pytest.mark.parametrize(
+    "label, expected",
+    [
+        (0, B), (1, VB), (7, VB), (8, VB), (25, VB), (26, B), (50, B),
+        (101, VB), (125, VB),  # SPIDER's partially visible vertebrae
+        (100, C),
+        (200, B), (201, D), (207, D), (225, D), (226, B),
+        (300, B), (301, PE), (308, PE), (325, PE), (326, B),
+        (400, B), (401, VB), (402, PE), (403, D), (404, C), (405, B),
+    ],
+)
+def test_structure_of_native_label(label, expected):
+    assert anatomy.structure_of_label(label) is expected
+    assert anatomy.to_structure_mask(np.array([label])).tolist() == [expected.index]
+
+
+def test_structure_mask_keeps_shape_and_rejects_fractions():
+    labels = np.array([[0, 2, 302], [202, 100, 403]], dtype=np.int16)
+    assert anatomy.to_structure_mask(labels).tolist() == [[0, VB.index, PE.index], [D.index, C.index, D.index]]
+    assert anatomy.to_structure_mask(labels.astype(np.float32)).dtype == np.uint8
     with pytest.raises(ValueError, match="integer"):
         anatomy.to_structure_mask(np.array([0.5]))
+
+
+@pytest.mark.parametrize("name, label", [("S1", 301), ("L5", 302), ("L1", 306), ("T12", 307), ("T11", 308)])
+def test_posterior_labels(name, label):
+    assert anatomy.posterior_label(name) == label == anatomy.POSTERIOR_LABEL_OFFSET + anatomy.vertebra_label(name)
+    assert anatomy.structure_of_label(label) is PE
+
+
+def test_posterior_label_rejects_unknown_vertebra():
+    with pytest.raises(ValueError, match="unknown vertebra"):
+        anatomy.posterior_label("L6")
+
+
+@pytest.mark.parametrize(
+    "structure, label",
+    [(VB, 401), ("posterior_elements", 402), ("disc", 403), ("canal", 404), ("SPINAL_CANAL", 404)],
+)
+def test_unidentified_labels(structure, label):
+    assert anatomy.unidentified_label(structure) == label
+    assert anatomy.structure_of_label(label) is Structure.parse(structure)
+
+
+def test_unidentified_label_rejects_background_and_unknown_names():
+    with pytest.raises(ValueError, match="background has label 0"):
+        anatomy.unidentified_label(B)
+    with pytest.raises(ValueError, match="unknown structure"):
+        anatomy.unidentified_label("vertebra")
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(VB, VB), ("vertebral_body", VB), ("VERTEBRAL_BODY", VB), ("vertebral body", VB), ("body", VB),
+     ("posterior", PE), ("posterior-elements", PE), ("disc", D), ("canal", C), ("spinal_canal", C), (" Disc ", D),
+     ("background", B)],
+)
+def test_structure_parse(value, expected):
+    assert Structure.parse(value) is expected
+
+
+@pytest.mark.parametrize("bad", ["vertebra", "", "bone", "ivd"])
+def test_structure_parse_rejects(bad):
+    with pytest.raises(ValueError, match="unknown structure"):
+        Structure.parse(bad)
+
+
+@pytest.mark.parametrize(
+    "groups, partition, grouped",
+    [
+        # Fully labelled (the phantoms): every structure alone.
+        (None, [0, 1, 2, 3, 4], [[B], [VB], [PE], [D], [C]]),
+        # SPIDER: one label covers body and posterior elements.
+        ([["vertebral_body", "posterior_elements"], ["disc"], ["spinal_canal"]], [0, 1, 1, 3, 4],
+         [[B], [VB, PE], [D], [C]]),
+        # Bodies only: the rest is unknown, merged with the background.
+        ([["vertebral_body"]], [0, 1, 0, 0, 0], [[B, PE, D, C], [VB]]),
+        # Group members in any order and spelling; the group maps to its lowest channel.
+        ([["posterior", "body"], ["canal"]], [0, 1, 1, 0, 4], [[B, D], [VB, PE], [C]]),
+    ],
+)
+def test_label_partition_and_groups(groups, partition, grouped):
+    result = anatomy.label_partition(groups)
+    assert result.dtype == np.int64 and result.tolist() == partition
+    assert anatomy.partition_groups(result) == grouped
+
+
+@pytest.mark.parametrize(
+    "groups, match",
+    [
+        ([[]], "at least one structure"),
+        ([["background"]], "background is never a label group"),
+        ([["vertebral_body"], ["body", "disc"]], r"\['vertebral_body'\] are in two label groups"),
+        ([["vertebra"]], "unknown structure"),
+    ],
+)
+def test_label_partition_rejects(groups, match):
+    with pytest.raises(ValueError, match=match):
+        anatomy.label_partition(groups)

@@ -6,6 +6,12 @@ Label values on disk follow SPIDER (van der Graaf et al., Sci Data 11:264, 2024)
 (1-25), one per intervertebral disc (201-225), the spinal canal 100. Vertebrae are numbered caudal to cranial
 starting at the sacrum (S1 = 1, L5 = 2, ... T12 = 7, T11 = 8) and disc ``200 + k`` lies directly cranial to vertebra ``k``,
 so disc 201 is L5/S1, matching SPIDER's ``radiological_gradings.csv`` ("IVD label 1 = L5/S1, upward").
+This project adds two ranges SPIDER does not use: ``300 + k`` is the posterior elements (pedicles, laminae, facets,
+spinous process) of vertebra k, so that ``1-25`` is the vertebral body alone in the native convention (the
+phantoms), and ``400 + Structure.index`` is a structure whose vertebra or level is not known (a 2D dataset that
+labels "disc" without saying which). In SPIDER's own masks ``1-25`` is the whole vertebra: a dataset card
+(``lss.data.cards``) records that this label covers body and posterior elements together (a partial label, see
+``label_partition``).
 Verify the vertebra direction on real SPIDER masks before relying on vertebra identities; the disc and canal
 labels, which grading uses, do not depend on it.
 
@@ -32,6 +38,12 @@ __all__ = [
     "CANAL_LABEL",
     "PARTIAL_VERTEBRA_OFFSET",
     "DISC_LABEL_OFFSET",
+    "POSTERIOR_LABEL_OFFSET",
+    "UNIDENTIFIED_LABEL_OFFSET",
+    "posterior_label",
+    "unidentified_label",
+    "label_partition",
+    "partition_groups",
     "vertebra_label",
     "disc_label",
     "disc_label_for_level",
@@ -60,6 +72,8 @@ UNGRADED_DISCS: tuple[str, ...] = ("T12/L1", "T11/T12")
 CANAL_LABEL = 100
 PARTIAL_VERTEBRA_OFFSET = 100  # SPIDER: 101-125 are partially visible vertebrae
 DISC_LABEL_OFFSET = 200
+POSTERIOR_LABEL_OFFSET = 300  # this project: 301-325 are the posterior elements of vertebra 1-25
+UNIDENTIFIED_LABEL_OFFSET = 400  # this project: 400 + Structure.index, a structure of unknown vertebra / level
 
 
 class Severity(str, Enum):
@@ -99,16 +113,39 @@ SEVERITIES: tuple[Severity, ...] = (Severity.NORMAL_MILD, Severity.MODERATE, Sev
 
 
 class Structure(str, Enum):
-    """Segmentation classes used for training; index = channel. Built from on-disk labels by ``to_structure_mask``."""
+    """Segmentation classes used for training; index = channel. Built from on-disk labels by ``to_structure_mask``.
+
+    The vertebra is two classes because real labels split it differently: one dataset labels vertebral bodies
+    only, another the whole vertebra (body and posterior elements as one label).
+    """
 
     BACKGROUND = "background"
-    VERTEBRA = "vertebra"
+    VERTEBRAL_BODY = "vertebral_body"
+    POSTERIOR_ELEMENTS = "posterior_elements"
     DISC = "disc"
     CANAL = "spinal_canal"
 
     @property
     def index(self) -> int:
         return list(Structure).index(self)
+
+    @classmethod
+    def parse(cls, value: str | Structure) -> Structure:
+        """A structure from its value ("vertebral_body") or name ("VERTEBRAL_BODY"); "canal" is the spinal canal.
+
+        Raises:
+            ValueError: for a name that is no structure.
+        """
+        if isinstance(value, Structure):
+            return value
+        key = str(value).strip().lower().replace(" ", "_").replace("-", "_")
+        aliases = {"canal": cls.CANAL, "body": cls.VERTEBRAL_BODY, "posterior": cls.POSTERIOR_ELEMENTS}
+        if key in aliases:
+            return aliases[key]
+        for structure in cls:
+            if key in (structure.value, structure.name.lower()):
+                return structure
+        raise ValueError(f"unknown structure {value!r}; expected one of {[s.value for s in cls]}.")
 
 
 class Tissue(int, Enum):
@@ -229,20 +266,85 @@ def level_for_disc_label(label: int) -> str:
     return f"{VERTEBRAE[index]}/{VERTEBRAE[index - 1]}"
 
 
+def posterior_label(name: str) -> int:
+    """Native label value of a vertebra's posterior elements (S1 = 301, L5 = 302, ..., T11 = 308)."""
+    return POSTERIOR_LABEL_OFFSET + vertebra_label(name)
+
+
+def unidentified_label(structure: Structure | str) -> int:
+    """Native label value of a structure whose vertebra or level is unknown: 400 + ``Structure.index``.
+
+    Raises:
+        ValueError: for the background, which needs no label.
+    """
+    structure = Structure.parse(structure)
+    if structure is Structure.BACKGROUND:
+        raise ValueError("the background has label 0, not an unidentified label.")
+    return UNIDENTIFIED_LABEL_OFFSET + structure.index
+
+
 def structure_of_label(label: int) -> Structure:
-    """Training structure of one on-disk label value (SPIDER convention, partial vertebrae count as vertebrae)."""
+    """Training structure of one native on-disk label value (partial vertebrae count as vertebral bodies)."""
     label = int(label)
     if label == CANAL_LABEL:
         return Structure.CANAL
     if 1 <= label <= 25 or PARTIAL_VERTEBRA_OFFSET + 1 <= label <= PARTIAL_VERTEBRA_OFFSET + 25:
-        return Structure.VERTEBRA
+        return Structure.VERTEBRAL_BODY
     if DISC_LABEL_OFFSET + 1 <= label <= DISC_LABEL_OFFSET + 25:
         return Structure.DISC
+    if POSTERIOR_LABEL_OFFSET + 1 <= label <= POSTERIOR_LABEL_OFFSET + 25:
+        return Structure.POSTERIOR_ELEMENTS
+    if UNIDENTIFIED_LABEL_OFFSET + 1 <= label < UNIDENTIFIED_LABEL_OFFSET + len(Structure):
+        return list(Structure)[label - UNIDENTIFIED_LABEL_OFFSET]
     return Structure.BACKGROUND
 
 
+def label_partition(groups: list[list[str | Structure]] | None) -> np.ndarray:
+    """Which structures a label map supervises, as a partition of the structure channels.
+
+    A dataset labels some structures (each alone: a "disc" label), some together (SPIDER's vertebra label covers
+    the body and the posterior elements), and leaves the rest unlabelled: those are unknown, never background, so
+    they share one class with the background (the marginal of Shi et al., MedIA 2021). The partition maps each
+    structure channel to the lowest channel of its group; a structure in no group maps to 0 (background).
+
+    Args:
+        groups: one list of structure names per label, e.g. ``[["vertebral_body"]]`` (bodies only) or
+            ``[["vertebral_body", "posterior_elements"], ["disc"], ["spinal_canal"]]`` (SPIDER). None: every
+            structure is labelled alone (fully labelled, the phantoms).
+
+    Returns:
+        (C,) int64 with ``C = len(Structure)``: the identity for a fully labelled map.
+
+    Raises:
+        ValueError: when a group is empty, names the background or an unknown structure, or two groups share one.
+    """
+    partition = np.zeros(len(Structure), dtype=np.int64)
+    if groups is None:
+        return np.arange(len(Structure), dtype=np.int64)
+    seen: set[Structure] = set()
+    for group in groups:
+        members = sorted({Structure.parse(name) for name in group}, key=lambda s: s.index)
+        if not members:
+            raise ValueError("a label group must name at least one structure.")
+        if Structure.BACKGROUND in members:
+            raise ValueError("the background is never a label group (it is what no label covers).")
+        if seen.intersection(members):
+            raise ValueError(f"structures {sorted(s.value for s in seen.intersection(members))} are in two label groups.")
+        seen.update(members)
+        for member in members:
+            partition[member.index] = members[0].index
+    return partition
+
+
+def partition_groups(partition: np.ndarray) -> list[list[Structure]]:
+    """The groups of a partition (``label_partition``), background group first: ``[[bg, unlabelled...], ...]``."""
+    partition = np.asarray(partition).astype(int)
+    structures = list(Structure)
+    return [[structures[c] for c in range(len(partition)) if partition[c] == r] for r in sorted(set(partition.tolist()))]
+
+
 def to_structure_mask(labels: np.ndarray) -> np.ndarray:
-    """Maps an on-disk label map to structure indices (``Structure.index``), any shape, returns uint8."""
+    """Maps a native on-disk label map to structure indices (``Structure.index``), any shape, returns uint8."""
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         rounded = np.rint(labels)
@@ -250,9 +352,12 @@ def to_structure_mask(labels: np.ndarray) -> np.ndarray:
             raise ValueError("a label map must hold integer values.")
         labels = rounded.astype(np.int32)
     out = np.zeros(labels.shape, dtype=np.uint8)
-    out[(labels >= 1) & (labels <= 25)] = Structure.VERTEBRA.index
-    out[(labels >= PARTIAL_VERTEBRA_OFFSET + 1) & (labels <= PARTIAL_VERTEBRA_OFFSET + 25)] = Structure.VERTEBRA.index
+    out[(labels >= 1) & (labels <= 25)] = Structure.VERTEBRAL_BODY.index
+    out[(labels >= PARTIAL_VERTEBRA_OFFSET + 1) & (labels <= PARTIAL_VERTEBRA_OFFSET + 25)] = Structure.VERTEBRAL_BODY.index
     out[(labels >= DISC_LABEL_OFFSET + 1) & (labels <= DISC_LABEL_OFFSET + 25)] = Structure.DISC.index
+    out[(labels >= POSTERIOR_LABEL_OFFSET + 1) & (labels <= POSTERIOR_LABEL_OFFSET + 25)] = Structure.POSTERIOR_ELEMENTS.index
+    for structure in list(Structure)[1:]:
+        out[labels == UNIDENTIFIED_LABEL_OFFSET + structure.index] = structure.index
     out[labels == CANAL_LABEL] = Structure.CANAL.index
     return out
 

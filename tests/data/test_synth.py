@@ -13,10 +13,14 @@ import pytest
 from lss.anatomy import (
     CANAL_LABEL,
     LEVELS,
+    POSTERIOR_LABEL_OFFSET,
     RSNA_CLASS_BALANCE,
     SEVERITIES,
+    VERTEBRAE,
     Severity,
+    Tissue,
     grade_from_measurements,
+    posterior_label,
     rsna_column,
 )
 from lss.config import SynthConfig
@@ -65,6 +69,34 @@ def test_same_seed_same_phantom():
     assert forced.levels["L1/L2"].severity is Severity.MODERATE
 
 
+def test_phantom_labels_bodies_and_posterior_elements_apart():
+    """Vertebral body k is label k (1-8), its posterior elements 300 + k, behind the body and nearest it along w."""
+    phantom = sample_phantom(np.random.default_rng(3))
+    grid = (np.arange(-30, 31, 2.0), np.arange(-60, 50, 1.0), np.arange(-40, 260, 1.0))
+    u, v, w = (a.astype(np.float32) for a in np.meshgrid(*grid, indexing="ij"))
+    tissue, label = phantom.labels_local(u, v, w)
+    bodies = list(range(1, len(VERTEBRAE) + 1))
+    posteriors = [POSTERIOR_LABEL_OFFSET + k for k in bodies]
+    present = set(np.unique(label).tolist())
+    assert set(bodies) | set(posteriors) <= present
+    assert not present - {0, CANAL_LABEL, *bodies, *posteriors, *range(201, 201 + len(VERTEBRAE) - 1)}
+    is_body, is_posterior = np.isin(label, bodies), np.isin(label, posteriors)
+    assert set(np.unique(tissue[is_body]).tolist()) <= {Tissue.MARROW, Tissue.CORTICAL_BONE}
+    assert set(np.unique(tissue[is_posterior]).tolist()) == {Tissue.POSTERIOR_ELEMENTS}
+    assert (label[tissue == Tissue.POSTERIOR_ELEMENTS] > POSTERIOR_LABEL_OFFSET).all()
+    mids = phantom.disc_mid
+    for k in bodies:
+        body, posterior = label == k, label == POSTERIOR_LABEL_OFFSET + k
+        # v is the distance anterior of the bodies' posterior wall: the posterior elements lie behind the body
+        # (only the pedicles reach 1 mm in front of the wall, laterally).
+        assert v[posterior].max() <= 1.0 <= v[body].mean() - 10.0, VERTEBRAE[k - 1]
+        assert v[posterior].mean() < v[body].mean() - 25.0, VERTEBRAE[k - 1]
+        # Along w, posterior elements belong to the nearest body: between the mid-planes of the discs around it.
+        below = mids[k - 2] if k > 1 else -np.inf
+        above = mids[k - 1] if k <= len(mids) else np.inf
+        assert below - 1.0 <= w[posterior].min() and w[posterior].max() <= above + 1.0, VERTEBRAE[k - 1]
+
+
 def _check_study_geometry(root, record):
     """The image and its mask share one grid, and the recorded measurements are what the axial mask shows."""
     sagittal = record.sagittal()
@@ -73,7 +105,8 @@ def _check_study_geometry(root, record):
     assert image.shape == mask.shape
     np.testing.assert_allclose(image.affine, mask.affine, atol=1e-3)
     assert image.meta["view"] == "sagittal"
-    assert {1, 2, 6, CANAL_LABEL, 201, 205} <= set(np.unique(mask.array).tolist())
+    assert {1, 2, 6, CANAL_LABEL, 201, 205, posterior_label("L5"), posterior_label("L1")} <= set(
+        np.unique(mask.array).tolist())
     for axial in record.axials():
         image = read_volume(record.resolve(axial.path))
         mask = read_volume(record.resolve(axial.mask_path))

@@ -28,12 +28,14 @@ from lss.export import (
     collect_dicom_sources,
     deidentified_header,
     level_site,
+    segment_frame_number,
     severity_code,
     severity_of_code,
     tracking_identifier,
 )
-from lss.export.codes import AP_DIAMETER, AREA, MM, MM2, SEGMENT_TYPES, SEVERITY
+from lss.export.codes import AP_DIAMETER, AREA, LSS_SCHEME, MM, MM2, SEGMENT_LABELS, SEGMENT_TYPES, SEVERITY
 from lss.inference import Diagnoser, open_study
+from lss.reporting.evidence import STRUCTURE_COLOURS
 
 IDENTIFIERS = {
     "PatientName": "Doe^Jane",
@@ -244,3 +246,20 @@ def test_bad_masks_and_planes_are_refused(dicom_study):
     sheared[0, 1] = 0.5
     with pytest.raises(ValueError, match="not orthogonal"):
         PlaneGeometry.from_affine(sheared, 0, 1, (0, 0, 0))
+
+
+def test_one_coded_segment_per_foreground_structure():
+    assert STRUCTURES == tuple(s for s in Structure if s is not Structure.BACKGROUND)
+    assert set(SEGMENT_TYPES) == set(SEGMENT_LABELS) == set(STRUCTURES)
+    assert [segment_frame_number(s) for s in STRUCTURES] == [s.index for s in STRUCTURES] == [1, 2, 3, 4]
+    assert segment_frame_number(Structure.CANAL, plane=1) == len(STRUCTURES) + Structure.CANAL.index
+    # Every segment type is distinct: the body and the posterior elements are told apart in the SEG.
+    types = {(SEGMENT_TYPES[s].value, SEGMENT_TYPES[s].scheme_designator) for s in STRUCTURES}
+    assert len(types) == len(STRUCTURES)
+    assert (SEGMENT_TYPES[Structure.POSTERIOR_ELEMENTS].value,
+            SEGMENT_TYPES[Structure.POSTERIOR_ELEMENTS].scheme_designator) == ("40265002", "SCT")
+    assert SEGMENT_TYPES[Structure.VERTEBRAL_BODY].scheme_designator == LSS_SCHEME
+    # ... and drawn in distinct colours (the SEG's display colours are the evidence images' overlay colours).
+    assert len({STRUCTURE_COLOURS[s.index] for s in STRUCTURES}) == len(STRUCTURES)
+    with pytest.raises(ValueError, match="not a segmented structure"):
+        segment_frame_number(Structure.BACKGROUND)

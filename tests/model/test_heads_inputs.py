@@ -51,7 +51,7 @@ def test_case_to_sample_with_labels():
     torch.testing.assert_close(sample["sagittal"][1], torch.from_numpy(_case()["sagittal_image"][6].astype(np.float32)))
     target = sample["sagittal_target"]
     assert target[3, 10] == Structure.CANAL.index and target[15, 6] == Structure.DISC.index
-    assert target[15, 12] == Structure.VERTEBRA.index
+    assert target[15, 12] == Structure.VERTEBRAL_BODY.index
     level = sample["level_target"]
     assert level.shape == (5, 32, 48) and level[LEVELS.index("L4/L5")].sum() == 30 and level.sum() == 30
     axial = sample["axial_target"]

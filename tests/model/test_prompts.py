@@ -50,6 +50,8 @@ def test_structure_prompts_follow_structure_without_background():
     prompts = structure_prompts()
     assert len(prompts) == len(FOREGROUND) == len(Structure) - 1
     assert prompts == [STRUCTURE_PHRASES[s] for s in FOREGROUND]
+    assert prompts[Structure.VERTEBRAL_BODY.index - 1] == "vertebral body"
+    assert prompts[Structure.POSTERIOR_ELEMENTS.index - 1].startswith("posterior elements")
     assert prompts[Structure.DISC.index - 1] == "intervertebral disc"
     assert prompts[Structure.CANAL.index - 1] == "spinal canal and dural sac"
     assert "background" not in " ".join(prompts)

@@ -1,5 +1,6 @@
-"""A hand-built ``StudyPrediction`` of known geometry: a straight spine with five discs, a canal band behind them and
-one round dural sac per axial slice, so that every measurement has a known true value."""
+"""A hand-built ``StudyPrediction`` of known geometry: a straight spine with five discs and vertebral bodies, a canal
+band behind them, posterior elements behind the canal, and one round dural sac per axial slice, so that every
+measurement has a known true value."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ DISC_Z = (160, 130, 100, 70, 40)  # L1/L2 (cranial) .. L5/S1 (caudal), pixel row
 DISC_HEIGHT_PX = 16  # 8 mm at 0.5 mm
 DISC_Y = (70, 110)  # discs span Y 70..109 (20 mm deep)
 CANAL_Y = (40, 64)  # canal band Y 40..63: 24 px = 12 mm AP
+POSTERIOR_Y = (16, 36)  # posterior elements behind the canal, level with each vertebral body
 AXIAL_SHAPE = (112, 112)
 
 
@@ -31,7 +33,8 @@ def known_prediction(sac_radius_mm=(9.0, 8.0, 6.0, 4.5, 8.5), probs=None, axial_
     attention = np.full((n, *SAGITTAL_SHAPE), 1e-6, dtype=np.float32)
     for li, z in enumerate(DISC_Z):
         mask[DISC_Y[0]:DISC_Y[1], z - DISC_HEIGHT_PX // 2:z + DISC_HEIGHT_PX // 2] = Structure.DISC.index
-        mask[DISC_Y[0]:DISC_Y[1], z + 10:z + 20] = Structure.VERTEBRA.index
+        mask[DISC_Y[0]:DISC_Y[1], z + 10:z + 20] = Structure.VERTEBRAL_BODY.index
+        mask[POSTERIOR_Y[0]:POSTERIOR_Y[1], z + 10:z + 20] = Structure.POSTERIOR_ELEMENTS.index
         if attention_on_discs:
             attention[li] += disc(SAGITTAL_SHAPE, (90, z), 4.0, SAGITTAL_SPACING)
     attention /= attention.sum(axis=(1, 2), keepdims=True)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lss.anatomy import LEVELS
+from lss.anatomy import LEVELS, Structure
 from lss.reporting import (
     ap_diameter_mm,
     disc_height_mm,
@@ -101,7 +101,7 @@ def test_a_level_attending_to_no_disc_gets_none():
     prediction = known_prediction(attention_on_discs=False)
     # Uniform attention gives every disc the same small mass: each level still gets a distinct one...
     mask = prediction.sagittal_mask.copy()
-    mask[mask == 2] = 0  # ...but with no disc at all, nothing is found.
+    mask[mask == Structure.DISC.index] = 0  # ...but with no disc at all, nothing is found.
     found = locate_level_discs(mask, prediction.level_attention, SAGITTAL_SPACING)
     assert all(v is None for v in found.values())
     with pytest.raises(ValueError, match="level_attention"):

@@ -3,7 +3,8 @@
 Standard codes come from pydicom's dictionary (``pydicom.sr.codedict.codes``), looked up by name, never typed in:
 
 - segment categories: SCT 91723000 "Anatomical Structure" (DICOM CID 7150);
-- vertebrae: SCT 51282000 "Vertebra"; spinal canal (the dural sac the model segments): SCT 61853006
+- posterior elements (pedicles, laminae, articular and spinous processes): SCT 40265002 "Arch of vertebra" (the
+  vertebral arch and the processes it bears); spinal canal (the dural sac the model segments): SCT 61853006
   "Vertebral canal";
 - level of a measurement: SCT "Level of L1/L2 intervertebral disc" ... "Level of L5/S1 intervertebral disc"
   (CID 1003, the finding site of each level's measurement group);
@@ -11,10 +12,12 @@ Standard codes come from pydicom's dictionary (``pydicom.sr.codedict.codes``), l
   (its antero-posterior diameter: the longest run of dural sac pixels along the antero-posterior axis, UCUM ``mm``);
 - severity: SCT 246112005 "Severity" with SCT 6736007 "Moderate" and SCT 24484000 "Severe".
 
-Two concepts have no code in that dictionary, so they get codes of the project's own coding scheme ``99LSS``
+Three concepts have no code in that dictionary, so they get codes of the project's own coding scheme ``99LSS``
 (DICOM reserves designators starting with "99" for local schemes; every output declares it in its
 CodingSchemeIdentificationSequence):
 
+- ``99LSS VB`` "Vertebral body": the model's body class covers every vertebral body; pydicom's SCT dictionary has
+  "Vertebra" (body and posterior elements together) and per-vertebra codes, none for the body alone.
 - ``99LSS IVD`` "Intervertebral disc": the model's disc class covers every disc; pydicom's SCT dictionary only has
   per-level disc codes (e.g. "L4/L5 disc") and none for the structure in general.
 - ``99LSS NORMAL_MILD`` "Normal/Mild": the RSNA 2024 class that merges normal and mild stenosis; SNOMED CT has
@@ -34,6 +37,7 @@ __all__ = [
     "LSS_SCHEME",
     "LSS_CODING_SCHEME",
     "ANATOMICAL_STRUCTURE",
+    "VERTEBRAL_BODY",
     "INTERVERTEBRAL_DISC",
     "NORMAL_MILD",
     "SEGMENT_TYPES",
@@ -57,17 +61,20 @@ LSS_CODING_SCHEME = CodingSchemeIdentificationItem(
 )
 
 ANATOMICAL_STRUCTURE = codes.SCT.AnatomicalStructure
+VERTEBRAL_BODY = Code("VB", LSS_SCHEME, "Vertebral body")
 INTERVERTEBRAL_DISC = Code("IVD", LSS_SCHEME, "Intervertebral disc")
 NORMAL_MILD = Code("NORMAL_MILD", LSS_SCHEME, "Normal/Mild")
 
 # One segment per predicted structure; the segment number is the structure's index in the predicted masks.
 SEGMENT_TYPES: dict[Structure, Code] = {
-    Structure.VERTEBRA: codes.SCT.Vertebra,
+    Structure.VERTEBRAL_BODY: VERTEBRAL_BODY,
+    Structure.POSTERIOR_ELEMENTS: codes.SCT.ArchOfVertebra,
     Structure.DISC: INTERVERTEBRAL_DISC,
     Structure.CANAL: codes.SCT.VertebralCanal,
 }
 SEGMENT_LABELS: dict[Structure, str] = {
-    Structure.VERTEBRA: "Vertebrae",
+    Structure.VERTEBRAL_BODY: "Vertebral bodies",
+    Structure.POSTERIOR_ELEMENTS: "Posterior elements",
     Structure.DISC: "Intervertebral discs",
     Structure.CANAL: "Spinal canal (dural sac)",
 }

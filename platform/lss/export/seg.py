@@ -15,11 +15,12 @@ series and one orientation:
   (``prediction.axial_masks[level]``), referencing the axial series (or stack) it was read from. Levels of one study
   usually come from different series or differently angled stacks, whose planes cannot share one SEG's orientation.
 
-Each SEG is BINARY with one segment per structure (segment number = ``lss.anatomy.Structure`` index: 1 vertebrae,
-2 intervertebral discs, 3 spinal canal) and every frame kept, empty or not, so that segment ``s`` of plane ``p`` is
-always frame ``p * 3 + s`` (1-based). The 2D mask is the frame as is: frame rows follow the mask's first axis and
-frame columns its second (sagittal: Y posterior -> anterior, Z inferior -> superior; axial: H left -> right,
-W posterior -> anterior, as ``lss.inference.StudyPrediction`` documents them).
+Each SEG is BINARY with one segment per foreground structure (segment number = ``lss.anatomy.Structure`` index:
+1 vertebral bodies, 2 posterior elements, 3 intervertebral discs, 4 spinal canal) and every frame kept, empty or not,
+so that segment ``s`` of plane ``p`` is always frame ``p * len(STRUCTURES) + s`` (1-based). The 2D mask is the
+frame as is: frame rows follow the mask's first axis and frame columns its second (sagittal: Y posterior ->
+anterior, Z inferior -> superior; axial: H left -> right, W posterior -> anterior, as ``lss.inference.StudyPrediction``
+documents them).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 # The segmented structures, in segment-number order (segment number = Structure.index).
-STRUCTURES: tuple[Structure, ...] = (Structure.VERTEBRA, Structure.DISC, Structure.CANAL)
+STRUCTURES: tuple[Structure, ...] = tuple(s for s in Structure if s is not Structure.BACKGROUND)
 
 # Display colours (RGB 0-255): the evidence images' overlay colours.
 _COLOURS: dict[Structure, tuple[int, int, int]] = {
@@ -192,7 +193,7 @@ def build_segmentation(mask: ArrayLike, plane: PlaneGeometry, source_images: Seq
     """One BINARY SEG of a 2D structure mask lying on ``plane``.
 
     Args:
-        mask: (rows, columns) int structure indices (``lss.anatomy.Structure``: 0 background .. 3 spinal canal).
+        mask: (rows, columns) int structure indices (``lss.anatomy.Structure``: 0 background .. 4 spinal canal).
         plane: where the mask lies (LPS).
         source_images: de-identified headers of the source series (or stack) the mask was derived from; they give
             the SEG its study, patient module (empty) and frame of reference.
@@ -206,7 +207,7 @@ def build_segmentation(mask: ArrayLike, plane: PlaneGeometry, source_images: Seq
         The SEG: ``len(STRUCTURES)`` frames, segment ``s`` in frame ``s`` (1-based), empty ones included.
 
     Raises:
-        ValueError: for a mask that is not 2D or holds values outside 0..3, or no source images.
+        ValueError: for a mask that is not 2D or holds values outside 0..len(STRUCTURES), or no source images.
     """
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.size == 0:

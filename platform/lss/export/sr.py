@@ -11,7 +11,7 @@ Content tree (``highdicom.sr.MeasurementReport``)::
           Tracking Identifier "L4/L5 central canal" (and a UID)
           Finding: SCT "Vertebral canal"; finding site: SCT "Level of L4/L5 intervertebral disc"
           Algorithm: lss <version> (model_version=<hash>)
-          Referenced Segmentation Frame: the spinal canal segment (3) of the level's axial SEG, with the source
+          Referenced Segmentation Frame: the spinal canal segment (4) of the level's axial SEG, with the source
               axial image the measurement was made on; for a level without axial data, the spinal canal segment of
               the sagittal SEG with the sagittal source image nearest the mid-sagittal plane
           Area = <dural sac area> mm2           (only when measured: the level had axial data and a canal)

@@ -37,10 +37,11 @@ LEVEL_TEMPLATES: dict[str, str] = {
     "disc": "intervertebral disc at {level}",
 }
 
-# Foreground structure -> its prompt. The vertebra label holds the body and the posterior elements, the canal
-# label the dural sac and its contents (see ``anatomy.to_structure_mask`` and the SPIDER label convention).
+# Foreground structure -> its prompt. The vertebra is two structures, its body and its posterior elements; the
+# canal label holds the dural sac and its contents (see ``anatomy.to_structure_mask``).
 STRUCTURE_PHRASES: dict[Structure, str] = {
-    Structure.VERTEBRA: "vertebral body and posterior elements",
+    Structure.VERTEBRAL_BODY: "vertebral body",
+    Structure.POSTERIOR_ELEMENTS: "posterior elements of the vertebra (pedicles, laminae, spinous process)",
     Structure.DISC: "intervertebral disc",
     Structure.CANAL: "spinal canal and dural sac",
 }

@@ -2,8 +2,8 @@
 
 Per study (PNG, matplotlib's Agg backend, no display needed):
 
-- ``sagittal``: the mid-sagittal slice with the predicted vertebrae, discs and canal, each level's name at its disc
-  and the canal AP line measured there;
+- ``sagittal``: the mid-sagittal slice with the predicted vertebral bodies, posterior elements, discs and canal,
+  each level's name at its disc and the canal AP line measured there;
 - ``axial_<level>``: the level's axial slice with the dural sac contour and its area / AP diameter;
 - ``attention_<level>``: the level prompt's attention over the sagittal slice (the Spatial Patch Cross-Attention
   map that the grade read);
@@ -29,7 +29,8 @@ __all__ = ["image_id", "evidence_ids", "all_evidence_ids", "sagittal_slice_ids",
            "render_evidence_png", "write_evidence_images", "STRUCTURE_COLOURS"]
 
 STRUCTURE_COLOURS = {
-    Structure.VERTEBRA.index: (0.95, 0.85, 0.25),
+    Structure.VERTEBRAL_BODY.index: (0.95, 0.85, 0.25),
+    Structure.POSTERIOR_ELEMENTS.index: (0.75, 0.4, 1.0),
     Structure.DISC.index: (0.25, 0.65, 1.0),
     Structure.CANAL.index: (1.0, 0.3, 0.3),
 }

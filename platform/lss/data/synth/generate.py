@@ -42,7 +42,7 @@ __all__ = ["generate_study", "generate_dataset", "study_id_for", "class_balance"
 
 logger = logging.getLogger(__name__)
 
-_GENERATOR_VERSION = 3  # bump when the phantom or rendering changes, so cached studies are regenerated
+_GENERATOR_VERSION = 4  # bump when the phantom or rendering changes, so cached studies are regenerated
 
 
 def study_id_for(seed: int) -> str:

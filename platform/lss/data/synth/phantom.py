@@ -28,6 +28,7 @@ from lss.anatomy import (
     CANAL_LABEL,
     DISC_LABEL_OFFSET,
     LEVELS,
+    POSTERIOR_LABEL_OFFSET,
     RSNA_CLASS_BALANCE,
     SEVERITIES,
     VERTEBRAE,
@@ -184,12 +185,16 @@ class SpinePhantom:
 
     # ------------------------------------------------------------------------------------------- evaluation
     def labels_world(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Tissue classes and on-disk (SPIDER) labels at world RAS points (..., 3)."""
+        """Tissue classes and native on-disk labels (``lss.anatomy``) at world RAS points (..., 3)."""
         u, v, w = self.to_local(points)
         return self.labels_local(u, v, w)
 
     def labels_local(self, u: np.ndarray, v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Tissue classes (``Tissue``, uint8) and SPIDER labels (int16) at spine coordinates (any equal shapes)."""
+        """Tissue classes (``Tissue``, uint8) and native labels (int16) at spine coordinates (any equal shapes).
+
+        The labels follow ``lss.anatomy``: vertebral body ``k`` (1-25), its posterior elements ``300 + k``, disc
+        ``200 + k``, the canal (dural sac and roots) 100.
+        """
         shape = u.shape
         u, v, w = u.ravel(), v.ravel(), w.ravel()
         tissue = np.zeros(u.shape, dtype=np.uint8)
@@ -242,13 +247,15 @@ class SpinePhantom:
         tissue[vb] = Tissue.MARROW
         tissue[vb & cortex] = Tissue.CORTICAL_BONE
         tissue[posterior] = Tissue.POSTERIOR_ELEMENTS
-        bone = vb | posterior
-        # Posterior elements between two bodies belong to the vertebra whose body is nearest along w.
-        label[bone] = (vert_idx[bone] + 1).astype(np.int16)
+        # Bodies take the vertebra's label (1-25), posterior elements 300 + that number; posterior elements between
+        # two bodies belong to the vertebra whose body is nearest along w.
+        label[vb] = (vert_idx[vb] + 1).astype(np.int16)
+        number = vert_idx + 1
         if np.any(posterior & is_disc_seg):
             pd = posterior & is_disc_seg
             upper = (w[pd] - mids[disc_idx[pd]]) > 0
-            label[pd] = (disc_idx[pd] + 1 + upper).astype(np.int16)
+            number[pd] = disc_idx[pd] + 1 + upper
+        label[posterior] = (POSTERIOR_LABEL_OFFSET + number[posterior]).astype(np.int16)
         return tissue.reshape(shape), label.reshape(shape)
 
     # --------------------------------------------------------------------------------------------- helpers

@@ -104,7 +104,8 @@ def render_view(
     """Renders an image and its on-disk label mask on ``grid``.
 
     Returns:
-        (image, mask): float32 image and int16 SPIDER-label mask, both (I, J, K) with the grid's affine.
+        (image, mask): float32 image and int16 native label mask (``lss.anatomy``), both (I, J, K) with the grid's
+            affine.
     """
     samples = max(int(through_slice_samples), 1)
     if samples % 2 == 0:

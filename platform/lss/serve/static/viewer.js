@@ -322,7 +322,7 @@
     $("slice-label").textContent = slices.urls.length
       ? `slice ${k} of ${slices.urls.length - 1}${segmentedHere ? " (segmented)" : ""}` : "";
     $("sagittal-caption").textContent = segmentedHere
-      ? "Mid-sagittal slice with the predicted vertebrae, discs and canal."
+      ? "Mid-sagittal slice with the predicted vertebral bodies, posterior elements, discs and canal."
       : `Sagittal slice ${k}: the image alone (the model segments slice ${slices.segmented}).`;
     if (url) loadImage($("sagittal-image"), url);
   }
