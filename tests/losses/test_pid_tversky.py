@@ -7,11 +7,11 @@ import warnings
 
 import pytest
 import torch
-from monai.losses import DiceCELoss, TverskyLoss
+from monai.losses import DiceLoss, TverskyLoss
 from pydantic import ValidationError
 
 from lss.config import LossConfig
-from lss.losses import FOCAL_TVERSKY_GAMMA, AdaptivePIDTverskyLoss, build_segmentation_loss
+from lss.losses import FOCAL_TVERSKY_GAMMA, AdaptivePIDTverskyLoss, PartialLabelLoss, build_segmentation_loss
 
 IDLE = {"kp": 0.0, "ki": 0.0, "kd": 0.0}
 
@@ -334,7 +334,7 @@ def test_bad_inputs(kwargs, input_shape, target, match):
 @pytest.mark.parametrize(
     "name, kind",
     [
-        ("dice_ce", DiceCELoss),
+        ("dice_ce", DiceLoss),
         ("tversky", TverskyLoss),
         ("focal_tversky", AdaptivePIDTverskyLoss),
         ("pid_tversky", AdaptivePIDTverskyLoss),
@@ -343,7 +343,7 @@ def test_bad_inputs(kwargs, input_shape, target, match):
 @pytest.mark.parametrize("shape", [(2, 4, 8, 8), (1, 4, 6, 6, 4)])
 def test_factory_builds_every_loss_for_logits_and_integer_labels(name, kind, shape):
     loss = build_segmentation_loss(LossConfig(name=name), num_classes=4)
-    assert isinstance(loss, kind)
+    assert isinstance(loss, PartialLabelLoss) and isinstance(loss.base, kind)
     logits, labels = make_inputs(shape, "index", seed=3)
     logits.requires_grad_(True)
     value = loss(logits, labels)
@@ -366,7 +366,7 @@ def test_factory_passes_the_configuration():
         update="epoch",
         include_background=False,
     )
-    pid = build_segmentation_loss(config, num_classes=3)
+    pid = build_segmentation_loss(config, num_classes=3).base
     assert (pid.alpha, pid.beta, pid.target, pid.update, pid.focal_gamma, pid.include_background) == (
         0.3,
         0.7,
@@ -377,13 +377,13 @@ def test_factory_passes_the_configuration():
     )
     c = pid.controller
     assert (c.kp, c.ki, c.kd, c.bounds, c.ema, c.num_channels) == (0.2, 0.03, 0.01, (0.5, 0.9), 0.5, 3)
-    focal = build_segmentation_loss(LossConfig(name="focal_tversky", alpha=0.3, beta=0.7), num_classes=3)
+    focal = build_segmentation_loss(LossConfig(name="focal_tversky", alpha=0.3, beta=0.7), num_classes=3).base
     assert focal.focal_gamma == pytest.approx(4 / 3) and (
         focal.controller.kp,
         focal.controller.ki,
         focal.controller.kd,
     ) == (0, 0, 0)
-    assert build_segmentation_loss(LossConfig(name="focal_tversky", focal_gamma=2.0), num_classes=3).focal_gamma == 2.0
+    assert build_segmentation_loss(LossConfig(name="focal_tversky", focal_gamma=2.0), num_classes=3).base.focal_gamma == 2.0
     with pytest.raises(ValueError, match="num_classes"):
         build_segmentation_loss(LossConfig(), num_classes=1)
 

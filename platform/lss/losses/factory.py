@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from monai.losses import DiceCELoss, TverskyLoss
+from monai.losses import DiceLoss, TverskyLoss
 from torch import nn
 
 from lss.config import LossConfig
+from lss.losses.partial import PartialLabelLoss
 from lss.losses.pid_tversky import AdaptivePIDTverskyLoss
 
 __all__ = ["build_segmentation_loss", "FOCAL_TVERSKY_GAMMA"]
@@ -14,13 +15,16 @@ __all__ = ["build_segmentation_loss", "FOCAL_TVERSKY_GAMMA"]
 FOCAL_TVERSKY_GAMMA = 4.0 / 3.0
 
 
-def build_segmentation_loss(config: LossConfig, num_classes: int) -> nn.Module:
+def build_segmentation_loss(config: LossConfig, num_classes: int) -> PartialLabelLoss:
     """The segmentation loss ``config.name`` for a network with ``num_classes`` output channels.
 
-    Every loss takes the network's logits ``(B, C, H, W[, D])`` and integer class labels ``(B, 1, H, W[, D])``
-    (``C = num_classes``, background = 0): each applies the softmax and the one-hot encoding itself.
+    Every loss is a ``PartialLabelLoss``: it takes the network's logits ``(B, C, H, W[, D])``, integer class labels
+    ``(B, 1, H, W[, D])`` (``C = num_classes``, background = 0, -1 = unknown) and optionally each case's partition
+    ``(B, C)`` (which structures it labels, ``lss.anatomy.label_partition``); it applies the softmax, merges what a
+    case does not label into the background, and hands probabilities and one-hot targets to the loss below
+    (``.base``). For fully labelled cases each equals the plain loss on the softmax.
 
-    - ``"dice_ce"``: MONAI ``DiceCELoss``.
+    - ``"dice_ce"``: MONAI ``DiceLoss`` plus a cross-entropy term of weight 1 (MONAI's ``DiceCELoss``).
     - ``"tversky"``: MONAI ``TverskyLoss`` with ``config.alpha`` / ``config.beta``.
     - ``"focal_tversky"``: ``AdaptivePIDTverskyLoss`` with all gains 0 (fixed weights) and the focal exponent
       ``config.focal_gamma`` (None: 4/3, as Abraham & Khan).
@@ -39,9 +43,13 @@ def build_segmentation_loss(config: LossConfig, num_classes: int) -> nn.Module:
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background and at least one structure), got {num_classes}.")
-    common = dict(include_background=config.include_background, to_onehot_y=True, softmax=True)
+    return PartialLabelLoss(_base_loss(config, num_classes), num_classes, ce_weight=1.0 if config.name == "dice_ce" else 0.0)
+
+
+def _base_loss(config: LossConfig, num_classes: int) -> nn.Module:
+    common = dict(include_background=config.include_background, to_onehot_y=False, softmax=False)
     if config.name == "dice_ce":
-        return DiceCELoss(**common)
+        return DiceLoss(**common)
     if config.name == "tversky":
         return TverskyLoss(**common, alpha=config.alpha, beta=config.beta)
     if config.name == "focal_tversky":

@@ -33,7 +33,10 @@ class PIDController(nn.Module):
     - ``"clamp"``: the integral is clamped to ``[-integral_limit, integral_limit]``.
     - ``"none"``: plain integration (windup; for comparison only).
 
-    All state (integral, previous smoothed error, output, step count) is in buffers, so it is saved in
+    A loop that is not ``active`` in a step (its class was not observed: no case of the batch labels it) keeps its
+    state as it was; its first active step takes the raw error.
+
+    All state (integral, previous smoothed error, output, step counts) is in buffers, so it is saved in
     ``state_dict()`` and restored by ``load_state_dict``. The state is kept in float64: the integral is a long
     sum, and an idle controller (all gains 0) then returns ``base`` exactly as the Python float.
 
@@ -119,6 +122,7 @@ class PIDController(nn.Module):
         self.register_buffer("previous_error", zeros.clone())  # smoothed error of the last step (EMA and D term)
         self.register_buffer("output", torch.full((num_channels,), self.base, dtype=torch.float64))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("channel_steps", torch.zeros(num_channels, dtype=torch.long))
 
     @torch.no_grad()
     def reset(self) -> None:
@@ -127,33 +131,42 @@ class PIDController(nn.Module):
         self.previous_error.zero_()
         self.output.fill_(self.base)
         self.steps.zero_()
+        self.channel_steps.zero_()
 
     def _unclipped(self, error: torch.Tensor, integral: torch.Tensor, derivative: torch.Tensor) -> torch.Tensor:
         return self.base + self.kp * error + self.ki * integral + self.kd * derivative
 
     @torch.no_grad()
-    def step(self, error: torch.Tensor) -> torch.Tensor:
-        """Advances every loop by one step.
+    def step(self, error: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+        """Advances every loop (or only the ``active`` ones) by one step.
 
         Args:
             error: (C,) the error of each channel; positive raises the output.
+            active: (C,) bool, the loops that observed something this step; the others keep their whole state
+                (integral, smoothed error, output). None: all.
 
         Returns:
             (C,) the new output (a copy of the ``output`` buffer), within ``bounds``.
 
         Raises:
-            ValueError: when ``error`` is not of shape (C,) or is not finite.
+            ValueError: when ``error`` or ``active`` is not of shape (C,), or ``error`` is not finite where active.
         """
         if error.shape != (self.num_channels,):
             raise ValueError(f"error must have shape ({self.num_channels},), got {tuple(error.shape)}.")
+        if active is None:
+            active = torch.ones(self.num_channels, dtype=torch.bool, device=self.integral.device)
+        if active.shape != (self.num_channels,):
+            raise ValueError(f"active must have shape ({self.num_channels},), got {tuple(active.shape)}.")
+        active = active.to(device=self.integral.device, dtype=torch.bool)
         error = error.detach().to(device=self.integral.device, dtype=self.integral.dtype)
+        error = torch.where(active, error, torch.zeros_like(error))
         if not bool(torch.isfinite(error).all()):
             raise ValueError(f"error must be finite, got {error.tolist()}.")
 
-        first = int(self.steps) == 0
-        if self.ema > 0 and not first:
-            error = self.ema * self.previous_error + (1.0 - self.ema) * error
-        derivative = torch.zeros_like(error) if first else error - self.previous_error
+        first = self.channel_steps == 0  # per loop: a loop's first observation takes the raw error
+        if self.ema > 0:
+            error = torch.where(first, error, self.ema * self.previous_error + (1.0 - self.ema) * error)
+        derivative = torch.where(first, torch.zeros_like(error), error - self.previous_error)
 
         integral = self.integral + error
         if self.anti_windup == "clamp" and self.integral_limit is not None:
@@ -168,10 +181,12 @@ class PIDController(nn.Module):
             integral = torch.where(error > 0, torch.minimum(integral, up_to), integral)
             integral = torch.where(error < 0, torch.maximum(integral, down_to), integral)
 
-        self.integral.copy_(integral)
-        self.previous_error.copy_(error)
-        self.output.copy_(self._unclipped(error, integral, derivative).clamp(*self.bounds))
+        output = self._unclipped(error, integral, derivative).clamp(*self.bounds)
+        self.integral.copy_(torch.where(active, integral, self.integral))
+        self.previous_error.copy_(torch.where(active, error, self.previous_error))
+        self.output.copy_(torch.where(active, output, self.output))
         self.steps += 1
+        self.channel_steps += active.long()
         return self.output.clone()
 
     def extra_repr(self) -> str:

@@ -219,8 +219,8 @@ class AdaptivePIDTverskyLoss(_Loss):
             anti_windup=anti_windup,
             integral_limit=integral_limit,
         )
-        # Rows: summed false negatives, summed false positives, per class, since the last end_epoch().
-        self.register_buffer("epoch_statistics", torch.zeros(2, num_classes, dtype=torch.float64))
+        # Rows: summed false negatives, summed false positives, batches that observed the class, since end_epoch().
+        self.register_buffer("epoch_statistics", torch.zeros(3, num_classes, dtype=torch.float64))
         self.register_buffer("epoch_batches", torch.zeros((), dtype=torch.long))
 
     def alpha_beta(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,11 +233,23 @@ class AdaptivePIDTverskyLoss(_Loss):
         alpha = self.alpha - (beta - self.beta)
         return alpha, beta
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        classes: Sequence[int] | torch.Tensor | None = None,
+        observe: Sequence[bool] | torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """
         Args:
-            input: BNH[WD], the prediction (logits with ``sigmoid``/``softmax``), N = ``num_classes``.
+            input: BNH[WD], the prediction (logits with ``sigmoid``/``softmax``), N = ``num_classes``, or N classes
+                of them named by ``classes``.
             target: B1H[WD] class indices with ``to_onehot_y``, else BNH[WD] one-hot (or soft) labels.
+            classes: (N,) which of the ``num_classes`` classes each input channel is, increasing, channel 0 the
+                background (class 0); used by ``lss.losses.PartialLabelLoss`` for a case that labels only some
+                structures (the others merged into the background). None: all classes in order.
+            observe: (N,) bool, the channels whose counts feed the controller (a merged channel should not: its
+                counts are not those of any one class). None: all.
 
         Returns:
             the loss: a scalar for ``"mean"``/``"sum"``, else (B, N) (or (N,) with ``batch=True``), N without the
@@ -250,8 +262,24 @@ class AdaptivePIDTverskyLoss(_Loss):
         if input.ndim < 3:
             raise ValueError(f"input must be BNH[WD] (at least 3 dimensions), got shape {tuple(input.shape)}.")
         n_pred_ch = input.shape[1]
-        if n_pred_ch != self.num_classes:
-            raise ValueError(f"input has {n_pred_ch} channels but num_classes={self.num_classes}.")
+        if classes is None:
+            if n_pred_ch != self.num_classes:
+                raise ValueError(f"input has {n_pred_ch} channels but num_classes={self.num_classes}.")
+            classes = torch.arange(self.num_classes)
+        classes = torch.as_tensor(classes, dtype=torch.long).cpu()
+        if (
+            classes.shape != (n_pred_ch,)
+            or int(classes[0]) != 0
+            or bool((classes[1:] <= classes[:-1]).any())
+            or int(classes[-1]) >= self.num_classes
+        ):
+            raise ValueError(
+                f"classes must name the input's {n_pred_ch} channels as increasing classes of 0..{self.num_classes - 1} "
+                f"starting with the background 0, got {classes.tolist()}."
+            )
+        observe = torch.ones(n_pred_ch, dtype=torch.bool) if observe is None else torch.as_tensor(observe).bool().cpu()
+        if observe.shape != (n_pred_ch,):
+            raise ValueError(f"observe must have shape ({n_pred_ch},), got {tuple(observe.shape)}.")
         if target.ndim != input.ndim or target.shape[0] != input.shape[0] or target.shape[2:] != input.shape[2:]:
             raise ValueError(
                 f"target shape {tuple(target.shape)} does not match input shape {tuple(input.shape)} "
@@ -301,8 +329,8 @@ class AdaptivePIDTverskyLoss(_Loss):
         tp, fp, fn = compute_tp_fp_fn(input, target, reduce_axis, 1, self.soft_label, False)
 
         alpha, beta = self.alpha_beta()
-        alpha = alpha[self.first_channel :].to(device=fp.device, dtype=fp.dtype)
-        beta = beta[self.first_channel :].to(device=fn.device, dtype=fn.dtype)
+        alpha = alpha[classes][self.first_channel :].to(device=fp.device, dtype=fp.dtype)
+        beta = beta[classes][self.first_channel :].to(device=fn.device, dtype=fn.dtype)
         numerator = tp + self.smooth_nr
         denominator = tp + fp * alpha + fn * beta + self.smooth_dr
         score: torch.Tensor = 1.0 - numerator / denominator
@@ -311,7 +339,7 @@ class AdaptivePIDTverskyLoss(_Loss):
             score = score.clamp_min(torch.finfo(score.dtype).eps).pow(1.0 / self.focal_gamma)
 
         if self.training:
-            self._observe(fn, fp)
+            self._observe(fn, fp, classes, observe)
 
         if self.reduction == LossReduction.SUM.value:
             return torch.sum(score)
@@ -322,11 +350,18 @@ class AdaptivePIDTverskyLoss(_Loss):
         raise ValueError(f'Unsupported reduction: {self.reduction}, available options are ["mean", "sum", "none"].')
 
     @torch.no_grad()
-    def _observe(self, fn: torch.Tensor, fp: torch.Tensor) -> None:
-        """Records the counts of one training batch: an update now (``"step"``) or at ``end_epoch`` (``"epoch"``)."""
-        statistics = torch.zeros(2, self.num_classes, dtype=torch.float64, device=fn.device)
-        statistics[0, self.first_channel :] = fn.detach().reshape(-1, fn.shape[-1]).sum(0).double()
-        statistics[1, self.first_channel :] = fp.detach().reshape(-1, fp.shape[-1]).sum(0).double()
+    def _observe(self, fn: torch.Tensor, fp: torch.Tensor, classes: torch.Tensor, observe: torch.Tensor) -> None:
+        """Records the counts of one training batch: an update now (``"step"``) or at ``end_epoch`` (``"epoch"``).
+
+        Rows of the statistics: summed false negatives, summed false positives, and how many batches observed each
+        class; a class no batch observed keeps its controller state.
+        """
+        statistics = torch.zeros(3, self.num_classes, dtype=torch.float64, device=fn.device)
+        kept = classes[self.first_channel :].to(fn.device)
+        seen = observe[self.first_channel :].to(fn.device)
+        statistics[0, kept] = fn.detach().reshape(-1, fn.shape[-1]).sum(0).double() * seen
+        statistics[1, kept] = fp.detach().reshape(-1, fp.shape[-1]).sum(0).double() * seen
+        statistics[2, kept] = seen.double()
         if self.update == "step":
             self._update(_all_reduce_sum(statistics))
         else:
@@ -334,15 +369,17 @@ class AdaptivePIDTverskyLoss(_Loss):
             self.epoch_batches += 1
 
     def _update(self, statistics: torch.Tensor) -> None:
-        fn, fp = statistics.to(self.controller.output.device)
+        fn, fp, seen = statistics.to(self.controller.output.device)
         error = (fn - fp) / (fn + fp + _ERROR_EPS) - self.target
-        error[: self.first_channel] = 0.0  # an excluded background stays at the base weights
-        if not bool(torch.isfinite(error).all()):
+        active = seen > 0
+        active[: self.first_channel] = False  # an excluded background stays at the base weights
+        if not bool(torch.isfinite(error[active]).all()):
             warnings.warn(
                 f"non-finite segmentation counts {statistics.tolist()}; controller update skipped.", stacklevel=3
             )
             return
-        self.controller.step(error)
+        if active.any():
+            self.controller.step(torch.where(active, error, torch.zeros_like(error)), active)
 
     @torch.no_grad()
     def end_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -362,7 +399,7 @@ class AdaptivePIDTverskyLoss(_Loss):
         self.epoch_statistics.zero_()
         self.epoch_batches.zero_()
         if packed[-1] > 0:
-            self._update(packed[:-1].view(2, self.num_classes))
+            self._update(packed[:-1].view(3, self.num_classes))
         return self.alpha_beta()
 
     def extra_repr(self) -> str:
