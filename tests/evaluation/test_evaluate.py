@@ -20,7 +20,8 @@ from lss.evaluation import PLOTS, RESULTS_JSON, RESULTS_MD, evaluate_model, read
 from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
 from lss.training.metrics import SEVERITY_NAMES, rsna_score, segmentation_metrics, severity_metrics
 
-SEGMENTATION_KEYS = {"dice_vertebra", "dice_disc", "dice_spinal_canal", "dice_macro", "hd95_spinal_canal", "n_cases"}
+SEGMENTATION_KEYS = ({f"dice_{s.value}" for s in list(Structure)[1:]} | {f"hd95_{s.value}" for s in list(Structure)[1:]}
+                     | {"dice_macro", "n_cases"})
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,13 @@ from lss.training.metrics import (
     severity_metrics,
 )
 
-BG, VERT, DISC, CANAL = (s.index for s in Structure)
+BG, VERT, POST, DISC, CANAL = (s.index for s in Structure)
 K = len(Structure)
 NAN = float("nan")
 
 
 def grid(rows: list[str]) -> torch.Tensor:
-    """A (H, W) label map from strings: '.' background, 'v' vertebra, 'd' disc, 'c' canal, 'x' unlabelled (-1)."""
+    """A (H, W) label map from strings: '.' background, 'v' vertebral body, 'd' disc, 'c' canal, 'x' unlabelled (-1)."""
     code = {".": BG, "v": VERT, "d": DISC, "c": CANAL, "x": -1}
     return torch.tensor([[code[ch] for ch in row] for row in rows], dtype=torch.long)
 
@@ -45,14 +45,14 @@ FULL = ["vv..", "vv..", "dd.c", "dd.c"]  # every structure present: vertebra 4 p
 SEGMENTATION_CASES = [
     # Perfect: Dice 1 everywhere, HD95 0.
     (batch(FULL), batch(FULL), None,
-     {"dice_vertebra": 1.0, "dice_disc": 1.0, "dice_spinal_canal": 1.0, "dice_macro": 1.0, "hd95_spinal_canal": 0.0,
+     {"dice_vertebral_body": 1.0, "dice_disc": 1.0, "dice_spinal_canal": 1.0, "dice_macro": 1.0, "hd95_spinal_canal": 0.0,
       "n_cases": 1}),
     # Worst: every structure predicted somewhere else: Dice 0.
     (batch(["dd.c", "dd.c", "vv..", "vv.."]), batch(FULL), None,
-     {"dice_vertebra": 0.0, "dice_disc": 0.0, "dice_spinal_canal": 0.0, "dice_macro": 0.0}),
+     {"dice_vertebral_body": 0.0, "dice_disc": 0.0, "dice_spinal_canal": 0.0, "dice_macro": 0.0}),
     # Half the vertebra found plus 2 false pixels: 2*2/(4+4) = 0.5; canal 1 of 2 pixels: 2*1/(1+2) = 2/3.
     (batch(["v.vv", "v...", "dd..", "dd.c"]), batch(FULL), None,
-     {"dice_vertebra": 0.5, "dice_disc": 1.0, "dice_spinal_canal": 2 / 3, "dice_macro": (0.5 + 1 + 2 / 3) / 3}),
+     {"dice_vertebral_body": 0.5, "dice_disc": 1.0, "dice_spinal_canal": 2 / 3, "dice_macro": (0.5 + 1 + 2 / 3) / 3}),
     # No disc in prediction nor target: NaN and left out of the macro mean (not 0, not 1).
     (batch(["vv..", "vv..", "...c", "...c"]), batch(["vv..", "vv..", "...c", "...c"]), None,
      {"dice_disc": NAN, "dice_macro": 1.0}),
@@ -61,7 +61,7 @@ SEGMENTATION_CASES = [
      {"dice_disc": 0.0, "dice_macro": 2 / 3}),
     # Unlabelled pixels are neither hits nor false alarms: the extra disc pixel sits on -1.
     (batch(["vv..", "vv..", "dd.c", "ddvc"]), batch(["vv..", "vv..", "dd.c", "ddxc"]), None,
-     {"dice_vertebra": 1.0, "dice_macro": 1.0}),
+     {"dice_vertebral_body": 1.0, "dice_macro": 1.0}),
     # A case whose target is all -1 is left out entirely.
     (batch(FULL, ["....", "....", "....", "...."]), batch(FULL, ["xxxx"] * 4), None,
      {"dice_macro": 1.0, "n_cases": 1}),
@@ -84,10 +84,30 @@ SEGMENTATION_CASES = [
 @pytest.mark.parametrize("pred, target, spacing, expected", SEGMENTATION_CASES)
 def test_segmentation_metrics_by_hand(pred, target, spacing, expected):
     result = segmentation_metrics(pred, target, spacing=spacing)
-    assert set(result) == {"dice_vertebra", "dice_disc", "dice_spinal_canal", "dice_macro", "hd95_spinal_canal",
-                           "n_cases"}
+    names = [s.value for s in list(Structure)[1:]]
+    assert set(result) == {f"dice_{n}" for n in names} | {f"hd95_{n}" for n in names} | {"dice_macro", "n_cases"}
+    assert math.isnan(result["dice_posterior_elements"])  # in neither prediction nor target
     for key, value in expected.items():
         assert same(result[key], value, 1e-6), (key, result[key], value)
+
+
+def test_a_case_is_scored_only_on_what_it_labels():
+    from lss.anatomy import label_partition
+
+    bodies_only = torch.as_tensor(label_partition([["vertebral_body"]]))[None]
+    # The prediction finds the body and also paints a disc and a canal where the target says 0 (unknown there).
+    pred, target = batch(["vv..", "vv..", "dd.c", "dd.c"]), batch(["vv..", "vv..", "....", "...."])
+    scored = segmentation_metrics(pred, target, partition=bodies_only)
+    assert scored["dice_vertebral_body"] == 1.0 and scored["dice_macro"] == 1.0
+    for name in ("disc", "spinal_canal", "posterior_elements"):
+        assert math.isnan(scored[f"dice_{name}"]) and math.isnan(scored[f"hd95_{name}"])
+    # Scored as if fully labelled, the same prediction has false discs and canal: the partition is what saves it.
+    assert segmentation_metrics(pred, target)["dice_disc"] == 0.0
+    # A union label (SPIDER's vertebra = body + posterior elements) is scored on the union of the predictions.
+    spider = torch.as_tensor(label_partition([["vertebral_body", "posterior_elements"], ["disc"], ["spinal_canal"]]))
+    pred = torch.tensor([[[VERT, POST], [DISC, CANAL]]])
+    target = torch.tensor([[[VERT, VERT], [DISC, CANAL]]])
+    assert segmentation_metrics(pred, target, partition=spider[None])["dice_vertebral_body"] == 1.0
 
 
 def test_logits_and_labels_give_the_same_numbers():
@@ -134,13 +154,13 @@ def test_dice_matches_monai_on_cases_where_every_structure_is_present():
 # (callable, expected message fragment)
 SEGMENTATION_ERRORS = [
     (lambda: segmentation_metrics(torch.zeros(1, K, 4, 4), torch.zeros(1, 4, 5, dtype=torch.long)), "does not match"),
-    (lambda: segmentation_metrics(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long)), "K=4 channels"),
+    (lambda: segmentation_metrics(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long)), "K=5 channels"),
     (lambda: segmentation_metrics(torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 1, 4, 4, dtype=torch.long)),
      "(B, H, W) class indices"),
     (lambda: segmentation_metrics(torch.zeros(4, 4), torch.zeros(1, 4, 4, dtype=torch.long)), "(B, K, H, W) logits"),
     (lambda: segmentation_metrics(torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 4, 4)), "integer class"),
     (lambda: segmentation_metrics(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long)), "must be integers"),
-    (lambda: segmentation_metrics(torch.full((1, 4, 4), 7), torch.zeros(1, 4, 4, dtype=torch.long)), "0..3"),
+    (lambda: segmentation_metrics(torch.full((1, 4, 4), 7), torch.zeros(1, 4, 4, dtype=torch.long)), "0..4"),
     (lambda: segmentation_metrics(torch.zeros(1, 4, 4, dtype=torch.long), torch.full((1, 4, 4), 5)), "-1 (unlabelled)"),
     (lambda: segmentation_metrics(torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 4, 4, dtype=torch.long),
                                   spacing=(1.0, 1.0, 1.0)), "spacing must be"),

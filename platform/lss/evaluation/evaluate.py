@@ -194,7 +194,8 @@ def evaluate_model(
 
         # Sagittal: the mid-sagittal slice, (Y, Z) pixels of the sagittal crop's affine columns 1 and 2.
         sagittal_spacing = [column_spacing(c["sagittal_affine"], (1, 2)) for c in cases]
-        sagittal_dice = sagittal_meter.update(out.sagittal_logits.cpu(), batch["sagittal_target"], sagittal_spacing)
+        sagittal_dice = sagittal_meter.update(out.sagittal_logits.cpu(), batch["sagittal_target"], sagittal_spacing,
+                                              partition=batch["sagittal_partition"])
         # Axial: each level's centre slice, (H, W) pixels of its affine columns 0 and 1; unlabelled levels skipped.
         n_levels = len(LEVELS)
         axial_target = batch["axial_target"].reshape(-1, *batch["axial_target"].shape[2:])

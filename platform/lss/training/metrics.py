@@ -46,7 +46,7 @@ ArrayLike = torch.Tensor | np.ndarray | Sequence
 
 
 def structure_names(num_classes: int = len(Structure)) -> tuple[str, ...]:
-    """Name of every class index: ``Structure`` values ("background", "vertebra", ...), then "class_<k>"."""
+    """Name of every class index: ``Structure`` values ("background", "vertebral_body", ...), then "class_<k>"."""
     known = [s.value for s in Structure]
     return tuple(known[k] if k < len(known) else f"class_{k}" for k in range(num_classes))
 
@@ -78,14 +78,16 @@ class SegmentationMeter:
     ``dice_<structure>`` is the mean over the cases where it is defined; ``dice_macro`` is the mean of those
     per-structure means (each structure counts once, whatever the number of cases that contain it).
 
-    HD95 of the canal is MONAI's ``compute_hausdorff_distance(percentile=95)`` (symmetric, euclidean, on the mask
-    edges), in mm when the pixel spacing is given and in pixels otherwise; NaN in a case where the prediction or the
-    target has no canal, and the mean over the other cases.
+    HD95 of each structure is MONAI's ``compute_hausdorff_distance(percentile=95)`` (symmetric, euclidean, on the
+    mask edges), in mm when the pixel spacing is given and in pixels otherwise; NaN in a case where the prediction
+    or the target lacks the structure (or the case does not label it), and the mean over the other cases.
 
     Args:
         num_classes: number of classes K, background included (default ``len(Structure)``).
-        hd_class: class index whose HD95 is measured (default the spinal canal); None for no HD95.
+        hd_class: a class index whose HD95 must be measured (default the spinal canal; its key is ``hd_key``);
+            None for no HD95 at all.
         hd_percentile: the Hausdorff percentile.
+        hd_all: measure the HD95 of every foreground structure (``hd95_<structure>``), not only ``hd_class``.
 
     Raises:
         ValueError: when ``num_classes`` < 2, ``hd_class`` is no foreground class or ``hd_percentile`` is outside
@@ -97,6 +99,7 @@ class SegmentationMeter:
         num_classes: int = len(Structure),
         hd_class: int | None = Structure.CANAL.index,
         hd_percentile: float = 95.0,
+        hd_all: bool = True,
     ) -> None:
         from monai.metrics import DiceMetric
 
@@ -112,6 +115,11 @@ class SegmentationMeter:
         self.names = structure_names(self.num_classes)[1:]
         all_names = structure_names(self.num_classes)
         self.hd_key = None if self.hd_class is None else f"hd{self.hd_percentile:g}_{all_names[self.hd_class]}"
+        if self.hd_class is None:
+            self.hd_classes: tuple[int, ...] = ()
+        else:
+            self.hd_classes = tuple(range(1, self.num_classes)) if hd_all else (self.hd_class,)
+        self.hd_keys = {k: f"hd{self.hd_percentile:g}_{all_names[k]}" for k in self.hd_classes}
         self._dice = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
         self.reset()
 
@@ -119,7 +127,8 @@ class SegmentationMeter:
         """Forgets every batch seen."""
         self._dice.reset()
         self._both_empty: list[torch.Tensor] = []
-        self._hd: list[np.ndarray] = []
+        self._unlabelled: list[torch.Tensor] = []
+        self._hd: list[np.ndarray] = []  # (B, len(hd_classes)) per batch
         self._in_mm: bool | None = None
 
     def __len__(self) -> int:
@@ -172,13 +181,18 @@ class SegmentationMeter:
             raise ValueError(f"spacing must be positive and finite, got {values.tolist()}.")
         return values
 
-    def update(self, y_pred: torch.Tensor, y: torch.Tensor, spacing: float | ArrayLike | None = None) -> torch.Tensor:
+    def update(self, y_pred: torch.Tensor, y: torch.Tensor, spacing: float | ArrayLike | None = None,
+               partition: ArrayLike | None = None) -> torch.Tensor:
         """Adds a batch.
 
         Args:
             y_pred: (B, K, H, W) logits (or probabilities; the argmax over K is taken) or (B, H, W) integer labels.
             y: (B, H, W) integer targets; -1 marks unlabelled pixels, and a case whose target is all -1 is skipped.
             spacing: pixel size (H, W) in mm for HD95: a number, a pair, or one pair per case (B, 2); None = pixels.
+            partition: (B, K) what each case labels (``lss.anatomy.label_partition``); None: everything. A
+                structure a case does not label is scored NaN there (never a false positive), the prediction of an
+                unlabelled structure counts as background, and a union label (SPIDER's whole vertebra) is scored
+                under its lowest structure's name against the union of its members' predictions.
 
         Returns:
             (B', K - 1) Dice of the B' labelled cases of the batch (NaN where a structure is in neither).
@@ -200,6 +214,16 @@ class SegmentationMeter:
         if not bool(keep.any()):
             return torch.zeros((0, self.num_classes - 1))
         labels, y, valid = labels[keep].cpu(), y[keep].cpu(), valid[keep].cpu()
+        if partition is None:
+            part = torch.arange(self.num_classes).expand(len(labels), self.num_classes)
+        else:
+            part = torch.as_tensor(np.asarray(partition.cpu() if isinstance(partition, torch.Tensor) else partition))
+            if part.shape != (y_pred.shape[0], self.num_classes):
+                raise ValueError(f"partition must be (B, K) = {(y_pred.shape[0], self.num_classes)}, got {tuple(part.shape)}.")
+            part = part.long()[keep.cpu()]
+        labels = torch.gather(part, 1, labels.flatten(1)).reshape(labels.shape)
+        unlabelled = part[:, 1:] != torch.arange(1, self.num_classes)
+        self._unlabelled.append(unlabelled)
         if spacing_b is not None:
             spacing_b = spacing_b[keep.cpu().numpy()]
         # One-hot with the unlabelled pixels zeroed in both: they are neither hits, misses nor false alarms.
@@ -213,9 +237,10 @@ class SegmentationMeter:
         both_empty = ~pred_any & ~true_any
         self._both_empty.append(both_empty)
 
-        if self.hd_class is not None:
-            self._hd.append(self._hausdorff(pred_oh[:, self.hd_class], true_oh[:, self.hd_class], spacing_b))
-        return torch.where(both_empty, torch.full_like(dice, float("nan")), dice)
+        if self.hd_classes:
+            self._hd.append(np.stack([self._hausdorff(pred_oh[:, k], true_oh[:, k], spacing_b)
+                                      for k in self.hd_classes], axis=1))
+        return torch.where(both_empty | unlabelled, torch.full_like(dice, float("nan")), dice)
 
     def _hausdorff(self, pred: torch.Tensor, true: torch.Tensor, spacing: np.ndarray | None) -> np.ndarray:
         from monai.metrics import compute_hausdorff_distance
@@ -246,23 +271,25 @@ class SegmentationMeter:
         """
         import torch.distributed as dist
 
-        both_empty = torch.cat(self._both_empty) if self._both_empty else torch.zeros((0, self.num_classes - 1),
-                                                                                         dtype=torch.bool)
-        hd = np.concatenate(self._hd) if self._hd else np.zeros(0)
+        empty = torch.zeros((0, self.num_classes - 1), dtype=torch.bool)
+        both_empty = torch.cat(self._both_empty) if self._both_empty else empty
+        unlabelled = torch.cat(self._unlabelled) if self._unlabelled else empty
+        hd = np.concatenate(self._hd) if self._hd else np.zeros((0, len(self.hd_classes)))
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if distributed:
             gathered: list = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, (both_empty, hd))
+            dist.all_gather_object(gathered, (both_empty, unlabelled, hd))
             both_empty = torch.cat([g[0] for g in gathered])
-            hd = np.concatenate([g[1] for g in gathered])
+            unlabelled = torch.cat([g[1] for g in gathered])
+            hd = np.concatenate([g[2] for g in gathered])
         if len(both_empty) == 0:
             dice = np.zeros((0, self.num_classes - 1))
         else:
             dice = self._dice.get_buffer().detach().cpu().double().numpy()
-            dice[both_empty.numpy()] = np.nan
+            dice[(both_empty | unlabelled).numpy()] = np.nan
         out = {f"dice_{name}": dice[:, k] for k, name in enumerate(self.names)}
-        if self.hd_key is not None:
-            out[self.hd_key] = hd
+        for j, k in enumerate(self.hd_classes):
+            out[self.hd_keys[k]] = hd[:, j]
         return out
 
     def compute(self) -> dict[str, float]:
@@ -280,8 +307,8 @@ class SegmentationMeter:
             out[f"dice_{name}"] = _nanmean(cases[f"dice_{name}"])
             per_structure.append(out[f"dice_{name}"])
         out["dice_macro"] = _nanmean(np.array(per_structure))
-        if self.hd_key is not None:
-            out[self.hd_key] = _nanmean(cases[self.hd_key])
+        for key in self.hd_keys.values():
+            out[key] = _nanmean(cases[key])
         out["n_cases"] = len(cases[f"dice_{self.names[0]}"])
         return out
 
@@ -291,8 +318,9 @@ def segmentation_metrics(
     target: torch.Tensor,
     num_classes: int = len(Structure),
     spacing: float | ArrayLike | None = None,
+    partition: ArrayLike | None = None,
 ) -> dict[str, float]:
-    """Dice per foreground structure, their macro mean and the canal HD95 of one batch.
+    """Dice and HD95 per foreground structure and the Dice macro mean of one batch.
 
     See ``SegmentationMeter`` for the rules (empty structures, unlabelled pixels, units).
 
@@ -301,16 +329,17 @@ def segmentation_metrics(
         target: (B, H, W) integer targets, -1 = unlabelled (a case that is all -1 is left out).
         num_classes: K, background included.
         spacing: pixel size in mm (a number, a pair or (B, 2)); None gives HD95 in pixels.
+        partition: (B, K) what each case labels (see ``SegmentationMeter.update``); None: everything.
 
     Returns:
-        ``{"dice_vertebra", "dice_disc", "dice_spinal_canal", "dice_macro", "hd95_spinal_canal", "n_cases"}`` for the
+        ``dice_<structure>`` and ``hd95_<structure>`` for every foreground structure, ``dice_macro`` and ``n_cases`` for the
         default structures.
 
     Raises:
         ValueError: on ill-shaped inputs or values out of range.
     """
     meter = SegmentationMeter(num_classes=num_classes)
-    meter.update(logits_or_labels, target, spacing)
+    meter.update(logits_or_labels, target, spacing, partition)
     return meter.compute()
 
 
