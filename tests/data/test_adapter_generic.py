@@ -271,7 +271,7 @@ def test_detect_kind(tmp_path: Path, files: list[str], kind: str) -> None:
 
 
 def test_build_manifest_rejects_unknown_kind(tmp_path: Path) -> None:
-    assert KINDS == ("native", "spider", "rsna2024", "generic")
+    assert KINDS == ("card", "native", "spider", "rsna2024", "generic")
     with pytest.raises(ValueError, match="'kaggle'"):
         build_manifest(tmp_path, kind="kaggle")
     with pytest.raises(StudyError) as caught:

@@ -185,16 +185,16 @@ def _vector(tmp_path: Path, suffix: str) -> Path:
     return path
 
 
-def _png(tmp_path: Path, suffix: str) -> Path:
-    path = tmp_path / "picture.png"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n")
+def _jpeg(tmp_path: Path, suffix: str) -> Path:
+    path = tmp_path / "picture.jpg"  # PNG is a supported format now (lss.data.io.png); JPEG is not
+    path.write_bytes(b"\xff\xd8\xff\xe0")
     return path
 
 
 ERROR_CASES = [
     ("missing nifti", lambda tmp_path, s: tmp_path / "none.nii.gz", ErrorCode.NOT_FOUND),
     ("missing mha", lambda tmp_path, s: tmp_path / "none.mha", ErrorCode.NOT_FOUND),
-    ("unknown suffix", _png, ErrorCode.UNSUPPORTED_FORMAT),
+    ("unknown suffix", _jpeg, ErrorCode.UNSUPPORTED_FORMAT),
     ("text named .nii.gz", lambda tmp_path, s: _text(tmp_path, ".nii.gz"), ErrorCode.NOT_AN_IMAGE),
     ("text named .nii", lambda tmp_path, s: _text(tmp_path, ".nii"), ErrorCode.NOT_AN_IMAGE),
     ("text named .mha", lambda tmp_path, s: _text(tmp_path, ".mha"), ErrorCode.NOT_AN_IMAGE),

@@ -26,7 +26,8 @@ class ErrorCode(str, Enum):
     ABSURD_SPACING = "absurd_spacing"
     NON_FINITE = "non_finite"  # NaN or infinite voxel values
     MISSING_SAGITTAL = "missing_sagittal"
-    BAD_LABELS = "bad_labels"  # a label table or mask that does not fit the study
+    BAD_LABELS = "bad_labels"  # a label table or mask that does not fit the study (e.g. a value the card does not map)
+    EMPTY_LABELS = "empty_labels"  # a mask without a structure its dataset requires, or labelling nothing at all
     PREPROCESSING_FAILED = "preprocessing_failed"  # any other failure inside a transform
     BAD_ARCHIVE = "bad_archive"  # an upload that is not a readable zip, or one that is unsafe / too large unpacked
     MULTIPLE_STUDIES = "multiple_studies"  # one study was expected, several were found

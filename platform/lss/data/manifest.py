@@ -12,14 +12,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lss.anatomy import Severity, parse_level
+from lss.anatomy import Severity, Structure, label_partition, parse_level
 
 __all__ = ["SeriesRecord", "LevelRecord", "StudyRecord", "read_manifest", "write_manifest", "MANIFEST_NAME"]
 
 MANIFEST_NAME = "manifest.jsonl"
 
 View = Literal["sagittal", "axial"]
-ImageFormat = Literal["dicom", "nifti", "mha"]
+ImageFormat = Literal["dicom", "nifti", "mha", "png"]
 
 
 class SeriesRecord(BaseModel):
@@ -30,9 +30,22 @@ class SeriesRecord(BaseModel):
         view: "sagittal" or "axial".
         path: a DICOM series folder, or a NIfTI / MHA file.
         format: "dicom", "nifti" or "mha".
-        mask_path: the series' label map (on-disk SPIDER labels, same grid as the image), if any.
+        mask_path: the series' label map (same grid as the image), if any: native labels (``lss.anatomy``), or the
+            dataset's own values translated by ``label_map``.
         level: the disc level an axial stack was planned through ("L4/L5"); None for a series covering several.
         description: the series description (no patient data).
+        label_map: dataset label value -> native label value (``lss.anatomy``); None: the mask holds native labels.
+            A mask value that is neither 0 nor a key is an error (``bad_labels``).
+        label_groups: the structures the mask labels, one list per label (``lss.anatomy.label_partition``):
+            ``[["vertebral_body"]]`` for bodies only, ``[["vertebral_body", "posterior_elements"], ...]`` where one
+            label covers both. None: every structure, each alone. An unlabelled structure is unknown, not background.
+        required_structures: structures every mask of this series must contain (an empty one is ``empty_labels``);
+            a labelled structure not listed here and absent from the mask is unknown for that case.
+        labelled_span_only: the mask labels only part of the spine shown: outside the superior-inferior span of its
+            labelled voxels every structure is unknown (e.g. the sacrum and T10 of a T11-L5 body mask).
+        spacing_mm: voxel size override, per array axis (for files without spacing, such as PNG slices).
+        axcodes: orientation override: the direction each array axis increases towards, as nibabel axis codes
+            ("RAS" is the identity; a 2D sagittal PNG read as (1, rows, cols) with anterior to the left is "RIP").
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -44,11 +57,52 @@ class SeriesRecord(BaseModel):
     mask_path: str | None = None
     level: str | None = None
     description: str = ""
+    label_map: dict[int, int] | None = None
+    label_groups: list[list[str]] | None = None
+    required_structures: list[str] = Field(default_factory=list)
+    labelled_span_only: bool = False
+    spacing_mm: tuple[float, float, float] | None = None
+    axcodes: str | None = None
 
     @field_validator("level")
     @classmethod
     def _level(cls, value: str | None) -> str | None:
         return None if value is None else parse_level(value)
+
+    @field_validator("label_groups")
+    @classmethod
+    def _groups(cls, value: list[list[str]] | None) -> list[list[str]] | None:
+        if value is None:
+            return None
+        label_partition(value)  # raises for an unknown structure, an empty group or overlapping groups
+        return [[Structure.parse(name).value for name in group] for group in value]
+
+    @field_validator("required_structures")
+    @classmethod
+    def _required(cls, value: list[str]) -> list[str]:
+        return [Structure.parse(name).value for name in value]
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _spacing(cls, value: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if value is not None and not all(v > 0 for v in value):
+            raise ValueError(f"spacing_mm must be positive, got {value}.")
+        return value
+
+    @field_validator("axcodes")
+    @classmethod
+    def _axcodes(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.strip().upper()
+        pairs = ({"L", "R"}, {"P", "A"}, {"I", "S"})
+        if len(code) != 3 or any(sum(c in pair for c in code) != 1 for pair in pairs):
+            raise ValueError(f"axcodes must name each of L/R, P/A, I/S once, got {value!r}.")
+        return code
+
+    def partition(self):
+        """(C,) the structure partition of this series' mask (``lss.anatomy.label_partition``)."""
+        return label_partition(self.label_groups)
 
 
 class LevelRecord(BaseModel):

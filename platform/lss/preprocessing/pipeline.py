@@ -2,7 +2,7 @@
 
     manifest (adapter) -> ray.data.from_items -> map_batches(StudyPreprocessor, actor pool, fractional CPUs)
         -> OUT/cases/<study_id>.npz   (one shard per study, written by the actor)
-        -> OUT/preprocessed.jsonl     (one row per case: path, sha256, fingerprint, labels, reports)
+        -> OUT/preprocessed.jsonl     (one row per case: path, sha256, fingerprint, labels, label_groups, reports)
         -> OUT/errors.jsonl           (one row per failed study: code, message, stage)
 
 A study whose inputs and settings are unchanged since the last run (same fingerprint, shard present with the same
@@ -41,7 +41,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PREPROCESS_VERSION = 2  # bump when the transforms change, so old shards are rebuilt
+PREPROCESS_VERSION = 3  # bump when the transforms change, so old shards are rebuilt (3: label maps, partitions)
 CASES_DIR = "cases"
 INDEX_NAME = "preprocessed.jsonl"
 ERRORS_NAME = "errors.jsonl"
@@ -109,6 +109,7 @@ def process_record(record: StudyRecord, config: PreprocessConfig, out_dir: Path)
             sha256=file_sha256(path),
             has_sagittal_labels=case.sagittal_labels is not None,
             has_axial_labels=case.axial_labels is not None,
+            label_groups=case.label_groups,
             axial_present=case.axial_present.tolist(),
             severity=case.severity.tolist(),
             info=case.info,
@@ -308,6 +309,7 @@ def _run_ray(todo: list[StudyRecord], config: PreprocessConfig, out_dir: Path, r
 
 
 def load_case(path: str | Path) -> dict[str, np.ndarray]:
-    """Loads a preprocessed case shard (see ``PreprocessedStudy`` for the arrays)."""
+    """Loads a preprocessed case shard (see ``PreprocessedStudy`` for the arrays; a case with sagittal labels has
+    ``label_partition`` and ``labelled_span_only`` too)."""
     with np.load(path) as data:
         return {key: data[key] for key in data.files}

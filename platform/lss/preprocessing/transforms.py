@@ -1,8 +1,17 @@
 """Preprocessing of one study with MONAI transforms: the same code runs in Ray Data, in a serial loop and in Serve.
 
 Sagittal: channel-first -> ``Orientationd`` RAS -> ``Spacingd`` to ``sagittal_spacing_mm`` -> percentile intensity
-scaling to [0, 1] -> a ``sagittal_shape`` crop centred on the spine (the mask's spine labels when there is a mask,
-else the band of endplate edges, see ``_locate_spine``) -> pad.
+scaling to [0, 1] -> a ``sagittal_shape`` crop centred on the spine (the mask's labels when there is a mask, else
+the spine a coarse pass of the model finds in the whole field of view when a ``locator`` is given, see
+``lss.preprocessing.locate``, else the field of view's centre; ``info["sagittal_crop_placed_by"]`` says which) -> pad.
+
+Sagittal labels: the mask is read with the series' geometry overrides (``read_series_mask``), translated to native
+labels through the series' ``label_map`` (a value neither 0 nor mapped is ``bad_labels``), checked against its
+image's grid and its ``required_structures`` (``empty_labels``), and reduced to the label groups it really holds
+(an optional structure absent from this mask is unknown here; nothing labelled at all is ``empty_labels``): the
+case stores that ``label_partition`` and ``labelled_span_only``. A one-slice sagittal volume (a 2D slice) is
+tiled along left-right, image and labels alike, so the crop has as many (identical) real slices as it takes
+(``info["single_slice"]``).
 
 Axial, per graded level: the ``axial_slices`` slices nearest the level (a stack planned through that disc, or the
 slices of a multi-level axial series nearest the level's annotated point; series are read with ``read_series``, so
@@ -20,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from lss.anatomy import CANAL_LABEL, LEVELS
+from lss.anatomy import CANAL_LABEL, LEVELS, Structure, label_partition, structure_of_label
 from lss.config import PreprocessConfig
 from lss.data.errors import ErrorCode, StudyError
-from lss.data.io import read_series, read_volume
+from lss.data.io import read_series, read_series_mask
 from lss.data.manifest import SeriesRecord, StudyRecord
 from lss.data.volume import Volume
+from lss.preprocessing.locate import Locator
 
 __all__ = ["PreprocessedStudy", "preprocess_study", "check_volume"]
 
@@ -46,7 +56,11 @@ class PreprocessedStudy:
         area_mm2, ap_mm: (L,) float32 measured ground truth, NaN where unknown.
         sagittal_affine: (4, 4) affine of the sagittal crop (RAS mm).
         axial_affines: (L, 4, 4) affines of the axial crops (identity where absent).
-        info: what was done (crop centres, the series used, warnings).
+        info: what was done (crop centres, the series used, ``single_slice``, warnings).
+        label_groups: the structure groups this case's sagittal mask labels (the series' groups less the optional
+            ones absent here; ``lss.anatomy.label_partition``); None: every structure, each alone (or no mask).
+        label_partition: (C,) int8 ``label_partition(label_groups)``, or None without sagittal labels.
+        labelled_span_only: the mask labels only the superior-inferior span of its labelled voxels.
     """
 
     sagittal_image: np.ndarray
@@ -60,9 +74,13 @@ class PreprocessedStudy:
     sagittal_affine: np.ndarray
     axial_affines: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    label_groups: list[list[str]] | None = None
+    label_partition: np.ndarray | None = None
+    labelled_span_only: bool = False
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Everything as arrays (for ``np.savez``); missing label maps are left out."""
+        """Everything as arrays (for ``np.savez``); missing label maps are left out, and with sagittal labels come
+        ``label_partition`` ((C,) int8) and ``labelled_span_only`` (bool, shape ())."""
         out = {
             "sagittal_image": self.sagittal_image,
             "axial_image": self.axial_image,
@@ -75,6 +93,9 @@ class PreprocessedStudy:
         }
         if self.sagittal_labels is not None:
             out["sagittal_labels"] = self.sagittal_labels
+            partition = label_partition(self.label_groups) if self.label_partition is None else self.label_partition
+            out["label_partition"] = np.asarray(partition, dtype=np.int8)
+            out["labelled_span_only"] = np.asarray(bool(self.labelled_span_only))
         if self.axial_labels is not None:
             out["axial_labels"] = self.axial_labels
         return out
@@ -108,13 +129,85 @@ def _to_meta(volume: Volume):
                       affine=torch.as_tensor(volume.affine))
 
 
-def _read(record: StudyRecord, path: str, what: str) -> Volume:
-    resolved = record.resolve(path)
+def _read_mask(record: StudyRecord, series: SeriesRecord, what: str, image: Volume | None = None) -> Volume:
+    """A series' mask with the series' geometry overrides, its values translated to native labels.
+
+    Raises:
+        StudyError: a reader's error; BAD_LABELS when it is off ``image``'s grid (if given) or holds unmapped values.
+    """
     try:
-        return read_volume(resolved)
+        mask = read_series_mask(series, record.root)
     except StudyError as error:
         error.message = f"{what}: {error.message}"
         raise
+    if image is not None and (mask.shape != image.shape or not np.allclose(mask.affine, image.affine, atol=1e-3)):
+        raise StudyError(ErrorCode.BAD_LABELS, f"the {what} does not match its image's grid.")
+    return Volume(_native_labels(mask.array, series.label_map, what), mask.affine, mask.meta)
+
+
+def _native_labels(values: np.ndarray, label_map: dict[int, int] | None, what: str) -> np.ndarray:
+    """A mask's values as native labels (int16): through ``label_map`` when given, else as they are.
+
+    Raises:
+        StudyError: BAD_LABELS for non-integer values, or values neither 0 nor in ``label_map`` (listed).
+    """
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.integer):
+        rounded = np.rint(values)
+        if not np.allclose(values, rounded):
+            raise StudyError(ErrorCode.BAD_LABELS, f"the {what} holds non-integer values.")
+        values = rounded.astype(np.int64)
+    if label_map is None:
+        return values.astype(np.int16)
+    present, inverse = np.unique(values, return_inverse=True)
+    unmapped = [int(v) for v in present if v != 0 and int(v) not in label_map]
+    if unmapped:
+        shown = ", ".join(str(v) for v in unmapped[:10]) + (" ..." if len(unmapped) > 10 else "")
+        raise StudyError(
+            ErrorCode.BAD_LABELS,
+            f"the {what} holds value(s) {shown} that its dataset's labels do not map (mapped: {sorted(label_map)}).",
+        )
+    lookup = np.array([0 if v == 0 else label_map[int(v)] for v in present], dtype=np.int16)
+    return lookup[inverse].reshape(values.shape)
+
+
+def _case_label_groups(labels: np.ndarray, series: SeriesRecord, what: str) -> list[list[str]] | None:
+    """The label groups a mask (native labels) really holds: the series' groups less optional absent ones.
+
+    Raises:
+        StudyError: EMPTY_LABELS when a required structure is absent, or no labelled group is present.
+    """
+    present = {structure_of_label(int(v)) for v in np.unique(labels) if v != 0} - {Structure.BACKGROUND}
+    groups = series.label_groups
+    if groups is None:
+        missing = [s for s in series.required_structures if Structure(s) not in present]
+        if missing:
+            raise StudyError(ErrorCode.EMPTY_LABELS, f"the {what} has no {', '.join(missing)} label; its dataset "
+                                                     "requires one in every mask.")
+        return None
+    kept = [group for group in groups if any(Structure(name) in present for name in group)]
+    kept_structures = {name for group in kept for name in group}
+    missing = [name for name in series.required_structures if name not in kept_structures]
+    if missing:
+        raise StudyError(ErrorCode.EMPTY_LABELS, f"the {what} has no {', '.join(missing)} label; its dataset "
+                                                 "requires one in every mask.")
+    if not kept:
+        labelled = sorted({name for group in groups for name in group})
+        raise StudyError(ErrorCode.EMPTY_LABELS, f"the {what} labels none of {labelled}: nothing to learn from.")
+    return kept
+
+
+def _left_right_axis(volume: Volume) -> int:
+    """The voxel axis closest to the left-right direction."""
+    return int(np.argmax(np.abs(volume.axes[:, 0])))
+
+
+def _tile_slice(volume: Volume, axis: int, count: int) -> Volume:
+    """A one-slice volume repeated ``count`` times along ``axis``, the original slice in the middle."""
+    array = np.repeat(volume.array, count, axis=axis)
+    affine = volume.affine.copy()
+    affine[:3, 3] -= affine[:3, axis] * (count - 1) / 2.0
+    return Volume(array, affine, volume.meta)
 
 
 def _read_series(record: StudyRecord, series: SeriesRecord, what: str) -> Volume:
@@ -154,34 +247,26 @@ def _spine_centre(labels: np.ndarray | None, shape: tuple[int, ...], structure_l
     return (np.array(shape) - 1) / 2.0
 
 
-def _locate_spine(image: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
-    """Voxel centre of the spine in a RAS sagittal volume without a mask.
-
-    The lumbar column is where endplates and discs stack up: the band of anterior-posterior positions with the most
-    superior-inferior intensity edges on the middle sagittal slices. Superior-inferior and left-right: the centre.
-    """
-    from scipy.ndimage import uniform_filter1d
-
-    x = image.shape[0]
-    middle = image[max(x // 3, 0) : max(2 * x // 3, 1)]
-    edges = np.abs(np.diff(middle, axis=2)).mean(axis=(0, 2))
-    window = max(int(round(40.0 / spacing_mm[1])), 1)
-    profile = uniform_filter1d(edges, size=window, mode="constant")
-    centre = (np.array(image.shape) - 1) / 2.0
-    centre[1] = float(np.argmax(profile))
-    return centre
-
-
-def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfig):
+def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfig, locator: Locator | None = None):
     from monai.transforms import Orientationd, Spacingd
 
     volume = _read_series(record, series, "sagittal series")
-    check_volume(volume, config, "sagittal series", min_slices=config.min_slices)
-    data = {"image": _to_meta(volume)}
+    lr_axis = _left_right_axis(volume)
+    single = volume.shape[lr_axis] == 1 and sorted(volume.shape)[1] > 1  # a 2D sagittal slice
+    check_volume(volume, config, "sagittal series", min_slices=1 if single else config.min_slices)
+    mask, groups = None, None
     if series.mask_path:
-        mask = _read(record, series.mask_path, "sagittal mask")
-        if mask.shape != volume.shape or not np.allclose(mask.affine, volume.affine, atol=1e-3):
-            raise StudyError(ErrorCode.BAD_LABELS, "the sagittal mask does not match its image's grid.")
+        mask = _read_mask(record, series, "sagittal mask", image=volume)
+        groups = _case_label_groups(mask.array, series, "sagittal mask")
+    if single:
+        # Enough copies to fill the crop after resampling to the sagittal slice spacing: real 2.5D neighbours.
+        thickness = float(volume.spacing[lr_axis])
+        count = max(config.sagittal_shape[0], int(np.ceil(config.sagittal_shape[0] * config.sagittal_spacing_mm[0]
+                                                          / thickness)) + 2)
+        volume = _tile_slice(volume, lr_axis, count)
+        mask = None if mask is None else _tile_slice(mask, lr_axis, count)
+    data = {"image": _to_meta(volume)}
+    if mask is not None:
         data["label"] = _to_meta(mask)
     keys = list(data)
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
@@ -189,15 +274,21 @@ def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfi
     data = Spacingd(keys=keys, pixdim=config.sagittal_spacing_mm, mode=modes)(data)
     data["image"] = _scale(data["image"], config)
     labels = data["label"][0].numpy().round().astype(np.int16) if "label" in data else None
-    # The crop follows the spine: where the mask puts it, else where the image's endplate edges do.
+    # The crop follows the spine: where the mask puts it, else where a coarse pass of the model over the whole field
+    # of view finds it (lss.preprocessing.locate), else the field of view's centre.
     if labels is not None and (labels > 0).any():
-        centre = _spine_centre(labels, labels.shape)
+        centre, placed_by = _spine_centre(labels, labels.shape), "labels"
     else:
-        centre = _locate_spine(data["image"][0].numpy(), config.sagittal_spacing_mm)
+        centre = locator(data["image"][0].numpy()) if locator is not None else None
+        placed_by = "coarse_pass" if centre is not None else "field_of_view_centre"
+        if centre is None:
+            centre = (np.array(data["image"].shape[1:]) - 1) / 2.0
     data = _crop(data, centre, config.sagittal_shape)
     image = data["image"][0].numpy().astype(np.float16)
     labels = data["label"][0].numpy().round().astype(np.int16) if "label" in data else None
-    return image, labels, np.asarray(data["image"].affine, dtype=np.float64), {"sagittal_centre_vox": centre.round(1).tolist()}
+    info = {"sagittal_centre_vox": np.asarray(centre, dtype=float).round(1).tolist(), "single_slice": bool(single),
+            "sagittal_crop_placed_by": placed_by}
+    return image, labels, np.asarray(data["image"].affine, dtype=np.float64), info, groups
 
 
 def _nearest_slices(volume: Volume, point: np.ndarray | None) -> tuple[int, float | None]:
@@ -243,7 +334,7 @@ def _axial(record: StudyRecord, config: PreprocessConfig, cache: dict[str, tuple
             if series.series_id not in cache:
                 volume = _read_series(record, series, f"axial series {series.series_id}")
                 check_volume(volume, config, f"axial series {series.series_id}")
-                mask = _read(record, series.mask_path, f"axial mask {series.series_id}") if series.mask_path else None
+                mask = _read_mask(record, series, f"axial mask {series.series_id}") if series.mask_path else None
                 if mask is not None and mask.shape != volume.shape:
                     raise StudyError(ErrorCode.BAD_LABELS, f"the mask of axial series {series.series_id} does not match its image.")
                 cache[series.series_id] = (volume, mask)
@@ -297,11 +388,19 @@ def _axial(record: StudyRecord, config: PreprocessConfig, cache: dict[str, tuple
     return images, (labels if any_mask else None), affines, present, info
 
 
-def preprocess_study(record: StudyRecord, config: PreprocessConfig) -> PreprocessedStudy:
+def preprocess_study(record: StudyRecord, config: PreprocessConfig, locator: Locator | None = None) -> PreprocessedStudy:
     """Reads a study's series and turns them into model-ready arrays.
 
+    Args:
+        record: the study.
+        config: the preprocessing settings.
+        locator: places the sagittal crop of a study without a mask (``lss.inference.locate.SpineLocator``: a
+            coarse pass of the model over the whole field of view); None: the field of view's centre.
+
     Raises:
-        StudyError: MISSING_SAGITTAL, a reader's error, or PREPROCESSING_FAILED for anything a transform raised.
+        StudyError: MISSING_SAGITTAL, a reader's error, BAD_LABELS (a mask off its image's grid, or holding a value
+            its ``label_map`` does not map), EMPTY_LABELS (a required structure absent, or nothing labelled), or
+            PREPROCESSING_FAILED for anything a transform raised.
     """
     sagittal = record.sagittal()
     if sagittal is None:
@@ -309,7 +408,7 @@ def preprocess_study(record: StudyRecord, config: PreprocessConfig) -> Preproces
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sag_image, sag_labels, sag_affine, info = _sagittal(record, sagittal, config)
+            sag_image, sag_labels, sag_affine, info, groups = _sagittal(record, sagittal, config, locator)
             axial_image, axial_labels, axial_affines, present, axial_info = _axial(record, config, {})
     except StudyError:
         raise
@@ -341,4 +440,7 @@ def preprocess_study(record: StudyRecord, config: PreprocessConfig) -> Preproces
         sagittal_affine=sag_affine,
         axial_affines=axial_affines,
         info=info,
+        label_groups=groups,
+        label_partition=None if sag_labels is None else label_partition(groups).astype(np.int8),
+        labelled_span_only=bool(sag_labels is not None and sagittal.labelled_span_only),
     )

@@ -6,6 +6,7 @@ Every adapter module exposes ``discover(root) -> AdapterResult`` (records with a
 ==========  =====================================================================  ===============
 kind        recognised by                                                          module
 ==========  =====================================================================  ===============
+card        ``root`` is a dataset card, a ``.yaml`` / ``.yml`` file (data/cards/)    ``card``
 native      ``root/manifest.jsonl`` (or ``root`` is that file)                      ``native``
 spider      ``root/images/*.mha`` with ``root/masks/`` or radiological_gradings.csv  ``spider``
 rsna2024    ``root/{train,test}_series_descriptions.csv`` or ``{train,test}_images/``  ``rsna``
@@ -18,13 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lss.data.adapters import generic, native, rsna, spider
+from lss.data.adapters import card, generic, native, rsna, spider
 from lss.data.adapters.base import AdapterError, AdapterResult, check_root, error_entry
 from lss.data.manifest import MANIFEST_NAME
 
 __all__ = ["ADAPTERS", "KINDS", "AdapterResult", "AdapterError", "error_entry", "detect_kind", "build_manifest"]
 
 ADAPTERS: dict[str, Callable[[str | Path], AdapterResult]] = {
+    "card": card.discover,
     "native": native.discover,
     "spider": spider.discover,
     "rsna2024": rsna.discover,
@@ -34,13 +36,15 @@ KINDS: tuple[str, ...] = tuple(ADAPTERS)
 
 
 def detect_kind(root: str | Path) -> str:
-    """The layout of a dataset: "native", "spider", "rsna2024" or "generic" (see the module table).
+    """The layout of a dataset: "card", "native", "spider", "rsna2024" or "generic" (see the module table).
 
     Raises:
         StudyError: NOT_FOUND when ``root`` does not exist.
     """
     root = check_root(root)
     if root.is_file():
+        if root.suffix.lower() in card.CARD_SUFFIXES:
+            return "card"
         return "native" if root.name == MANIFEST_NAME else "generic"
     if (root / MANIFEST_NAME).is_file():
         return "native"
@@ -61,7 +65,8 @@ def build_manifest(root: str | Path, kind: str = "auto") -> AdapterResult:
     """Builds the manifest records of a dataset with the adapter of its layout.
 
     Args:
-        root: the dataset folder (or, for "generic", a single image file; for "native", the manifest file).
+        root: the dataset folder (or, for "generic", a single image file; for "native", the manifest file; for
+            "card", the dataset card).
         kind: "auto" (``detect_kind``) or one of ``KINDS``.
 
     Returns:

@@ -32,7 +32,10 @@ from lss.data.adapters.base import AdapterError, AdapterResult, check_root, erro
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.manifest import LevelRecord, SeriesRecord, StudyRecord
 
-__all__ = ["discover", "FINDING_COLUMNS", "GRADINGS_FILE", "SEQUENCES"]
+# What a SPIDER mask labels (``lss.anatomy.label_partition``): vertebra (body + posterior elements), disc, canal.
+SPIDER_LABEL_GROUPS = [["vertebral_body", "posterior_elements"], ["disc"], ["spinal_canal"]]
+
+__all__ = ["discover", "FINDING_COLUMNS", "GRADINGS_FILE", "SEQUENCES", "SPIDER_LABEL_GROUPS"]
 
 GRADINGS_FILE = "radiological_gradings.csv"
 # SPIDER column -> LevelRecord.findings key.
@@ -149,6 +152,8 @@ def discover(root: str | Path) -> AdapterResult:
             format="mha",
             mask_path=str(mask) if mask.is_file() else None,
             description=SEQUENCES[sequence],
+            # SPIDER's vertebra label is the whole vertebra: one label over the body and the posterior elements.
+            label_groups=SPIDER_LABEL_GROUPS if mask.is_file() else None,
         )
         levels = [level.model_copy(deep=True) for level in gradings.get(patient, [])]
         records.append(StudyRecord(study_id=f"spider_{image.stem}", source="spider", series=[series], levels=levels))

@@ -1,13 +1,14 @@
-"""Image readers and writers: DICOM series, NIfTI, MetaImage/NRRD, all to and from ``lss.data.volume.Volume``.
+"""Image readers and writers: DICOM series, NIfTI, MetaImage/NRRD (and PNG slices, read only), all to and from
+``lss.data.volume.Volume``.
 
-``read_volume`` reads any of them; the per-format modules hold the details (``dicom``, ``nifti``, ``itk``) and
-``view`` guesses the acquisition plane. Every reader raises ``StudyError`` with an ``ErrorCode`` and never puts a
+``read_volume`` reads any of them; the per-format modules hold the details (``dicom``, ``nifti``, ``itk``, ``png``),
+``view`` guesses the acquisition plane and ``geometry`` applies a dataset's spacing / orientation overrides. Every reader raises ``StudyError`` with an ``ErrorCode`` and never puts a
 patient identifier in ``Volume.meta`` or in a message.
 """
 
 from __future__ import annotations
 
-from lss.data.io.detect import detect_format, read_image_geometry, read_series, read_volume
+from lss.data.io.detect import detect_format, read_image_geometry, read_series, read_series_mask, read_volume
 from lss.data.io.dicom import (
     DicomSeriesInfo,
     DicomStackInfo,
@@ -20,13 +21,16 @@ from lss.data.io.dicom import (
     stack_series_id,
     write_dicom_series,
 )
+from lss.data.io.geometry import axcodes_affine, axcodes_axes, with_geometry
 from lss.data.io.itk import ITK_SUFFIXES, read_itk, read_itk_geometry, write_mha
 from lss.data.io.nifti import NIFTI_SUFFIXES, is_nifti_path, read_nifti, read_nifti_geometry, write_nifti
+from lss.data.io.png import PNG_SUFFIXES, is_png_path, read_png, read_png_geometry
 from lss.data.io.view import VIEWS, guess_view, through_plane_axis, view_of_normal
 
 __all__ = [
     "read_volume",
     "read_series",
+    "read_series_mask",
     "detect_format",
     "read_image_geometry",
     "DicomSeriesInfo",
@@ -48,6 +52,13 @@ __all__ = [
     "read_itk_geometry",
     "write_mha",
     "ITK_SUFFIXES",
+    "read_png",
+    "read_png_geometry",
+    "is_png_path",
+    "PNG_SUFFIXES",
+    "with_geometry",
+    "axcodes_affine",
+    "axcodes_axes",
     "VIEWS",
     "view_of_normal",
     "through_plane_axis",
