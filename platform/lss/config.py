@@ -23,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "LossConfig",
     "TrainConfig",
+    "MixSource",
     "TuneConfig",
     "ReportConfig",
     "ServeConfig",
@@ -206,6 +207,25 @@ class LossConfig(_Section):
         return self
 
 
+class MixSource(_Section):
+    """One more preprocessed dataset to train on beside the main one (real scans beside phantoms, say).
+
+    Attributes:
+        path: a ``lss preprocess`` output folder.
+        weight: sampling weight: each training draw comes from this dataset with probability
+            ``weight / (train.main_weight + sum of the mix weights)``, whatever its size.
+        name: a short name for logs and the split file (default: the folder name).
+        holdout: study ids never trained or validated on (a cross-validation test fold, a site kept for testing).
+        val_fraction: share of its other labelled studies held out for validation (checkpoint choice).
+    """
+
+    path: str
+    weight: float = Field(1.0, gt=0)
+    name: str | None = None
+    holdout: list[str] = Field(default_factory=list)
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+
+
 class TrainConfig(_Section):
     """Ray Train (``lss.training``): one ``TorchTrainer`` run over preprocessed cases.
 
@@ -227,6 +247,11 @@ class TrainConfig(_Section):
         storage_path: where runs, checkpoints and TensorBoard logs go (a local path, NFS or s3://).
         fail_at_epoch: fault injection for tests: the first attempt of rank 0 kills its own process during the
             epoch after this one (after this epoch's checkpoint).
+        mix: more preprocessed datasets trained on with the main one (``MixSource``: path, sampling weight,
+            held-out studies); empty: the main dataset alone, shuffled once per epoch.
+        main_weight: sampling weight of the main dataset when ``mix`` is set.
+        augment_spatial: with ``augment``, also the spatial augmentations real scans need (affine, elastic,
+            random field of view); the intensity ones (bias field, gamma, histogram shift, noise) always apply.
     """
 
     epochs: int = Field(4, ge=1)
@@ -251,6 +276,9 @@ class TrainConfig(_Section):
     checkpoints_to_keep: int = Field(2, ge=1)
     storage_path: str = "outputs/train"
     fail_at_epoch: int | None = Field(None, ge=1)
+    mix: list[MixSource] = Field(default_factory=list)
+    main_weight: float = Field(1.0, gt=0)
+    augment_spatial: bool = True
 
 
 class TuneConfig(_Section):

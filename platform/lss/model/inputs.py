@@ -11,12 +11,35 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lss.anatomy import LEVELS, disc_label_for_level, to_structure_mask
+from lss.anatomy import LEVELS, Structure, disc_label_for_level, to_structure_mask
 
-__all__ = ["case_to_sample", "collate_samples", "SAMPLE_KEYS"]
+__all__ = ["case_to_sample", "collate_samples", "sagittal_target", "SAMPLE_KEYS"]
 
 SAMPLE_KEYS = ("sagittal", "axial", "axial_present", "severity", "area_mm2", "ap_mm",
-               "sagittal_target", "axial_target", "level_target")
+               "sagittal_target", "sagittal_partition", "axial_target", "level_target")
+
+
+def sagittal_target(case: dict[str, np.ndarray], index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The structure target of one sagittal slice of a labelled case, and the case's partition.
+
+    Structures the case does not label are merged as its partition says (``lss.anatomy.label_partition``); with
+    ``labelled_span_only``, the slice is unknown (-1) above and below the superior-inferior span of the case's
+    labelled voxels (a body mask that stops at T11 and L5 says nothing about T10 or the sacrum).
+
+    Returns:
+        (Y, Z) int64 target (-1 unknown) and (C,) int64 partition (the identity for a fully labelled case).
+    """
+    labels = case["sagittal_labels"]
+    partition = np.asarray(case.get("label_partition", np.arange(len(Structure)))).astype(np.int64)
+    target = partition[to_structure_mask(labels[index]).astype(np.int64)]
+    if bool(np.asarray(case.get("labelled_span_only", False))):
+        labelled_z = np.flatnonzero((labels != 0).any(axis=(0, 1)))
+        if labelled_z.size:
+            target[:, : labelled_z[0]] = -1
+            target[:, labelled_z[-1] + 1 :] = -1
+        else:
+            target[:] = -1
+    return target, partition
 
 
 def _centre_window(size: int, count: int) -> np.ndarray:
@@ -54,12 +77,15 @@ def case_to_sample(case: dict[str, np.ndarray], sagittal_slices: int = 3) -> dic
     n_levels, n_slices, h, w = case["axial_image"].shape
     if "sagittal_labels" in case:
         labels = case["sagittal_labels"][centre]
-        sample["sagittal_target"] = torch.from_numpy(to_structure_mask(labels).astype(np.int64))
+        target, partition = sagittal_target(case, centre)
+        sample["sagittal_target"] = torch.from_numpy(target)
+        sample["sagittal_partition"] = torch.from_numpy(partition)
         sample["level_target"] = torch.from_numpy(
             np.stack([labels == disc_label_for_level(level) for level in LEVELS])
         )
     else:
         sample["sagittal_target"] = torch.full(spatial, -1, dtype=torch.int64)
+        sample["sagittal_partition"] = torch.arange(len(Structure), dtype=torch.int64)
         sample["level_target"] = torch.zeros((len(LEVELS), *spatial), dtype=torch.bool)
     if "axial_labels" in case:
         axial = to_structure_mask(case["axial_labels"][:, n_slices // 2]).astype(np.int64)

@@ -1,4 +1,5 @@
-"""Training data: the preprocessed cases as a cached torch ``Dataset``, a deterministic study split, augmentations.
+"""Training data: the preprocessed cases as a cached torch ``Dataset``, a deterministic study split, the splits of
+the ``train.mix`` datasets and the sampler that draws from them by weight (augmentations: ``lss.training.augment``).
 
 Cases are small (about 1 MB each), so every worker reads its shard of the split from the shared output folder into
 memory once (``CaseDataset(cache=True)``) and ``ray.train.torch.prepare_data_loader`` adds the distributed sampler.
@@ -16,7 +17,7 @@ from torch.utils.data import Dataset
 from lss.model.inputs import case_to_sample
 from lss.preprocessing.pipeline import load_case, read_jsonl
 
-__all__ = ["split_studies", "load_split", "CaseDataset", "IntensityAugment"]
+__all__ = ["split_studies", "load_split", "labelled_studies", "mix_splits", "CaseDataset", "MixtureSampler"]
 
 
 def split_studies(study_ids: list[str], val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, list[str]]:
@@ -44,37 +45,87 @@ def split_studies(study_ids: list[str], val_fraction: float, test_fraction: floa
 
 def load_split(data_dir: str | Path, val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, list[str]]:
     """The split of the labelled cases in a preprocessed folder (cases with sagittal labels)."""
-    rows = read_jsonl(Path(data_dir) / "preprocessed.jsonl")
-    labelled = [row["study_id"] for row in rows if row.get("has_sagittal_labels")]
+    labelled = labelled_studies(data_dir)
     if not labelled:
         raise ValueError(f"{data_dir} has no labelled preprocessed cases (run `lss preprocess` on a labelled set).")
     return split_studies(labelled, val_fraction, test_fraction, seed)
 
 
-class IntensityAugment:
-    """MONAI intensity augmentations of the image channels of a sample (labels are untouched).
+def labelled_studies(data_dir: str | Path) -> list[str]:
+    """Study ids of the cases with sagittal labels in a preprocessed folder."""
+    rows = read_jsonl(Path(data_dir) / "preprocessed.jsonl")
+    return [row["study_id"] for row in rows if row.get("has_sagittal_labels")]
+
+
+def mix_splits(sources, seed: int = 0) -> list[dict]:
+    """The train / val / test studies of each ``train.mix`` source (``lss.config.MixSource``).
+
+    ``holdout`` studies are its test set; the others are split into train and val by ``val_fraction`` (a seeded
+    hash, as ``split_studies``).
+
+    Returns:
+        One ``{"name", "data_dir", "weight", "split": {"train", "val", "test"}}`` per source.
+
+    Raises:
+        ValueError: when a source has no labelled case left to train on, or two sources share a name.
+    """
+    out, names = [], set()
+    for source in sources:
+        data_dir = Path(source.path).resolve()
+        name = source.name or data_dir.name
+        if name in names:
+            raise ValueError(f"two train.mix sources are named {name!r}; give them distinct names.")
+        names.add(name)
+        labelled = labelled_studies(data_dir)
+        holdout = sorted(set(source.holdout) & set(labelled))
+        rest = [s for s in labelled if s not in set(holdout)]
+        if not rest:
+            raise ValueError(f"train.mix source {name!r} ({data_dir}) has no labelled study left to train on.")
+        split = split_studies(rest, source.val_fraction, 0.0, seed) if len(rest) > 1 else {"train": rest, "val": [],
+                                                                                            "test": []}
+        split["test"] = holdout
+        out.append({"name": name, "data_dir": str(data_dir), "weight": float(source.weight), "split": split})
+    return out
+
+
+class MixtureSampler(torch.utils.data.Sampler):
+    """Draws indices of a ``ConcatDataset`` so that each part is drawn with probability proportional to its weight.
+
+    Each worker (rank) draws its own ``num_samples`` with replacement from a generator seeded by (seed, rank,
+    epoch): the mixture holds on every worker, and a rerun with the same seed draws the same batches.
 
     Args:
-        seed: seed of the random state (each worker passes its own).
+        sizes: the number of samples of each part, in ``ConcatDataset`` order.
+        weights: the sampling weight of each part (> 0).
+        num_samples: draws per epoch (per worker).
+        seed: base seed; rank: this worker's rank.
+
+    Raises:
+        ValueError: when sizes and weights differ in length, a part is empty, or a weight is not positive.
     """
 
-    def __init__(self, seed: int = 0) -> None:
-        from monai.transforms import Compose, RandAdjustContrast, RandGaussianNoise, RandScaleIntensity, RandShiftIntensity
+    def __init__(self, sizes: list[int], weights: list[float], num_samples: int, seed: int = 0, rank: int = 0) -> None:
+        if len(sizes) != len(weights) or not sizes:
+            raise ValueError(f"sizes {sizes} and weights {weights} must have the same (non-zero) length.")
+        if any(n < 1 for n in sizes) or any(not w > 0 for w in weights):
+            raise ValueError(f"every part needs samples and a positive weight, got sizes {sizes}, weights {weights}.")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        total = float(sum(weights))
+        self.probabilities = torch.cat([torch.full((n,), w / total / n, dtype=torch.float64)
+                                        for n, w in zip(sizes, weights, strict=True)])
+        self.num_samples, self.seed, self.rank, self.epoch = int(num_samples), int(seed), int(rank), 0
 
-        self.transform = Compose([
-            RandScaleIntensity(factors=0.15, prob=0.8),
-            RandShiftIntensity(offsets=0.05, prob=0.5),
-            RandAdjustContrast(gamma=(0.75, 1.33), prob=0.5),
-            RandGaussianNoise(std=0.02, prob=0.5),
-        ])
-        self.transform.set_random_state(seed)
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
-    def __call__(self, sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        sample = dict(sample)
-        sample["sagittal"] = torch.as_tensor(self.transform(sample["sagittal"])).clamp_(0.0, 1.5)
-        axial = sample["axial"]
-        sample["axial"] = torch.stack([torch.as_tensor(self.transform(level)) for level in axial]).clamp_(0.0, 1.5)
-        return sample
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 10_007 + self.epoch)
+        return iter(torch.multinomial(self.probabilities, self.num_samples, replacement=True,
+                                      generator=generator).tolist())
 
 
 class CaseDataset(Dataset):
@@ -84,12 +135,12 @@ class CaseDataset(Dataset):
         data_dir: a ``lss preprocess`` output folder.
         study_ids: the studies to serve (e.g. one split), in this order.
         sagittal_slices: 2.5D context of the sagittal input.
-        augment: an ``IntensityAugment`` for training, or None.
+        augment: a ``lss.training.augment.TrainingAugment`` for training (any callable on a sample), or None.
         cache: keep samples in memory after the first read.
     """
 
     def __init__(self, data_dir: str | Path, study_ids: list[str], sagittal_slices: int = 3,
-                 augment: IntensityAugment | None = None, cache: bool = True) -> None:
+                 augment=None, cache: bool = True) -> None:
         self.data_dir = Path(data_dir)
         rows = {row["study_id"]: row for row in read_jsonl(self.data_dir / "preprocessed.jsonl")}
         missing = [s for s in study_ids if s not in rows]

@@ -26,7 +26,8 @@ from lss.config import LSSConfig
 from lss.losses import AttentionLocalisationLoss, SeverityLoss, build_segmentation_loss
 from lss.model import build_model, collate_samples, save_model
 from lss.model.vlm import LSSModel, ModelOutput
-from lss.training.data import CaseDataset, IntensityAugment
+from lss.training.augment import TrainingAugment
+from lss.training.data import CaseDataset, MixtureSampler
 
 __all__ = ["train_loop_per_worker", "compute_losses", "validate", "STATE_FILE", "MODEL_FILE"]
 
@@ -55,11 +56,13 @@ def compute_losses(
 ) -> dict[str, torch.Tensor]:
     """All loss terms of one batch and their weighted sum ("total")."""
     train = config.train
-    labelled = (batch["sagittal_target"] >= 0).flatten(1).all(dim=1)
+    labelled = (batch["sagittal_target"] >= 0).flatten(1).any(dim=1)
     terms: dict[str, torch.Tensor] = {}
     zero = out.severity_logits.sum() * 0.0
     if labelled.any():
-        terms["seg_sagittal"] = seg_sagittal(out.sagittal_logits[labelled], batch["sagittal_target"][labelled, None])
+        partition = batch["sagittal_partition"][labelled] if "sagittal_partition" in batch else None
+        terms["seg_sagittal"] = seg_sagittal(out.sagittal_logits[labelled], batch["sagittal_target"][labelled, None],
+                                             partition)
         terms["attention"] = localise(out.sagittal_attention[:, level_slice][labelled], batch["level_target"][labelled])
     else:
         terms["seg_sagittal"] = terms["attention"] = zero
@@ -105,7 +108,8 @@ def validate(model: LSSModel, dataset: CaseDataset, config: LSSConfig, device: t
                     batch["axial_present"] if use_axial else None)
         # Spacing in mm of the 2.5D planes, so that HD95 is in mm here as in evaluation.
         sagittal_meter.update(out.sagittal_logits, batch["sagittal_target"],
-                              spacing=tuple(config.preprocess.sagittal_spacing_mm[1:]))
+                              spacing=tuple(config.preprocess.sagittal_spacing_mm[1:]),
+                              partition=batch.get("sagittal_partition"))
         if out.axial_logits is not None:
             present = (batch["axial_target"] >= 0).flatten(2).all(dim=2)
             if present.any():
@@ -136,7 +140,7 @@ def _loss_state(loss: torch.nn.Module) -> dict[str, Any]:
 
 
 def _alpha_beta_metrics(name: str, loss: torch.nn.Module) -> dict[str, float]:
-    if not hasattr(loss, "alpha_beta"):
+    if not loss.has_controller():
         return {}
     alpha, beta = loss.alpha_beta()
     names = [s.value for s in Structure]
@@ -155,7 +159,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     Args:
         loop_config: {"config": LSSConfig as a dict, "data_dir": preprocessed folder, "split": {"train", "val"}
             study ids, "log_dir": TensorBoard folder, "history_path": a JSON-lines file rank 0 appends each epoch's
-            metrics to}.
+            metrics to, "mix": the ``train.mix`` sources as ``lss.training.data.mix_splits`` gives them}.
     """
     import ray.train
     import ray.train.torch
@@ -178,13 +182,35 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     localise = AttentionLocalisationLoss()
     optimiser = torch.optim.AdamW(model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
 
-    # [2] Data: cached cases, sharded across workers by prepare_data_loader's distributed sampler.
-    augment = IntensityAugment(seed=train_cfg.seed * 100 + rank) if train_cfg.augment else None
-    train_set = CaseDataset(loop_config["data_dir"], loop_config["split"]["train"], config.model.sagittal_slices, augment)
-    val_set = CaseDataset(loop_config["data_dir"], loop_config["split"]["val"], config.model.sagittal_slices)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=train_cfg.batch_size, shuffle=True,
-                                         collate_fn=collate_samples, drop_last=len(train_set) > train_cfg.batch_size)
-    loader = ray.train.torch.prepare_data_loader(loader)
+    # [2] Data: cached cases. One dataset: shuffled and sharded across workers by prepare_data_loader's distributed
+    # sampler. Several (train.mix): each worker draws from their concatenation by the configured weights.
+    augment = None
+    if train_cfg.augment:
+        augment = TrainingAugment(spatial=train_cfg.augment_spatial, intensity=True)
+        augment.set_random_state(train_cfg.seed * 100 + rank)
+    slices = config.model.sagittal_slices
+    sources = [{"data_dir": loop_config["data_dir"], "split": loop_config["split"], "weight": train_cfg.main_weight}]
+    sources += list(loop_config.get("mix") or [])
+    train_parts = [CaseDataset(s["data_dir"], s["split"]["train"], slices, augment) for s in sources
+                   if s["split"]["train"]]
+    val_parts = [CaseDataset(s["data_dir"], s["split"]["val"], slices) for s in sources if s["split"]["val"]]
+    train_set = torch.utils.data.ConcatDataset(train_parts)
+    val_set = torch.utils.data.ConcatDataset(val_parts) if val_parts else train_parts[0]
+    mixture = None
+    if len(train_parts) > 1:
+        world = context.get_world_size()
+        mixture = MixtureSampler([len(p) for p in train_parts],
+                                 [s["weight"] for s in sources if s["split"]["train"]],
+                                 num_samples=max(len(train_set) // world, train_cfg.batch_size), seed=train_cfg.seed,
+                                 rank=rank)
+        loader = torch.utils.data.DataLoader(train_set, batch_size=train_cfg.batch_size, sampler=mixture,
+                                             collate_fn=collate_samples, drop_last=True)
+        loader = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
+    else:
+        loader = torch.utils.data.DataLoader(train_set, batch_size=train_cfg.batch_size, shuffle=True,
+                                             collate_fn=collate_samples,
+                                             drop_last=len(train_set) > train_cfg.batch_size)
+        loader = ray.train.torch.prepare_data_loader(loader)
     steps_per_epoch = min(len(loader), train_cfg.steps_per_epoch or len(loader))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps_per_epoch * train_cfg.epochs, 1))
     model = ray.train.torch.prepare_model(model)
@@ -214,7 +240,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     global_step = (start_epoch - 1) * steps_per_epoch
     for epoch in range(start_epoch, train_cfg.epochs + 1):
-        sampler = getattr(loader, "sampler", None)
+        sampler = mixture or getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         model.train()
@@ -253,7 +279,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
         metrics: dict[str, float] = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], "steps": steps,
                                      "start_epoch": start_epoch, "train_seconds": train_seconds}
-        if hasattr(seg_sagittal, "controller"):
+        if seg_sagittal.has_controller():
             metrics["pid_updates_sagittal"] = int(seg_sagittal.controller.steps)
         metrics.update({f"train_{k}": v / max(steps, 1) for k, v in sums.items()})
         metrics.update(_alpha_beta_metrics("sagittal", seg_sagittal))

@@ -15,7 +15,7 @@ from typing import Any
 
 from lss.config import LSSConfig
 from lss.ray_session import init_ray
-from lss.training.data import load_split, write_split
+from lss.training.data import load_split, mix_splits, write_split
 from lss.training.loop import MODEL_FILE, train_loop_per_worker
 
 __all__ = ["TrainingResult", "run_training", "make_trainer", "storage_uri"]
@@ -51,8 +51,8 @@ def storage_uri(path: str) -> str:
 
 
 def make_trainer(config: LSSConfig, data_dir: str | Path, name: str, split: dict[str, list[str]],
-                 log_dir: str | None = None, history_path: str | None = None):
-    """The ``TorchTrainer`` of a run (not started)."""
+                 log_dir: str | None = None, history_path: str | None = None, mix: list[dict] | None = None):
+    """The ``TorchTrainer`` of a run (not started); ``mix``: the ``train.mix`` sources with their splits."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -60,7 +60,8 @@ def make_trainer(config: LSSConfig, data_dir: str | Path, name: str, split: dict
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config.model_dump(mode="json"), "data_dir": str(Path(data_dir).resolve()),
-                           "split": split, "log_dir": log_dir, "history_path": history_path},
+                           "split": split, "log_dir": log_dir, "history_path": history_path,
+                           "mix": mix or []},
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
                                      resources_per_worker={"CPU": train.cpus_per_worker}),
         run_config=RunConfig(
@@ -93,11 +94,12 @@ def run_training(config: LSSConfig, data_dir: str | Path, name: str = "train") -
     """
     init_ray(config.ray)
     split = load_split(data_dir, config.train.val_fraction, config.train.test_fraction, config.train.split_seed)
+    mix = mix_splits(config.train.mix, config.train.split_seed)
     run_dir = Path(storage_uri(config.train.storage_path)) / name
     local = "://" not in str(run_dir)
     if local:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_split(split, run_dir / "split.json")
+        write_split({**split, "mix": {m["name"]: m["split"] for m in mix}} if mix else split, run_dir / "split.json")
         (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=1))
     log_dir = str(run_dir / "tensorboard") if local else None
     history_path = run_dir / "history.jsonl" if local else None
@@ -105,8 +107,11 @@ def run_training(config: LSSConfig, data_dir: str | Path, name: str = "train") -
         history_path.unlink()
     logger.info("train: %d train / %d val / %d test studies, %d worker(s), %d epochs -> %s", len(split["train"]),
                 len(split["val"]), len(split["test"]), config.train.num_workers, config.train.epochs, run_dir)
+    for m in mix:
+        logger.info("train: + %s: %d train / %d val / %d held out, weight %.2f", m["name"], len(m["split"]["train"]),
+                    len(m["split"]["val"]), len(m["split"]["test"]), m["weight"])
     result = make_trainer(config, data_dir, name, split, log_dir,
-                          str(history_path) if history_path else None).fit()
+                          str(history_path) if history_path else None, mix).fit()
     best_model, best_metrics = None, {}
     best = result.get_best_checkpoint(metric=SCORE, mode="max") if result.best_checkpoints else None
     if best is not None:
