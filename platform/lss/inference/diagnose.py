@@ -31,6 +31,7 @@ import torch
 from lss.anatomy import LEVELS
 from lss.config import LSSConfig
 from lss.data.manifest import LevelRecord, StudyRecord
+from lss.inference.locate import SpineLocator
 from lss.inference.predict import StudyPrediction, predict_cases
 from lss.inference.study_input import open_study
 from lss.jsonable import to_jsonable
@@ -129,6 +130,8 @@ class Diagnoser:
         self.device = torch.device(device)
         self.model = load_model(self.model_path, map_location=self.device).eval()
         self.model_sha256 = file_sha256(self.model_path)
+        # Without a mask, a coarse pass of this model over the whole field of view places the sagittal crop.
+        self.locator = SpineLocator(self.model, tuple(self.config.preprocess.sagittal_shape[1:]), self.device)
         self.generator = None
         report = self.config.report
         if report.writer == "learned":
@@ -145,13 +148,13 @@ class Diagnoser:
         """(PreprocessedStudy, info): preprocessing, with the sagittal pass that matches unlabelled axials."""
         from lss.preprocessing.transforms import preprocess_study
 
-        case = preprocess_study(record, self.config.preprocess)
+        case = preprocess_study(record, self.config.preprocess, self.locator)
         info: dict[str, Any] = {"axial_series": len(record.axials()), "axial_matched_by_sagittal_pass": []}
         if needs_axial_matching(record, case):
             first = self.predict(record.study_id, case)
             matched, levels = match_axial_levels(record, build_findings(first))
             if levels:
-                case = preprocess_study(matched, self.config.preprocess)
+                case = preprocess_study(matched, self.config.preprocess, self.locator)
                 info["axial_matched_by_sagittal_pass"] = [lv for lv in levels
                                                           if case.axial_present[LEVELS.index(lv)]]
         return case, info

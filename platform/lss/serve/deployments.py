@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -112,6 +114,13 @@ class Preprocessor:
     def version(self) -> dict[str, Any]:
         return {"fingerprint": self.config.model_dump(mode="json")}
 
+    def _locator(self, image):
+        """The coarse pass that places the sagittal crop, run by the Segmenter (it holds the model); called from
+        the preprocessing thread, so blocking on the response does not block this replica's event loop."""
+        shape = tuple(self.config.sagittal_shape[1:])
+        centre = self.segmenter.locate.remote(image, shape).result()
+        return None if centre is None else np.asarray(centre, dtype=float)
+
     async def prepare(self, files: list[tuple[str, bytes]], request_id: str, dicom_outputs: bool = False
                       ) -> dict[str, Any]:
         """The study's model-ready arrays, or an error ``{"ok": False, "code", "message", "status"}``; with
@@ -127,7 +136,7 @@ class Preprocessor:
             root = await asyncio.to_thread(_store_upload, files, folder, self.max_unpacked_bytes)
             record = without_labels(await asyncio.to_thread(open_study, root))
             record.study_id = request_id
-            case = await asyncio.to_thread(preprocess_study, record, self.config)
+            case = await asyncio.to_thread(preprocess_study, record, self.config, self._locator)
             # The DICOM outputs (rendered on GET) reference the source images: their de-identified headers are read
             # now, while the upload exists, and only when asked for (reading every header again costs ~0.15 s, and
             # beside the preprocessing, on two cores, ~0.7 s). A NIfTI/MHA upload has none; its DICOM URLs say why.
@@ -138,7 +147,7 @@ class Preprocessor:
                 first = await self.segmenter.predict.remote(case.arrays(), request_id, case.info)
                 matched, levels = match_axial_levels(record, build_findings(first))
                 if levels:
-                    case = await asyncio.to_thread(preprocess_study, matched, self.config)
+                    case = await asyncio.to_thread(preprocess_study, matched, self.config, self._locator)
                     matched_levels = [lv for lv in levels if lv in case.info.get("axial", {})]
             return {"ok": True, "arrays": case.arrays(), "info": case.info, "axial_matched": matched_levels,
                     "axial_series": len(record.axials()), "dicom": dicom}
@@ -191,6 +200,15 @@ class Segmenter:
     def version(self) -> dict[str, Any]:
         return {"model_version": self.model_version, "model_file": Path(self.model_path or "").name,
                 "max_batch_size": self.max_batch_size}
+
+    async def locate(self, image, shape: tuple[int, int]) -> list[float] | None:
+        """The spine's voxel centre in a whole sagittal field of view (``lss.inference.locate.SpineLocator``)."""
+        from lss.inference.locate import SpineLocator
+
+        with self._lock:
+            model = self.model
+        centre = await asyncio.to_thread(SpineLocator(model, shape, self.device), image)
+        return None if centre is None else [float(v) for v in centre]
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def predict(self, arrays: list[dict], study_ids: list[str], infos: list[dict]) -> list:
