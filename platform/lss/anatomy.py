@@ -10,7 +10,7 @@ This project adds two ranges SPIDER does not use: ``300 + k`` is the posterior e
 spinous process) of vertebra k, so that ``1-25`` is the vertebral body alone in the native convention (the
 phantoms), and ``400 + Structure.index`` is a structure whose vertebra or level is not known (a 2D dataset that
 labels "disc" without saying which). In SPIDER's own masks ``1-25`` is the whole vertebra: a dataset card
-(``lss.data.cards``) records that this label covers body and posterior elements together (a partial label, see
+(``lss.data.adapters.card``) records that this label covers body and posterior elements together (a partial label, see
 ``label_partition``).
 Verify the vertebra direction on real SPIDER masks before relying on vertebra identities; the disc and canal
 labels, which grading uses, do not depend on it.

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument("--in", dest="in_dir", required=True,
                             help="a dataset: lss synth output, SPIDER, RSNA 2024, DICOM folders or NIfTI files")
     preprocess.add_argument("--out", required=True, help="output folder for shards, index and errors")
-    preprocess.add_argument("--kind", default="auto", choices=["auto", "native", "spider", "rsna2024", "generic"])
+    preprocess.add_argument("--kind", default="auto", choices=["auto", "native", "spider", "rsna2024", "card", "generic"])
     preprocess.add_argument("--engine", default="ray", choices=["ray", "serial"])
     preprocess.add_argument("--address", help="Ray cluster address (default: an embedded local Ray)")
     add_config_arguments(preprocess)

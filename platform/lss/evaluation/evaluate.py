@@ -282,8 +282,9 @@ def evaluate_model(
                      "level's centre axial slice, minus the measured truth (bias = mean error).")
     if any(segmentation.values()):
         notes.append("Dice: a structure absent from both prediction and target is left out (NaN), a structure "
-                     "predicted where the target has none scores 0; HD95 of the canal is in mm (NaN when either "
-                     "mask has no canal).")
+                     "predicted where the target has none scores 0, a structure a case does not label (a real set "
+                     "of vertebral bodies only) is not scored there (n/a when no case labels it); HD95 per "
+                     "structure in mm (NaN when either mask lacks the structure).")
 
     flat_p, flat_t = probs_all.reshape(-1, len(SEVERITIES)), severity_all.reshape(-1)
     known = flat_t >= 0
@@ -421,12 +422,14 @@ def _markdown(results: dict[str, Any]) -> str:
     segmentation = results["segmentation"]
     views = [v for v in ("sagittal", "axial") if segmentation.get(v) is not None]
     if views:
-        rows = [[s.value.replace("_", " ")] + [_f(segmentation[v][f"dice_{s.value}"]) for v in views]
+        # n/a: no evaluated case labels the structure (a real set that labels bodies only is scored on bodies).
+        rows = [[s.value.replace("_", " ")]
+                + [_f(segmentation[v][f"dice_{s.value}"]) for v in views]
+                + [_f(segmentation[v].get(f"hd95_{s.value}", float("nan")), 2) for v in views]
                 for s in list(Structure)[1:]]
-        rows.append(["**macro Dice**"] + [_f(segmentation[v]["dice_macro"]) for v in views])
-        rows.append(["HD95 spinal canal (mm)"] + [_f(segmentation[v]["hd95_spinal_canal"], 2) for v in views])
-        rows.append(["cases"] + [_f(segmentation[v]["n_cases"]) for v in views])
-        parts.append(_table(["Structure"] + [f"{v} Dice" for v in views], rows))
+        rows.append(["**macro Dice**"] + [_f(segmentation[v]["dice_macro"]) for v in views] + [""] * len(views))
+        rows.append(["cases"] + [_f(segmentation[v]["n_cases"]) for v in views] + [""] * len(views))
+        parts.append(_table(["Structure"] + [f"{v} Dice" for v in views] + [f"{v} HD95 (mm)" for v in views], rows))
     else:
         parts.append("Skipped: no segmentation labels in the evaluated studies.\n")
 
