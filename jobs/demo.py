@@ -1,4 +1,5 @@
-"""The main job, end to end on one machine: synthesize studies -> Ray Data preprocessing -> Ray Train (a short run)
+"""The main job, end to end on one machine: synthesize studies -> Ray Data preprocessing (phantoms, the real scan and
+the labelled real sets of the shared data, through their dataset cards) -> Ray Train on phantoms + real scans
 -> a small Ray Tune + Optuna sweep over the PID gains -> evaluation -> the Serve app -> diagnose a held-out study and
 the real scan over HTTP.
 
@@ -29,6 +30,7 @@ from lss.ray_session import init_ray, shutdown_ray
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_SCAN = REPO_ROOT / "data" / "real" / "sct_t2_lumbar" / "t2_lumbar.nii.gz"
+REAL_CARDS = [REPO_ROOT / "data" / "cards" / f"{name}.yaml" for name in ("fastcleverseg_vb2", "vesal_sagittal_2d")]
 
 
 def _step(number: int, text: str) -> None:
@@ -41,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=48, help="synthetic studies to make (default: 48)")
     parser.add_argument("--format", default="dicom", choices=["dicom", "nifti"])
     parser.add_argument("--real", default=str(REAL_SCAN), help="a real study (file or folder) to preprocess too")
+    parser.add_argument("--real-cards", nargs="*", default=[str(c) for c in REAL_CARDS],
+                        help="dataset cards of labelled real sets to train on beside the phantoms (default: the "
+                             "shared fastcleverseg_vb2 and vesal_sagittal_2d; none: phantoms only)")
+    parser.add_argument("--real-weight", type=float, default=1.0, help="sampling weight of each real set (phantoms 1)")
     parser.add_argument("--workers", type=int, default=2, help="processes for synthesis")
     parser.add_argument("--epochs", type=int, default=14, help="training epochs (default: 14)")
     parser.add_argument("--trials", type=int, default=3, help="tuning trials (default: 3, each a tiny Train run)")
@@ -89,13 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         synth_summary = run_preprocessing(out / "synth", out / "preprocessed", config.preprocess, config.ray)
         print(synth_summary)
 
-        # [5] The real scan through the same reader and transforms.
-        _step(5, f"preprocessing the real scan {args.real} -> {out / 'preprocessed_real'}")
+        # [5] Real scans through the same readers and transforms: the unlabelled scan, and the labelled real sets
+        # (read through their dataset cards, from ../shared) that the model trains on beside the phantoms.
+        _step(5, f"preprocessing the real scan {args.real} and the labelled real sets")
         real_summary = run_preprocessing(args.real, out / "preprocessed_real", config.preprocess, config.ray)
         print(real_summary)
+        config, held_out = _with_real_sets(config, out, args)
         failed = synth_summary.failed + real_summary.failed
         if args.stop_after != "preprocess":
-            summary = _model_stages(config, out, args)
+            summary = _model_stages(config, out, args, held_out)
     finally:
         from ray import serve
 
@@ -113,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"      shards:     {synth_summary.index_path}  errors: {synth_summary.errors_path}")
     print(f"      real scan:  {real_summary.index_path}  errors: {real_summary.errors_path}")
     for key, value in summary.items():
-        print(f"      {key + ':':11s} {value}")
+        for line in value if isinstance(value, list) else [value]:
+            print(f"      {key + ':':11s} {line}")
     print(f"    done in {time.perf_counter() - started:.0f}s")
     if failed:
         print(f"    {failed} studies failed; see the errors files above.")
@@ -131,7 +140,46 @@ def _zip_study(record) -> bytes:
     return buffer.getvalue()
 
 
-def _model_stages(config, out: Path, args) -> dict:
+def _with_real_sets(config, out: Path, args):
+    """Preprocesses the labelled real sets of ``--real-cards`` and adds them to ``train.mix`` (a few held out)."""
+    from lss.config import MixSource
+    from lss.data.adapters.card import card_splits, load_card
+    from lss.preprocessing.pipeline import read_jsonl
+
+    mix, held_out = [], {}
+    for card_path in args.real_cards:
+        card = load_card(card_path)
+        data = out / "preprocessed_cards" / card.name
+        try:
+            print(run_preprocessing(card_path, data, config.preprocess, config.ray))
+        except Exception as error:  # noqa: BLE001 - a missing shared set must not stop the phantom demo
+            print(f"    {card.name}: not used ({type(error).__name__}: {error})")
+            continue
+        labelled = sorted(r["study_id"] for r in read_jsonl(data / "preprocessed.jsonl")
+                          if r.get("has_sagittal_labels"))
+        val = sorted(set(card_splits(card).get("val", [])) & set(labelled))
+        holdout = val or labelled[: max(1, len(labelled) // 6)]  # the card's validation split, else a sixth
+        mix.append(MixSource(path=str(data), weight=args.real_weight, name=card.name, holdout=holdout))
+        held_out[card.name] = (data, holdout)
+        print(f"    {card.name}: {len(labelled) - len(holdout)} scans to train on, {len(holdout)} held out")
+    train = config.train.model_copy(update={"mix": mix})
+    return config.model_copy(update={"train": train}), held_out
+
+
+def _real_scores(model_path: Path, held_out: dict) -> list[str]:
+    """Segmentation scores of the trained model on the held-out real scans, per labelled structure."""
+    from lss.evaluation.segmentation import score_segmentation
+
+    lines = []
+    for name, (data, ids) in held_out.items():
+        summary = score_segmentation(model_path, data, ids)["summary"]
+        scores = ", ".join(f"{key[5:]} Dice {value:.3f}" for key, value in summary.items()
+                           if key.startswith("dice_") and key != "dice_macro" and value == value)
+        lines.append(f"{name} ({len(ids)} held-out scans): {scores}")
+    return lines
+
+
+def _model_stages(config, out: Path, args, held_out: dict | None = None) -> dict:
     """Steps 6-10: train, tune, evaluate, serve and diagnose over HTTP. Returns the summary lines."""
     import requests
 
@@ -156,6 +204,9 @@ def _model_stages(config, out: Path, args) -> dict:
         print(f"    best validation macro Dice {result.best_metrics.get('val_dice_macro', float('nan')):.3f} "
               f"(epoch {result.best_metrics.get('epoch')})")
     summary["model"] = str(best_model)
+    for line in _real_scores(best_model, held_out or {}):
+        print(f"    real data: {line}")
+        summary.setdefault("real data", []).append(line)
     if args.stop_after == "train":
         return summary
 
