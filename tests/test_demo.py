@@ -21,6 +21,10 @@ def test_demo_job_runs_every_stage_and_reuses_outputs(tmp_path):
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     assert "6 ok, 0 failed of 6 studies" in first.stdout
     assert "1 ok, 0 failed of 1 studies" in first.stdout  # the real scan
+    # The labelled real sets, through their cards: trained on beside the phantoms, scored on held-out scans.
+    assert "17 ok, 0 failed of 17 studies" in first.stdout and "17 ok, 3 failed of 20 studies" in first.stdout
+    assert "real data: fastcleverseg_vb2 (" in first.stdout and "vertebral_body Dice" in first.stdout
+    assert "real data: vesal_sagittal_2d (5 held-out scans)" in first.stdout
     for step in range(1, 12):
         assert f"[{step}]" in first.stdout
     diagnoses = sorted(p.name for p in (out / "diagnoses").glob("*.json"))

@@ -57,3 +57,39 @@ def test_a_real_scan_without_a_mask_gets_its_crop_from_the_model(tiny_model_file
     fixed = preprocess_study(record, config, lambda image: np.array([image.shape[0] // 2, 10.0, 10.0]))
     assert fixed.info["sagittal_crop_placed_by"] == "coarse_pass" and fixed.info["sagittal_centre_vox"][1:] == [10, 10]
     assert preprocess_study(record, config).info["sagittal_crop_placed_by"] == "field_of_view_centre"
+
+
+@pytest.mark.parametrize("variant", ["thick_slices_fine_matrix", "partial_coverage"])
+def test_real_fields_of_view_preprocess_to_the_model_grid(variant, tmp_path):
+    """5 mm slices on a 0.5 mm, ~500-pixel matrix, and a scan cut to its lower half: the same crop, spacing and
+    placement rules apply (a coarse pass given as a fixed locator here, the real model in the test above)."""
+    import nibabel as nib
+
+    from lss.data.adapters import build_manifest
+    from lss.preprocessing.transforms import preprocess_study
+
+    source = nib.load(REAL_SCAN)
+    data = np.asarray(source.dataobj, dtype=np.float32)
+    affine = source.affine.copy()
+    if variant == "thick_slices_fine_matrix":
+        x = data.shape[0] // 5 * 5
+        data = data[:x].reshape(x // 5, 5, *data.shape[1:]).mean(axis=1)
+        data = np.repeat(np.repeat(data, 2, axis=1), 2, axis=2)
+        affine[:3, :3] = affine[:3, :3] @ np.diag([5.0, 0.5, 0.5])
+    else:
+        data = data[:, :, : data.shape[2] // 2]
+    path = tmp_path / f"{variant}.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), path)
+    config = PreprocessConfig()
+    seen = []
+
+    def locator(image):
+        seen.append(image.shape)
+        return (np.array(image.shape) - 1) / 2.0
+
+    case = preprocess_study(build_manifest(path).records[0], config, locator)
+    assert case.sagittal_image.shape == tuple(config.sagittal_shape)
+    spacing = np.linalg.norm(case.sagittal_affine[:3, :3], axis=0)
+    np.testing.assert_allclose(spacing, config.sagittal_spacing_mm, atol=1e-3)
+    assert seen and case.info["sagittal_crop_placed_by"] == "coarse_pass"
+    assert not case.axial_present.any() and np.isfinite(case.sagittal_image.astype(np.float32)).all()

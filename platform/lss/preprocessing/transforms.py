@@ -253,6 +253,11 @@ def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfi
     volume = _read_series(record, series, "sagittal series")
     lr_axis = _left_right_axis(volume)
     single = volume.shape[lr_axis] == 1 and sorted(volume.shape)[1] > 1  # a 2D sagittal slice
+    if single and not series.mask_path:
+        # One slice is labelled data to learn from (the Vesal slices), not a study to diagnose: no parasagittal
+        # context, no check that it is the midline.
+        raise StudyError(ErrorCode.TOO_FEW_SLICES, "the sagittal series is a single slice: 2D slices are accepted as "
+                         f"labelled training data only; a diagnosis needs at least {config.min_slices} slices.")
     check_volume(volume, config, "sagittal series", min_slices=1 if single else config.min_slices)
     mask, groups = None, None
     if series.mask_path:

@@ -130,7 +130,7 @@ def plot_traces(history: Sequence[dict[str, Any]], path: str | Path, title: str 
 
     views = [v for v in views if any(k.startswith(f"beta_{v}_") for row in history for k in row)]
     figure, axes = _figure(6 * max(len(views), 1), 4, ncols=max(len(views), 1))
-    colours = dict(zip(_STRUCTURES, ("tab:grey", "tab:blue", "tab:orange", "tab:green"), strict=True))
+    colours = dict(zip(_STRUCTURES, ("tab:grey", "tab:blue", "tab:purple", "tab:orange", "tab:green"), strict=True))
     epochs = [row["epoch"] for row in history]
     for ax, view in zip(axes, views or ["sagittal"], strict=True):
         for structure in _STRUCTURES:
