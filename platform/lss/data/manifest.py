@@ -14,12 +14,39 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lss.anatomy import Severity, Structure, label_partition, parse_level
 
-__all__ = ["SeriesRecord", "LevelRecord", "StudyRecord", "read_manifest", "write_manifest", "MANIFEST_NAME"]
+__all__ = ["check_spacing_mm", "check_axcodes", "SeriesRecord", "LevelRecord", "StudyRecord", "read_manifest",
+           "write_manifest", "MANIFEST_NAME"]
 
 MANIFEST_NAME = "manifest.jsonl"
 
 View = Literal["sagittal", "axial"]
 ImageFormat = Literal["dicom", "nifti", "mha", "png"]
+
+
+def check_spacing_mm(value: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+    """A voxel-size override: three positive numbers, or None.
+
+    Raises:
+        ValueError: otherwise.
+    """
+    if value is not None and (len(value) != 3 or not all(v > 0 for v in value)):
+        raise ValueError(f"spacing_mm must be three positive numbers, got {list(value)}.")
+    return value
+
+
+def check_axcodes(value: str | None) -> str | None:
+    """An orientation override in nibabel axis codes ("RIP"), upper-cased, or None.
+
+    Raises:
+        ValueError: unless it names each of L/R, P/A, I/S once.
+    """
+    if value is None:
+        return None
+    code = value.strip().upper()
+    pairs = ({"L", "R"}, {"P", "A"}, {"I", "S"})
+    if len(code) != 3 or any(sum(c in pair for c in code) != 1 for pair in pairs):
+        raise ValueError(f"axcodes must name each of L/R, P/A, I/S once, got {value!r}.")
+    return code
 
 
 class SeriesRecord(BaseModel):
@@ -85,20 +112,12 @@ class SeriesRecord(BaseModel):
     @field_validator("spacing_mm")
     @classmethod
     def _spacing(cls, value: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
-        if value is not None and not all(v > 0 for v in value):
-            raise ValueError(f"spacing_mm must be positive, got {value}.")
-        return value
+        return check_spacing_mm(value)
 
     @field_validator("axcodes")
     @classmethod
     def _axcodes(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        code = value.strip().upper()
-        pairs = ({"L", "R"}, {"P", "A"}, {"I", "S"})
-        if len(code) != 3 or any(sum(c in pair for c in code) != 1 for pair in pairs):
-            raise ValueError(f"axcodes must name each of L/R, P/A, I/S once, got {value!r}.")
-        return code
+        return check_axcodes(value)
 
     def partition(self):
         """(C,) the structure partition of this series' mask (``lss.anatomy.label_partition``)."""

@@ -62,9 +62,8 @@ from lss.anatomy import (
 )
 from lss.data.adapters.base import AdapterError, AdapterResult, error_entry
 from lss.data.errors import ErrorCode, StudyError
-from lss.data.io.geometry import axcodes_axes
 from lss.data.io.itk import ITK_SUFFIXES
-from lss.data.manifest import ImageFormat, SeriesRecord, StudyRecord
+from lss.data.manifest import ImageFormat, SeriesRecord, StudyRecord, check_axcodes, check_spacing_mm
 
 __all__ = [
     "LabelSpec",
@@ -181,18 +180,12 @@ class CardGeometry(BaseModel):
     @field_validator("spacing_mm")
     @classmethod
     def _spacing(cls, value: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
-        if value is not None and not all(v > 0 for v in value):
-            raise ValueError(f"spacing_mm must be three positive numbers, got {list(value)}.")
-        return value
+        return check_spacing_mm(value)
 
     @field_validator("axcodes")
     @classmethod
     def _axcodes(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        code = value.strip().upper()
-        axcodes_axes(code)  # raises ValueError naming the codes
-        return code
+        return check_axcodes(value)
 
 
 class SplitRule(BaseModel):
