@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lss.anatomy import vertebra_label
 from lss.cli import add_config_arguments
 from lss.config import MixSource, load_config
 from lss.data.adapters.card import card_splits, load_card
@@ -35,6 +36,7 @@ from lss.ray_session import init_ray, shutdown_ray
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CARDS = REPO_ROOT / "data" / "cards"
 SCT_SCAN = REPO_ROOT / "data" / "real" / "sct_t2_lumbar" / "t2_lumbar.nii.gz"
+REUSED: list[str] = []  # models an earlier run of the same command trained (its --out folder keeps them)
 
 
 def _step(number: int, text: str) -> None:
@@ -57,6 +59,7 @@ def _train(config, data: Path, name: str, mix: list[MixSource]) -> Path:
     run_dir = Path(config.train.storage_path) / name
     if (run_dir / "best_model.pt").is_file():
         print(f"    {name}: reusing {run_dir / 'best_model.pt'}")
+        REUSED.append(name)
         return run_dir / "best_model.pt"
     run_config = config.model_copy(update={"train": config.train.model_copy(update={"mix": mix})})
     started = time.perf_counter()
@@ -80,8 +83,8 @@ def crop_placement(model_path: Path, config, card: Path, study_ids: list[str]) -
     Returns:
         per scan, the distance (mm, sagittal plane) between the middle of that crop and the middle of the crop the
         labels place (centred on the labelled bodies; the coarse pass centres on all the spine it sees, sacrum
-        and lower thoracic spine included, so some offset is by design), and the share of the labelled body
-        voxels that lie inside the coarse pass's crop (what matters: 1.0 = every labelled body is in view).
+        and lower thoracic spine included, so some offset is by design), and the share of the labelled L1-L5 body
+        voxels that lie inside the coarse pass's crop (what grading needs: 1.0 = every lumbar body is in view).
     """
     from lss.data.adapters.card import discover
     from lss.inference.diagnose import without_labels
@@ -99,7 +102,8 @@ def crop_placement(model_path: Path, config, card: Path, study_ids: list[str]) -
         centres = [np.asarray(c.sagittal_affine)[:3, :3] @ ((np.array(c.sagittal_image.shape) - 1) / 2.0)
                    + np.asarray(c.sagittal_affine)[:3, 3] for c in (labelled, blind)]
         distances.append(float(np.linalg.norm((centres[0] - centres[1])[1:])))  # in the sagittal plane
-        voxels = np.argwhere(labelled.sagittal_labels > 0).T.astype(float)
+        lumbar = [vertebra_label(name) for name in ("L1", "L2", "L3", "L4", "L5")]
+        voxels = np.argwhere(np.isin(labelled.sagittal_labels, lumbar)).T.astype(float)
         world = labelled.sagittal_affine[:3, :3] @ voxels + labelled.sagittal_affine[:3, 3:4]
         inverse = np.linalg.inv(blind.sagittal_affine)
         inside_vox = inverse[:3, :3] @ world + inverse[:3, 3:4]
@@ -222,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         "# Real MRI: phantom-only vs mixed training",
         "",
         f"Written by `python jobs/real.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
-        f"{time.strftime('%Y-%m-%d')} ({time.perf_counter() - started:.0f} s on this machine). Do not edit by hand.",
+        f"{time.strftime('%Y-%m-%d')} ({time.perf_counter() - started:.0f} s on this machine"
+        + (f"; reused the models {', '.join(REUSED)} trained by an earlier run of it" if REUSED else "")
+        + "). Do not edit by hand.",
         "",
         f"- Phantoms: {config.synth.cases} synthetic studies; {config.train.epochs} epochs per model, sagittal branch "
         f"only, loss `{config.loss.name}`, real-set sampling weight {args.real_weight} (phantoms 1).",
@@ -234,13 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         "- Mean over held-out cases, with a 95% bootstrap interval over cases; unlabelled structures are not scored.",
         "",
         "- Coarse pass (the crop a scan without a mask gets): on the held-out vb2 scans preprocessed without "
-        "their masks, the share of labelled body voxels inside the crop the model's coarse pass places, and the "
+        "their masks, the share of labelled L1-L5 body voxels inside the crop the model's coarse pass places, and the "
         "distance (mm, sagittal plane) from the crop the labels place (centred on the T11-L5 bodies; the coarse "
         "pass centres on all the spine in view, sacrum included, so part of the offset is by design).",
         "- Vesal columns of the mixed row pool the three fold models on the same 5 slices (n = 15).",
         "",
         "| model | vb2 vertebral-body Dice | vb2 vertebral-body HD95 (mm) | Vesal disc Dice | Vesal body Dice | "
-        "vb2 bodies inside the coarse crop | vb2 crop offset (mm) |",
+        "vb2 L1-L5 bodies inside the coarse crop | vb2 crop offset (mm) |",
         "|---|---|---|---|---|---|---|",
     ]
     for label, row in rows.items():
