@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-cards", nargs="*", default=[str(c) for c in REAL_CARDS],
                         help="dataset cards of labelled real sets to train on beside the phantoms (default: the "
                              "shared fastcleverseg_vb2 and vesal_sagittal_2d; none: phantoms only)")
-    parser.add_argument("--real-weight", type=float, default=1.0, help="sampling weight of each real set (phantoms 1)")
+    parser.add_argument("--real-weight", type=float, default=0.5,
+                        help="sampling weight of each real set (phantoms 1; default 0.5: half the draws are "
+                             "phantoms, the only studies with axial series and grades)")
     parser.add_argument("--workers", type=int, default=2, help="processes for synthesis")
     parser.add_argument("--epochs", type=int, default=14, help="training epochs (default: 14)")
     parser.add_argument("--trials", type=int, default=3, help="tuning trials (default: 3, each a tiny Train run)")
