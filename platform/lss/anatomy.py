@@ -53,6 +53,7 @@ __all__ = [
     "structure_of_label",
     "to_structure_mask",
     "grade_from_measurements",
+    "grade_from_sagittal_ap",
     "RSNA_CLASS_BALANCE",
     "RSNA_CONDITION",
     "RSNA_SEVERITY_WEIGHTS",
@@ -206,6 +207,20 @@ def grade_from_measurements(area_mm2: float, ap_mm: float, cutoffs: GradingCutof
     if area_mm2 < cutoffs.stenosis_area_mm2 or ap_mm < cutoffs.absolute_ap_mm:
         return Severity.MODERATE
     return Severity.NORMAL_MILD
+
+
+def grade_from_sagittal_ap(ap_mm: float, cutoffs: GradingCutoffs = CUTOFFS) -> Severity:
+    """The rule grade of a level from the canal AP diameter on the mid-sagittal slice alone (no axial area).
+
+    Moderate below ``absolute_ap_mm`` (Verbiest's absolute stenosis; the AP diameter alone does not separate
+    moderate from severe), Normal/Mild otherwise.
+
+    Raises:
+        ValueError: when ``ap_mm`` is negative or not finite.
+    """
+    if not np.isfinite(ap_mm) or ap_mm < 0:
+        raise ValueError(f"ap_mm must be a finite non-negative number, got {ap_mm!r}.")
+    return Severity.MODERATE if ap_mm < cutoffs.absolute_ap_mm else Severity.NORMAL_MILD
 
 
 def _check_vertebra(name: str) -> int:

@@ -1,6 +1,6 @@
-"""A hand-built ``StudyPrediction`` of known geometry: a straight spine with five discs and vertebral bodies, a canal
-band behind them, posterior elements behind the canal, and one round dural sac per axial slice, so that every
-measurement has a known true value."""
+"""A hand-built ``StudyPrediction`` of known geometry: a straight spine of adult proportions (discs 10 mm high every
+37.5 mm, 27.5 mm vertebral bodies between them, the sacrum below L5/S1), a canal band behind them, posterior elements
+behind the canal, and one round dural sac per axial slice, so that every measurement has a known true value."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from lss.anatomy import LEVELS, Structure
 from lss.inference.predict import StudyPrediction
 
 SAGITTAL_SHAPE = (128, 192)  # (Y posterior -> anterior, Z inferior -> superior)
-SAGITTAL_SPACING = (0.5, 0.5)
-DISC_Z = (160, 130, 100, 70, 40)  # L1/L2 (cranial) .. L5/S1 (caudal), pixel rows along Z
-DISC_HEIGHT_PX = 16  # 8 mm at 0.5 mm
+SAGITTAL_SPACING = (0.5, 1.25)
+DISC_Z = (170, 140, 110, 80, 50)  # L1/L2 (cranial) .. L5/S1 (caudal), pixel rows along Z (37.5 mm apart)
+DISC_HEIGHT_PX = 8  # 10 mm at 1.25 mm
+BODY_PX = 22  # 27.5 mm
 DISC_Y = (70, 110)  # discs span Y 70..109 (20 mm deep)
 CANAL_Y = (40, 64)  # canal band Y 40..63: 24 px = 12 mm AP
 POSTERIOR_Y = (16, 36)  # posterior elements behind the canal, level with each vertebral body
@@ -31,10 +32,12 @@ def known_prediction(sac_radius_mm=(9.0, 8.0, 6.0, 4.5, 8.5), probs=None, axial_
     mask = np.zeros(SAGITTAL_SHAPE, dtype=np.int16)
     mask[CANAL_Y[0]:CANAL_Y[1], :] = Structure.CANAL.index
     attention = np.full((n, *SAGITTAL_SHAPE), 1e-6, dtype=np.float32)
+    half = DISC_HEIGHT_PX // 2
+    mask[DISC_Y[0]:DISC_Y[1], DISC_Z[-1] - half - BODY_PX - 10:DISC_Z[-1] - half] = Structure.VERTEBRAL_BODY.index
     for li, z in enumerate(DISC_Z):
-        mask[DISC_Y[0]:DISC_Y[1], z - DISC_HEIGHT_PX // 2:z + DISC_HEIGHT_PX // 2] = Structure.DISC.index
-        mask[DISC_Y[0]:DISC_Y[1], z + 10:z + 20] = Structure.VERTEBRAL_BODY.index
-        mask[POSTERIOR_Y[0]:POSTERIOR_Y[1], z + 10:z + 20] = Structure.POSTERIOR_ELEMENTS.index
+        mask[DISC_Y[0]:DISC_Y[1], z - half:z + half] = Structure.DISC.index
+        mask[DISC_Y[0]:DISC_Y[1], z + half:z + half + BODY_PX] = Structure.VERTEBRAL_BODY.index
+        mask[POSTERIOR_Y[0]:POSTERIOR_Y[1], z + half:z + half + BODY_PX] = Structure.POSTERIOR_ELEMENTS.index
         if attention_on_discs:
             attention[li] += disc(SAGITTAL_SHAPE, (90, z), 4.0, SAGITTAL_SPACING)
     attention /= attention.sum(axis=(1, 2), keepdims=True)
@@ -46,7 +49,7 @@ def known_prediction(sac_radius_mm=(9.0, 8.0, 6.0, 4.5, 8.5), probs=None, axial_
     axial_masks[~present] = 0
     if probs is None:
         probs = np.tile([0.9, 0.07, 0.03], (n, 1))
-    sagittal_affine = np.diag([3.0, 0.5, 0.5, 1.0])
+    sagittal_affine = np.diag([3.0, *SAGITTAL_SPACING, 1.0])
     return StudyPrediction(
         study_id="known",
         sagittal_image=np.zeros(SAGITTAL_SHAPE, np.float32),

@@ -38,7 +38,9 @@ def test_rule_grade_and_model_grade_disagreeing_is_flagged_not_resolved():
 def test_a_level_without_axial_images_is_lower_confidence():
     findings = build_findings(known_prediction(axial_present=[True, True, False, True, True], probs=_probs(RULE)))
     l34 = findings.level("L3/L4")
-    assert l34.lower_confidence and l34.rule_severity is None and not l34.review
+    # Without an axial area the rule grade comes from the sagittal canal AP (12 mm: Normal/Mild, as the model says).
+    assert l34.lower_confidence and l34.rule_source == "sagittal_ap" and not l34.review
+    assert l34.rule_severity is Severity.NORMAL_MILD
     assert any("L3/L4" in note for note in findings.notes)
     text = GroundedReportWriter().write(findings).text
     line = next(s for s in text.splitlines() if s.startswith("L3/L4:"))

@@ -343,3 +343,40 @@ def test_upload_dirs_are_removed_after_success_and_failure(server, dicom_zip):
     assert _post(server, {"files": ("x.zip", _zip({"../x.nii": b"1"}))}).status_code == 400
     assert _post(server, {"files": ("nan.nii.gz", _nifti_bytes(np.full((12, 128, 192), np.nan)))}).status_code == 422
     assert leftovers() <= before
+
+
+# ------------------------------------------------------------------------------------------------------------ no spine
+# Scans with no lumbar spine to grade (tests/helpers_volumes.py): a head, a knee, a blank volume, noise, an axial-only
+# and a coronal-only study, a single sagittal slice. The untrained model grades anything; only the gate may stop it.
+from helpers_no_grade import assert_every_level_not_assessable  # noqa: E402
+from helpers_volumes import BAD_STUDIES, study_bytes  # noqa: E402
+
+
+@pytest.mark.parametrize("case", list(BAD_STUDIES))
+def test_a_scan_without_a_lumbar_spine_is_never_graded_over_http(server, case, tmp_path):
+    """A 422 with a StudyError code, or a 200 whose every level is not assessable, with reasons and no grade."""
+    from lss.data.errors import ErrorCode
+
+    response = _post(server, {"files": (f"{case}.nii.gz", study_bytes(case, tmp_path), "application/gzip")})
+    allowed = BAD_STUDIES[case].codes
+    if response.status_code != 200:
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert set(body) == {"code", "message"} and body["message"]
+        assert body["code"] in {code.value for code in ErrorCode}, body
+        assert not allowed or body["code"] in allowed, f"{case}: {body}, expected one of {sorted(allowed)}"
+    else:
+        body = response.json()
+        assert_every_level_not_assessable(body, body["report"], stated_field="severity")
+        assert all(s["text"] for s in body["sentences"])
+    health = requests.get(f"{server['url']}/v1/health", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_the_server_still_diagnoses_after_scans_without_a_lumbar_spine(server, tmp_path):
+    for case in ("blank", "single_slice"):
+        assert _post(server, {"files": (f"{case}.nii.gz", study_bytes(case, tmp_path), "application/gzip")}
+                     ).status_code in (200, 422)
+    response = _post(server, {"files": ("t2_lumbar.nii.gz", REAL_SCAN.read_bytes(), "application/gzip")})
+    assert response.status_code == 200, response.text
+    assert [lv["level"] for lv in response.json()["levels"]] == list(LEVELS)

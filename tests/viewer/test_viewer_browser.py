@@ -160,9 +160,12 @@ def test_the_viewer_in_chromium(server, study_zip, tmp_path):
             assert page.locator("#grades-body tr").count() == len(body["levels"]) == 5
             for level in body["levels"]:
                 row = page.locator(f'#grades [data-level="{level["level"]}"]')
-                assert row.locator(".grade").text_content() == level["severity"]
-                p = level["probabilities"]["Severe"]
-                assert row.locator('[data-severity="Severe"]').text_content() == f"{100 * p:.1f}%"
+                # A level without a stated grade says why, never the model's guess.
+                shown = level["severity"] or ("grade withheld" if level["status"] == "withheld" else "not assessable")
+                assert row.locator(".grade").text_content() == shown
+                if level["probabilities"] is not None:
+                    p = level["probabilities"]["Severe"]
+                    assert row.locator('[data-severity="Severe"]').text_content() == f"{100 * p:.1f}%"
             sentences = page.locator('[data-testid="sentence"]')
             assert [sentences.nth(i).text_content() for i in range(sentences.count())] == [
                 s["text"] for s in body["sentences"]]

@@ -124,7 +124,9 @@ def build_measurement_report(prediction, findings, segmentations: Mapping[str, D
             finding_sites=[hd.sr.FindingSite(level_site(finding.level))],
             algorithm_id=identity.sr_algorithm(),
             measurements=values or None,
-            qualitative_evaluations=[hd.sr.QualitativeEvaluation(SEVERITY, severity_code(finding.severity))],
+            # A level that is not assessable, or whose grade is withheld, carries its measurements but no grade.
+            qualitative_evaluations=(None if finding.stated_severity is None else
+                                     [hd.sr.QualitativeEvaluation(SEVERITY, severity_code(finding.stated_severity))]),
         ))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,

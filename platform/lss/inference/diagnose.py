@@ -215,7 +215,8 @@ class Diagnoser:
             (out_dir / "report.json").write_text(json.dumps(to_jsonable(diagnosis.as_dict()), indent=2) + "\n")
             diagnosis.files = {"report_txt": str(out_dir / "report.txt"), "report_json": str(out_dir / "report.json")}
         logger.info("diagnose %s: %s", _anonymous(record.study_id),
-                    ", ".join(f"{f.level} {f.severity.value}" for f in findings.levels))
+                    ", ".join(f"{f.level} {f.stated_severity.value if f.stated_severity else f.status}"
+                              for f in findings.levels))
         return diagnosis
 
     def diagnose_path(self, path: str | Path, out_dir: str | Path | None = None,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lss.anatomy import LEVELS
+from lss.reporting.levels import name_levels
 
 __all__ = ["StudyPrediction", "predict_cases", "column_spacing"]
 
@@ -52,6 +53,11 @@ class StudyPrediction:
         info: the preprocessing record (series used, slices, warnings).
         sagittal_stack: (S, Y, Z) uint8 every slice of the sagittal crop (0..255 for 0..1), for browsing; the model
             segments only ``sagittal_slice`` of it. None for predictions made before it existed.
+        level_discs: (L, Y, Z) bool, each level's disc as named by counting from the sacrum
+            (``lss.reporting.levels``); the level prompts' attention was restricted to it. None when not named here
+            (the findings then name the levels themselves).
+        naming: ``LevelNaming.summary()`` of that naming (empty when ``level_discs`` is None).
+        abstain_threshold: the model's calibrated confidence below which a grade is withheld (0: never).
     """
 
     study_id: str
@@ -72,6 +78,9 @@ class StudyPrediction:
     level_features: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     sagittal_stack: np.ndarray | None = None
+    level_discs: np.ndarray | None = None
+    naming: dict[str, Any] = field(default_factory=dict)
+    abstain_threshold: float = 0.0
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -123,10 +132,24 @@ def predict_cases(
     model = model.eval()
     device = torch.device(device)
     batch = collate_samples([case_to_sample(dict(c), model.config.sagittal_slices) for c in cases])
+    inputs = (batch["sagittal"].to(device), batch["axial"].to(device), batch["axial_present"].to(device))
     with torch.no_grad():
-        out = model(batch["sagittal"].to(device), batch["axial"].to(device), batch["axial_present"].to(device))
-    probs = out.severity_logits.softmax(dim=-1).cpu().numpy()
-    sagittal_mask = out.sagittal_logits.argmax(dim=1).cpu().numpy().astype(np.int16)
+        # Pass 1 segments; the levels are named on its mask by counting from the sacrum; pass 2 grades each level
+        # with its prompt's attention held to the disc that anatomy named.
+        first = model(*inputs)
+        sagittal_mask = first.sagittal_logits.argmax(dim=1).cpu().numpy().astype(np.int16)
+        namings = [name_levels(sagittal_mask[b], column_spacing(case["sagittal_affine"], (1, 2)),
+                               _fov_z(infos[b] if infos is not None else None))
+                   for b, case in enumerate(cases)]
+        regions = np.stack([[n.discs[level] if n.discs[level] is not None else np.zeros(sagittal_mask.shape[1:], bool)
+                             for level in LEVELS] for n in namings])
+        out = model(*inputs, level_regions=torch.from_numpy(regions).to(device))
+    calibration = getattr(model, "calibration", None)
+    if calibration is not None:
+        probs = calibration.probabilities(out.severity_logits, inputs[2]).cpu().numpy()
+        threshold = float(calibration.abstain_threshold)
+    else:
+        probs, threshold = out.severity_logits.softmax(dim=-1).cpu().numpy(), 0.0
     level_attention = out.level_attention(model.prompts)
     n_levels = len(LEVELS)
     results = []
@@ -162,5 +185,14 @@ def predict_cases(
             level_features=out.level_features[b].cpu().numpy(),
             info=dict(infos[b]) if infos is not None else {},
             sagittal_stack=_display_bytes(case["sagittal_image"]),
+            level_discs=regions[b],
+            naming=namings[b].summary(),
+            abstain_threshold=threshold,
         ))
     return results
+
+
+def _fov_z(info: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """The Z pixels of the sagittal crop inside the acquired image (``info["sagittal_fov_z"]``), if recorded."""
+    value = (info or {}).get("sagittal_fov_z")
+    return None if value is None else (int(value[0]), int(value[1]))

@@ -134,8 +134,18 @@ class PromptAttention(nn.Module):
             )
         return prompts
 
-    def forward(self, features: torch.Tensor, prompts: torch.Tensor) -> AttentionOutput:  # pragma: no cover
+    def forward(self, features: torch.Tensor, prompts: torch.Tensor,
+                allowed: torch.Tensor | None = None) -> AttentionOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def _check_allowed(self, allowed: torch.Tensor | None, b: int, p: int, hp: int, wp: int) -> torch.Tensor | None:
+        """(B, P, H', W') bool -> (B, P, N) bool with rows of nothing allowed opened up (no prompt is left blind)."""
+        if allowed is None:
+            return None
+        if allowed.shape != (b, p, hp, wp):
+            raise ValueError(f"allowed must be (B={b}, P={p}, {hp}, {wp}), got {tuple(allowed.shape)}.")
+        flat = allowed.reshape(b, p, hp * wp).bool()
+        return flat | ~flat.any(dim=2, keepdim=True)
 
 
 class SpatialPatchCrossAttention(PromptAttention):
@@ -143,6 +153,10 @@ class SpatialPatchCrossAttention(PromptAttention):
 
     Shapes: ``features`` (B, C, H, W), ``prompts`` (P, T) or (B, P, T) -> ``AttentionOutput`` with
     ``attended`` (B, P, E), ``attention`` (B, P, H/p, W/p), ``features`` (B, C, H, W).
+
+    ``allowed`` (B, P, H/p, W/p) bool, optional, restricts where each prompt may look: inference uses it to make a
+    level prompt read the disc that anatomy named as its level (``lss.reporting.levels``), not whichever disc its
+    attention drifted to. A prompt with nothing allowed attends everywhere.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -156,7 +170,8 @@ class SpatialPatchCrossAttention(PromptAttention):
             self.back = nn.Conv2d(e, self.visual_channels, kernel_size=1)
             self.gate = nn.Parameter(torch.zeros(1))
 
-    def forward(self, features: torch.Tensor, prompts: torch.Tensor) -> AttentionOutput:
+    def forward(self, features: torch.Tensor, prompts: torch.Tensor,
+                allowed: torch.Tensor | None = None) -> AttentionOutput:
         prompts = self._check(features, prompts)
         b, _, h, w = features.shape
         grid = self.patchify(features)  # (B, E, H', W')
@@ -164,7 +179,10 @@ class SpatialPatchCrossAttention(PromptAttention):
         position = positional_encoding_2d(hp, wp, self.embed_dim).to(grid)
         tokens = self.token_norm(grid.flatten(2).transpose(1, 2) + position)  # (B, N, E)
         queries = self.text_proj(prompts)  # (B, P, E)
-        gathered, weights = self.prompt_to_patch(queries, tokens, tokens, need_weights=True,
+        allowed = self._check_allowed(allowed, b, prompts.shape[1], hp, wp)
+        # nn.MultiheadAttention masks with True = "may not attend", one (P, N) mask per batch item and head.
+        blocked = None if allowed is None else (~allowed).repeat_interleave(self.num_heads, dim=0)
+        gathered, weights = self.prompt_to_patch(queries, tokens, tokens, need_weights=True, attn_mask=blocked,
                                                  average_attn_weights=True)  # (B, P, E), (B, P, N)
         attended = queries + gathered
         attention = weights.reshape(b, -1, hp, wp)
@@ -193,8 +211,9 @@ class GlobalPoolAttention(PromptAttention):
             self.back = nn.Linear(e, self.visual_channels)
             self.gate = nn.Parameter(torch.zeros(1))
 
-    def forward(self, features: torch.Tensor, prompts: torch.Tensor) -> AttentionOutput:
-        prompts = self._check(features, prompts)
+    def forward(self, features: torch.Tensor, prompts: torch.Tensor,
+                allowed: torch.Tensor | None = None) -> AttentionOutput:
+        prompts = self._check(features, prompts)  # ``allowed`` is ignored: one pooled token has no place to restrict
         b, _, h, w = features.shape
         pooled = self.pool_proj(features.mean(dim=(2, 3)))[:, None]  # (B, 1, E)
         queries = self.text_proj(prompts)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from lss.anatomy import CANAL_LABEL, LEVELS, Structure, label_partition, structure_of_label
 from lss.config import PreprocessConfig
@@ -230,7 +231,7 @@ def _scale(image, config: PreprocessConfig):
 def _crop(data: dict, centre: np.ndarray, size: tuple[int, ...]):
     from monai.transforms import Compose, ResizeWithPadOrCropd, SpatialCropd
 
-    keys = [k for k in ("image", "label") if k in data]
+    keys = [k for k in ("image", "label", "inside") if k in data]
     spatial = np.array(data["image"].shape[1:])
     centre = np.clip(np.round(centre).astype(int), 0, spatial - 1)
     return Compose([
@@ -288,11 +289,16 @@ def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfi
         placed_by = "coarse_pass" if centre is not None else "field_of_view_centre"
         if centre is None:
             centre = (np.array(data["image"].shape[1:]) - 1) / 2.0
+    # Which crop pixels hold the acquired image and which are padding: levels beyond the image's edge are "not in
+    # the field of view", not "not found" (lss.reporting.levels).
+    data["inside"] = torch.ones_like(data["image"][:1])
     data = _crop(data, centre, config.sagittal_shape)
     image = data["image"][0].numpy().astype(np.float16)
     labels = data["label"][0].numpy().round().astype(np.int16) if "label" in data else None
+    inside_z = np.flatnonzero(data["inside"][0].numpy().max(axis=(0, 1)) > 0.5)
     info = {"sagittal_centre_vox": np.asarray(centre, dtype=float).round(1).tolist(), "single_slice": bool(single),
-            "sagittal_crop_placed_by": placed_by}
+            "sagittal_crop_placed_by": placed_by,
+            "sagittal_fov_z": [int(inside_z.min()), int(inside_z.max())] if inside_z.size else None}
     return image, labels, np.asarray(data["image"].affine, dtype=np.float64), info, groups
 
 

@@ -8,7 +8,7 @@ from lss.reporting.measurements import (
     ap_diameter_mm,
     disc_height_mm,
     largest_component,
-    locate_level_discs,
+    level_discs_of,
     measure_study,
     principal_axes,
     ray_run_mm,
@@ -17,6 +17,6 @@ from lss.reporting.measurements import (
 
 __all__ = [
     "LevelFinding", "StudyFindings", "build_findings", "GroundedReportWriter", "Report", "ReportSentence",
-    "LevelMeasurements", "ap_diameter_mm", "disc_height_mm", "largest_component", "locate_level_discs",
+    "LevelMeasurements", "ap_diameter_mm", "disc_height_mm", "largest_component", "level_discs_of",
     "measure_study", "principal_axes", "ray_run_mm", "region_area_mm2",
 ]

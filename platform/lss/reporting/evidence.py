@@ -36,6 +36,18 @@ STRUCTURE_COLOURS = {
 }
 SLICE_PREFIX = "sagittal_slice_"
 SEVERITY_COLOURS = {"Normal/Mild": "#7CFC00", "Moderate": "#FFA500", "Severe": "#FF3030"}
+UNSTATED_COLOUR = "#B0B0B0"  # not assessable / withheld: no grade, so no grade colour
+
+
+def _colour(finding) -> str:
+    return UNSTATED_COLOUR if finding.stated_severity is None else SEVERITY_COLOURS[finding.stated_severity.value]
+
+
+def _label(finding) -> str:
+    """What an image says about a level: its stated grade, or why there is none."""
+    if finding.stated_severity is not None:
+        return finding.stated_severity.value
+    return "not assessable" if not finding.assessable else "grade withheld"
 
 
 def image_id(kind: str, level: str | None = None) -> str:
@@ -87,7 +99,7 @@ def _sagittal(ax, prediction, findings: StudyFindings) -> None:
         if m.disc_centre_px is None:
             continue
         y, z = m.disc_centre_px
-        colour = SEVERITY_COLOURS[finding.severity.value]
+        colour = _colour(finding)
         ax.text((y + 0.5) * sy + 14, (z + 0.5) * sz, finding.level, color=colour, fontsize=7, ha="right",
                 va="center", fontweight="bold")
         if m.sagittal_ap_line_px is not None:
@@ -111,13 +123,13 @@ def _axial(ax, prediction, findings: StudyFindings, li: int) -> None:
     if sac.any():
         h, w = sac.shape
         xs, ys = (np.arange(h) + 0.5) * spacing[0], (np.arange(w) + 0.5) * spacing[1]
-        ax.contour(xs, ys, sac.T.astype(float), levels=[0.5], colors=[SEVERITY_COLOURS[finding.severity.value]],
+        ax.contour(xs, ys, sac.T.astype(float), levels=[0.5], colors=[_colour(finding)],
                    linewidths=1)
     m = finding.measurements
     measured = (f"{m.area_mm2:.0f} mm2, AP {m.ap_mm:.1f} mm" if m.area_mm2 is not None and m.ap_mm is not None
                 else "sac not segmented")
     where = f" (slice {m.axial_slice['slice']})" if m.axial_slice and m.axial_slice.get("slice") is not None else ""
-    ax.set_title(f"{finding.level}: {finding.severity.value}\n{measured}\n{where.strip()}", fontsize=6)
+    ax.set_title(f"{finding.level}: {_label(finding)}\n{measured}\n{where.strip()}", fontsize=6)
     ax.tick_params(labelsize=5)
 
 

@@ -1,10 +1,19 @@
-"""Findings: per level, the model's grade with its probabilities, the rule grade of the measurements, and whether a
-reader should look again.
+"""Findings: per level, whether it can be assessed at all, the model's grade with its (calibrated) probabilities, the
+rule grade of the measurements, and whether a reader should look again.
 
-The model grade is what the report states. The rule grade (``lss.anatomy.grade_from_measurements`` on the dural sac
-area and AP diameter measured on the predicted axial mask) is a second, independent reading; where the two
-disagree the finding is flagged for review instead of being silently resolved. A level without axial data is
-graded from the sagittal view only and marked lower-confidence.
+Three outcomes per level (``LevelFinding.status``):
+
+- "not_assessable": the plausibility gate (``lss.reporting.plausibility``) found a reason the masks or the image
+  cannot carry a grade (the disc is not in the field of view, the anatomy is not an adult lumbar spine's, no canal
+  behind the disc, ...). No grade is stated; the reasons are.
+- "withheld": assessable, but the model's calibrated confidence is below the threshold chosen on validation
+  (``SeverityCalibration.abstain_threshold``): the model abstains rather than guess.
+- "graded": the model's grade is stated.
+
+The rule grade is a second, independent reading: ``lss.anatomy.grade_from_measurements`` on the dural sac area and
+AP diameter of the predicted axial mask, or, without an axial area, ``grade_from_sagittal_ap`` on the canal AP
+diameter of the mid-sagittal slice. Where model and rule disagree the finding is flagged for review instead of
+being silently resolved, on both paths. A level without axial data is marked lower-confidence.
 """
 
 from __future__ import annotations
@@ -14,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from lss.anatomy import LEVELS, SEVERITIES, Severity, grade_from_measurements
+from lss.anatomy import LEVELS, SEVERITIES, Severity, grade_from_measurements, grade_from_sagittal_ap
 from lss.reporting.measurements import LevelMeasurements, measure_study
+from lss.reporting.plausibility import assess_study
 
 __all__ = ["LevelFinding", "StudyFindings", "build_findings"]
 
@@ -28,13 +38,17 @@ class LevelFinding:
         level: e.g. "L4/L5".
         severity: the model's grade (the argmax of ``probabilities``).
         probabilities: severity name -> probability.
-        rule_severity: the grade of the measurements by the documented cut-offs, or None when the axial area could
-            not be measured.
+        rule_severity: the grade of the measurements by the documented cut-offs, or None when nothing was measured.
         measurements: what was measured and where (``LevelMeasurements``).
         review: True when a reader should check this level (model and rule grades disagree).
         review_reason: why, in words ("" when ``review`` is False).
         lower_confidence: True when the level had no axial data (graded from the sagittal view only).
         evidence: ids of the evidence images that show this finding (filled in by the evidence writer).
+        assessable: False when the plausibility gate found a reason the level cannot be graded.
+        not_assessable_reasons: those reasons, in words (empty when assessable).
+        abstained: True when the level is assessable but the model's confidence is below ``abstain_threshold``.
+        abstain_threshold: the calibrated confidence a grade needs to be stated.
+        rule_source: what the rule grade was measured on: "axial_area", "sagittal_ap" or None.
     """
 
     level: str
@@ -46,17 +60,42 @@ class LevelFinding:
     review_reason: str = ""
     lower_confidence: bool = False
     evidence: list[str] = field(default_factory=list)
+    assessable: bool = True
+    not_assessable_reasons: list[str] = field(default_factory=list)
+    abstained: bool = False
+    abstain_threshold: float = 0.0
+    rule_source: str | None = None
 
     @property
     def confidence(self) -> float:
         return float(self.probabilities[self.severity.value])
 
+    @property
+    def stated_severity(self) -> Severity | None:
+        """The grade the report may state: None when the level is not assessable or the model abstained."""
+        return self.severity if self.assessable and not self.abstained else None
+
+    @property
+    def status(self) -> str:
+        """"graded", "withheld" (the model abstained) or "not_assessable"."""
+        if not self.assessable:
+            return "not_assessable"
+        return "withheld" if self.abstained else "graded"
+
     def as_dict(self) -> dict[str, Any]:
+        """The JSON form. "severity" is the stated grade (null when not assessable or withheld); the model's own
+        grade ("model_severity"), its probabilities and confidence are given only for an assessable level, so no
+        grade of a level that cannot be read leaves the system."""
         out = asdict(self)
-        out["severity"] = self.severity.value
+        stated = self.stated_severity
+        out["severity"] = out["stated_severity"] = None if stated is None else stated.value
+        out["model_severity"] = self.severity.value if self.assessable else None
         out["rule_severity"] = None if self.rule_severity is None else self.rule_severity.value
         out["measurements"] = self.measurements.as_dict()
-        out["confidence"] = round(self.confidence, 4)
+        out["confidence"] = round(self.confidence, 4) if self.assessable else None
+        if not self.assessable:
+            out["probabilities"] = None
+        out["status"] = self.status
         return out
 
 
@@ -70,6 +109,8 @@ class StudyFindings:
         has_axial: True when at least one level had axial data.
         series: the series the findings were read from (sagittal id, axial ids by level).
         notes: caveats that apply to the whole study.
+        not_assessable_reasons: problems of the whole study (then no level is assessable).
+        level_naming: how the levels were named (``LevelNaming.summary()``: method, status per level, the chain).
     """
 
     study_id: str
@@ -77,6 +118,13 @@ class StudyFindings:
     has_axial: bool
     series: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    not_assessable_reasons: list[str] = field(default_factory=list)
+    level_naming: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def assessable(self) -> bool:
+        """True when at least one level is assessable."""
+        return any(f.assessable for f in self.levels)
 
     def level(self, name: str) -> LevelFinding:
         for finding in self.levels:
@@ -86,25 +134,36 @@ class StudyFindings:
 
     def as_dict(self) -> dict[str, Any]:
         return {"study_id": self.study_id, "has_axial": self.has_axial, "series": self.series,
-                "notes": list(self.notes), "levels": [f.as_dict() for f in self.levels]}
+                "notes": list(self.notes), "assessable": self.assessable,
+                "not_assessable_reasons": list(self.not_assessable_reasons), "level_naming": self.level_naming,
+                "levels": [f.as_dict() for f in self.levels]}
+
+
+def _rule(measured: LevelMeasurements) -> tuple[Severity | None, str | None]:
+    if measured.area_mm2 is not None and measured.ap_mm is not None:
+        return grade_from_measurements(measured.area_mm2, measured.ap_mm), "axial_area"
+    if measured.sagittal_ap_mm is not None:
+        return grade_from_sagittal_ap(measured.sagittal_ap_mm), "sagittal_ap"
+    return None, None
 
 
 def build_findings(prediction) -> StudyFindings:
-    """Measures one ``lss.inference.StudyPrediction`` and grades each level two ways.
+    """Measures one ``lss.inference.StudyPrediction``, runs the plausibility gate and grades each level two ways.
 
     Returns:
         The study's findings; deterministic for the same prediction.
     """
     measurements = measure_study(prediction)
+    assessment = assess_study(prediction, measurements)
     probs = np.asarray(prediction.severity_probs, dtype=np.float64)
     if probs.shape != (len(LEVELS), len(SEVERITIES)):
         raise ValueError(f"severity_probs must be ({len(LEVELS)}, {len(SEVERITIES)}), got {probs.shape}.")
+    threshold = float(getattr(prediction, "abstain_threshold", 0.0) or 0.0)
     levels = []
     for li, (level, measured) in enumerate(zip(LEVELS, measurements, strict=True)):
         severity = Severity.from_index(int(np.argmax(probs[li])))
-        rule = None
-        if measured.area_mm2 is not None and measured.ap_mm is not None:
-            rule = grade_from_measurements(measured.area_mm2, measured.ap_mm)
+        rule, source = _rule(measured)
+        reasons = assessment.reasons(level)
         finding = LevelFinding(
             level=level,
             severity=severity,
@@ -112,22 +171,35 @@ def build_findings(prediction) -> StudyFindings:
             rule_severity=rule,
             measurements=measured,
             lower_confidence=not bool(prediction.axial_present[li]),
+            assessable=not reasons,
+            not_assessable_reasons=reasons,
+            abstain_threshold=round(threshold, 4),
+            rule_source=source,
         )
+        finding.abstained = finding.assessable and float(probs[li].max()) < threshold
         if rule is not None and rule is not severity:
             finding.review = True
-            finding.review_reason = (f"the model grades {severity.value} but the measured dural sac "
-                                     f"({measured.area_mm2:.0f} mm2, AP {measured.ap_mm:.1f} mm) grades "
-                                     f"{rule.value}")
+            where = (f"the measured dural sac ({measured.area_mm2:.0f} mm2, AP {measured.ap_mm:.1f} mm)"
+                     if source == "axial_area" else f"the sagittal canal AP diameter ({measured.sagittal_ap_mm:.1f} mm)")
+            finding.review_reason = f"the model grades {severity.value} but {where} grades {rule.value}"
+        elif rule is None and level in assessment.canal_interrupted:
+            finding.review = True
+            finding.review_reason = ("the segmented canal is interrupted behind the disc (possible compression), so "
+                                     "the grade is not measured")
         elif rule is None and prediction.axial_present[li]:
             finding.review = True
             finding.review_reason = "no dural sac was segmented on the axial slice, so the grade is not measured"
+        if not finding.assessable:
+            finding.review, finding.review_reason = False, ""  # nothing is stated, so nothing to review
         levels.append(finding)
     info = prediction.info or {}
     series = {"sagittal": info.get("sagittal_series"),
               "axial": {lv: v.get("series") for lv, v in info.get("axial", {}).items()}}
     notes = []
     has_axial = bool(np.any(prediction.axial_present))
-    if not has_axial:
+    if not any(f.assessable for f in levels):
+        pass  # nothing is graded, so there is no grading path to caveat
+    elif not has_axial:
         notes.append("No axial series could be matched to the disc levels: every level is graded from the sagittal "
                      "view only and is lower-confidence; dural sac areas were not measured.")
     elif not np.all(prediction.axial_present):
@@ -135,4 +207,5 @@ def build_findings(prediction) -> StudyFindings:
         notes.append(f"No axial images at {', '.join(missing)}: graded from the sagittal view only "
                      "(lower-confidence).")
     return StudyFindings(study_id=prediction.study_id, levels=levels, has_axial=has_axial, series=series,
-                         notes=notes)
+                         notes=notes, not_assessable_reasons=list(assessment.study_reasons),
+                         level_naming=assessment.naming)

@@ -3,7 +3,9 @@ Impression, where every sentence is built from one finding and carries its evide
 
 It states nothing the findings do not hold: a level's sentence names the model's grade, the measured dural sac area
 and AP diameter (when measured), and, in square brackets, whether the level is lower-confidence or flagged for
-review. The same findings always give the same text.
+review. A level that is not assessable says so and why, a level where the model abstained says the grade is
+withheld; neither states a grade, and the Impression speaks only about the levels that were graded. The same
+findings always give the same text.
 """
 
 from __future__ import annotations
@@ -62,8 +64,11 @@ def _severity_phrase(finding: LevelFinding) -> str:
 def _evidence(finding: LevelFinding) -> dict[str, Any]:
     m = finding.measurements
     return {
-        "severity": finding.severity.value,
-        "probability": round(finding.confidence, 3),
+        "status": finding.status,
+        "severity": None if finding.stated_severity is None else finding.stated_severity.value,
+        "model_severity": finding.severity.value if finding.assessable else None,
+        "not_assessable_reasons": list(finding.not_assessable_reasons),
+        "probability": round(finding.confidence, 3) if finding.assessable else None,
         "rule_severity": None if finding.rule_severity is None else finding.rule_severity.value,
         "area_mm2": m.area_mm2,
         "ap_mm": m.ap_mm,
@@ -82,6 +87,13 @@ class GroundedReportWriter:
 
     def _level_sentence(self, finding: LevelFinding) -> str:
         m = finding.measurements
+        if not finding.assessable:
+            # Square brackets: the reasons may name the canal, and must not read as a statement about it.
+            return f"{finding.level}: not assessable [{'; '.join(finding.not_assessable_reasons)}]."
+        if finding.abstained:
+            sagittal = f"; sagittal canal AP {m.sagittal_ap_mm:.1f} mm" if m.sagittal_ap_mm is not None else ""
+            return (f"{finding.level}: grade withheld [the model's confidence {finding.confidence:.2f} is below the "
+                    f"{finding.abstain_threshold:.2f} needed to state a grade{sagittal}].")
         text = f"{finding.level}: {_severity_phrase(finding).capitalize()}"
         measured = []
         if m.area_mm2 is not None:
@@ -101,14 +113,23 @@ class GroundedReportWriter:
         return text + "."
 
     def _technique(self, findings: StudyFindings) -> str:
+        if not findings.assessable:
+            return "Images submitted as a lumbar spine MRI; no level of a lumbar spine could be read on them."
         if findings.has_axial:
             return "Sagittal and axial T2-weighted images of the lumbar spine."
         return "Sagittal T2-weighted images of the lumbar spine; no axial images were matched to the disc levels."
 
     def _impression(self, findings: StudyFindings) -> tuple[str, list[str]]:
-        abnormal = [f for f in findings.levels if f.severity in (Severity.MODERATE, Severity.SEVERE)]
+        graded = [f for f in findings.levels if f.stated_severity is not None]
+        abnormal = [f for f in graded if f.stated_severity in (Severity.MODERATE, Severity.SEVERE)]
+        if not graded:
+            return "[No level could be graded: see the findings for why.]", []
         if not abnormal:
-            return "No significant central canal stenosis at any lumbar level.", []
+            if len(graded) == len(findings.levels):
+                return "No significant central canal stenosis at any lumbar level.", []
+            names = [f.level for f in graded]
+            listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+            return f"No significant central canal stenosis at {listed}.", names
         abnormal.sort(key=lambda f: (-f.severity.index, LEVELS.index(f.level)))
         text = "; ".join(f"{f.severity.value.lower()} central canal stenosis at {f.level}" for f in abnormal)
         return text[0].upper() + text[1:] + ".", [f.level for f in abnormal]
@@ -129,6 +150,19 @@ class GroundedReportWriter:
         sentences.append(ReportSentence("impression", impression, levels,
                                         {lv: _evidence(by_level[lv]) for lv in levels}))
         flagged = [f.level for f in ordered if f.review]
+        unassessed = [f.level for f in ordered if not f.assessable]
+        if unassessed:
+            sentences.append(ReportSentence(
+                "impression", f"[Not assessable: {', '.join(unassessed)}; no grade is stated there.]", unassessed,
+                {lv: _evidence(by_level[lv]) for lv in unassessed}))
+        withheld = [f.level for f in ordered if f.abstained]
+        if withheld:
+            sentences.append(ReportSentence(
+                "impression", f"[Grade withheld for low model confidence: {', '.join(withheld)}.]", withheld,
+                {lv: _evidence(by_level[lv]) for lv in withheld}))
+        if findings.not_assessable_reasons:
+            sentences.append(ReportSentence(
+                "impression", f"[{'; '.join(findings.not_assessable_reasons).capitalize()}.]"))
         if flagged:
             sentences.append(ReportSentence(
                 "impression", f"[Model and measurement disagree at {', '.join(flagged)}: please review.]", flagged,

@@ -5,8 +5,8 @@ Per level:
 - **axial** (the level's centre axial slice, H left -> right, W posterior -> anterior): the dural sac
   cross-sectional area (mm2, the largest connected canal region) and its antero-posterior diameter (mm, the longest
   run of canal pixels along W);
-- **sagittal** (the mid-sagittal slice, Y posterior -> anterior, Z inferior -> superior): the level's disc (the disc
-  region that holds most of the level prompt's attention), its height (mm: area / length along its long axis, which
+- **sagittal** (the mid-sagittal slice, Y posterior -> anterior, Z inferior -> superior): the level's disc (named by
+  counting from the sacrum, ``lss.reporting.levels``), its height (mm: area / length along its long axis, which
   holds for a tilted disc) and the canal's AP diameter measured from the disc's centre backwards along the disc
   plane.
 
@@ -31,13 +31,10 @@ __all__ = [
     "principal_axes",
     "disc_height_mm",
     "ray_run_mm",
-    "locate_level_discs",
+    "level_discs_of",
     "LevelMeasurements",
     "measure_study",
 ]
-
-MIN_DISC_AREA_MM2 = 15.0  # smaller disc-labelled islands are segmentation noise, not discs
-
 
 def _mask(mask: ArrayLike, what: str = "mask") -> np.ndarray:
     array = np.asarray(mask)
@@ -168,49 +165,6 @@ def ray_run_mm(mask: ArrayLike, start: ArrayLike, direction_mm: ArrayLike, spaci
     return float((last - first + 1) * step_mm), np.stack([points[first], points[last]])
 
 
-def locate_level_discs(sagittal_mask: ArrayLike, level_attention: ArrayLike, spacing_mm: ArrayLike,
-                       levels: tuple[str, ...] = LEVELS) -> dict[str, np.ndarray | None]:
-    """Which disc region on the mid-sagittal slice belongs to which level, from the level prompts' attention.
-
-    Each disc region (8-connected, at least ``MIN_DISC_AREA_MM2``) is scored by each level's attention mass on it;
-    levels take regions in order of decreasing mass, one region per level, so two levels never share a disc. A level
-    whose attention falls on no disc gets None.
-
-    Args:
-        sagittal_mask: (Y, Z) structure indices.
-        level_attention: (L, Y, Z) attention of each level prompt at image resolution.
-        spacing_mm: (2,) mm per pixel.
-        levels: the names of the L maps.
-
-    Returns:
-        level -> (Y, Z) bool mask of its disc, or None.
-    """
-    mask = np.asarray(sagittal_mask)
-    attention = np.asarray(level_attention, dtype=np.float64)
-    if attention.ndim != 3 or attention.shape[1:] != mask.shape or attention.shape[0] != len(levels):
-        raise ValueError(f"level_attention must be (L={len(levels)}, {mask.shape[0]}, {mask.shape[1]}), got "
-                         f"{attention.shape}.")
-    spacing = _spacing(spacing_mm)
-    labels, count = ndimage.label(mask == Structure.DISC.index, structure=np.ones((3, 3)))
-    if count == 0:
-        return {level: None for level in levels}
-    area = np.bincount(labels.ravel(), minlength=count + 1)[1:] * spacing[0] * spacing[1]
-    mass = np.stack([np.bincount(labels.ravel(), weights=a.ravel(), minlength=count + 1)[1:] for a in attention])
-    mass[:, area < MIN_DISC_AREA_MM2] = 0.0
-    found: dict[str, np.ndarray | None] = {level: None for level in levels}
-    taken_levels, taken_regions = set(), set()
-    for flat in np.argsort(-mass, axis=None):
-        li, ri = np.unravel_index(flat, mass.shape)
-        if mass[li, ri] <= 0:
-            break
-        if li in taken_levels or ri in taken_regions:
-            continue
-        found[levels[li]] = labels == (ri + 1)
-        taken_levels.add(li)
-        taken_regions.add(ri)
-    return found
-
-
 @dataclass
 class LevelMeasurements:
     """What was measured at one level, and where.
@@ -247,10 +201,21 @@ def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+def level_discs_of(prediction) -> dict[str, np.ndarray | None]:
+    """Each level's disc on the mid-sagittal slice: the prediction's anatomical naming (counted from the sacrum,
+    ``lss.reporting.levels``), or, for a prediction made without one, that naming done here on its mask."""
+    from lss.reporting.levels import name_levels
+
+    discs = getattr(prediction, "level_discs", None)
+    if discs is not None:
+        return {level: (discs[li] if discs[li].any() else None) for li, level in enumerate(LEVELS)}
+    return name_levels(prediction.sagittal_mask, prediction.sagittal_spacing).discs
+
+
 def measure_study(prediction) -> list[LevelMeasurements]:
     """Measures every level of one ``lss.inference.StudyPrediction`` (``LEVELS`` order)."""
     canal = Structure.CANAL.index
-    discs = locate_level_discs(prediction.sagittal_mask, prediction.level_attention, prediction.sagittal_spacing)
+    discs = level_discs_of(prediction)
     sagittal_canal = prediction.sagittal_mask == canal
     axial_info = (prediction.info or {}).get("axial", {})
     out = []

@@ -205,7 +205,9 @@ class LSSApi:
             d = finding.as_dict()
             m = d["measurements"]
             levels.append(LevelResult(
-                level=d["level"], severity=d["severity"], probabilities=d["probabilities"],
+                level=d["level"], severity=d["severity"], probabilities=d["probabilities"], status=d["status"],
+                assessable=d["assessable"], not_assessable_reasons=d["not_assessable_reasons"],
+                model_severity=d["model_severity"],
                 rule_severity=d["rule_severity"], review=d["review"], review_reason=d["review_reason"],
                 lower_confidence=d["lower_confidence"],
                 measurements=Measurements(**{k: m[k] for k in Measurements.model_fields}),
@@ -219,10 +221,12 @@ class LSSApi:
             notes.append("Axial series had no level; they were matched to " + ", ".join(prepared["axial_matched"])
                          + " by the disc positions found on the sagittal view.")
         logger.info("diagnose %s: %.2f s (%s)", request_id, timings["total"],
-                    ", ".join(f"{f.level} {f.severity}" for f in levels))
+                    ", ".join(f"{f.level} {f.severity or f.status}" for f in levels))
         return DiagnosisResponse(
             request_id=request_id, model_version=prediction.info.get("model_version") or "unknown",
-            writer=report["writer"], has_axial=written["findings"].has_axial, levels=levels, report=report["text"],
+            writer=report["writer"], has_axial=written["findings"].has_axial, levels=levels,
+            assessable=written["findings"].assessable,
+            not_assessable_reasons=list(written["findings"].not_assessable_reasons), report=report["text"],
             sentences=[ReportSentenceOut(section=s["section"], text=s["text"], levels=s["levels"])
                        for s in report["sentences"]],
             images=images, notes=notes, timings_s={k: round(v, 4) for k, v in timings.items()},

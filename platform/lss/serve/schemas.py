@@ -33,8 +33,16 @@ class LevelResult(BaseModel):
     """One level's central canal finding."""
 
     level: str = Field(..., examples=["L4/L5"])
-    severity: str = Field(..., description="the model's grade: Normal/Mild, Moderate or Severe")
-    probabilities: dict[str, float]
+    severity: str | None = Field(..., description="the stated grade: Normal/Mild, Moderate or Severe; null when the "
+                                 "level is not assessable or the grade is withheld (see status)")
+    status: str = Field("graded", description="graded, withheld (the model's calibrated confidence is below its "
+                        "threshold) or not_assessable (see not_assessable_reasons)")
+    assessable: bool = True
+    not_assessable_reasons: list[str] = Field(default_factory=list, description="why the level cannot be graded")
+    model_severity: str | None = Field(None, description="the model's own grade, also when withheld; null when the "
+                                       "level is not assessable")
+    probabilities: dict[str, float] | None = Field(..., description="calibrated severity probabilities; null when "
+                                                   "the level is not assessable")
     rule_severity: str | None = Field(None, description="the grade of the measurements by the documented cut-offs")
     review: bool = Field(..., description="true when the model's and the measurements' grades disagree")
     review_reason: str = ""
@@ -57,6 +65,8 @@ class DiagnosisResponse(BaseModel):
     model_version: str = Field(..., description="version (file hash prefix) of the segmentation/grading model")
     writer: str = Field(..., description="the report writer: grounded or learned")
     has_axial: bool
+    assessable: bool = Field(True, description="false when no level could be assessed (see not_assessable_reasons)")
+    not_assessable_reasons: list[str] = Field(default_factory=list, description="problems of the whole study")
     levels: list[LevelResult]
     report: str
     sentences: list[ReportSentenceOut]

@@ -34,7 +34,14 @@
     return value === null || value === undefined ? "–" : Number(value).toFixed(digits);
   }
 
+  // A level without a stated grade shows why (not assessable / withheld), never the model's guess.
+  function gradeText(level) {
+    if (level.severity) return level.severity;
+    return level.status === "withheld" ? "grade withheld" : "not assessable";
+  }
+
   function severityClass(severity) {
+    if (!severity) return "sev-none";
     return "sev-" + String(severity).toLowerCase().replace(/[^a-z]+/g, "-");
   }
 
@@ -208,7 +215,7 @@
       const row = el("tr", { "data-level": level.level });
       row.append(el("th", { class: "level", scope: "row" }, level.level));
       const grade = el("td", { class: "grade-cell" });
-      grade.append(el("span", { class: `grade ${severityClass(level.severity)}` }, level.severity));
+      grade.append(el("span", { class: `grade ${severityClass(level.severity)}` }, gradeText(level)));
       row.append(grade);
       for (const severity of SEVERITIES) {
         row.append(el("td", { class: "prob", "data-severity": severity },
@@ -222,6 +229,10 @@
       const flags = el("td", { class: "flags" });
       if (level.review) flags.append(el("span", { class: "flag review" }, `review: ${level.review_reason}`));
       if (level.lower_confidence) flags.append(el("span", { class: "flag lower" }, "lower confidence: no axial"));
+      if (level.assessable === false) {
+        flags.append(el("span", { class: "flag not-assessable" },
+          `not assessable: ${(level.not_assessable_reasons || []).join("; ")}`));
+      }
       row.append(flags);
       row.addEventListener("click", () => highlight([level.level]));
       return row;
@@ -282,7 +293,7 @@
       const evidence = level.evidence || {};
       const card = el("section", { class: "evidence-card", "data-level": level.level });
       const title = el("h3", {}, `${level.level}: `);
-      title.append(el("span", { class: `grade ${severityClass(level.severity)}` }, level.severity));
+      title.append(el("span", { class: `grade ${severityClass(level.severity)}` }, gradeText(level)));
       card.append(title);
       const axial = Object.keys(evidence).find((id) => id.startsWith("axial_"));
       const attention = Object.keys(evidence).find((id) => id.startsWith("attention_"));
