@@ -65,6 +65,13 @@ class SynthConfig(_Section):
     sagittal_slice_mm: tuple[float, float] = (3.0, 4.0)
     sagittal_fov_mm: tuple[float, float] = Field((260.0, 200.0), description="(superior-inferior, anterior-posterior)")
     sagittal_lateral_coverage_mm: float = Field(56.0, gt=0, description="left-right extent covered by sagittal slices")
+    sagittal_fov_random: bool = Field(
+        False, description="a random superior-inferior field of view per study: its superior edge anywhere from the "
+        "top of T11 (the phantom's top vertebra) to the middle of L2, its inferior edge inside S1 / the sacrum "
+        "(``sagittal_fov_sacrum_mm``), at most ``sagittal_fov_mm[0]`` long; off: centred on the lumbar spine")
+    sagittal_fov_sacrum_mm: tuple[float, float] = Field(
+        (10.0, 50.0), description="with sagittal_fov_random: (min, max) depth of the inferior edge below the top "
+        "endplate of S1, mm")
     axial_inplane_mm: tuple[float, float] = (0.6, 0.9)
     axial_slice_mm: tuple[float, float] = (3.0, 4.0)
     axial_fov_mm: float = Field(160.0, gt=40)
@@ -85,6 +92,11 @@ class SynthConfig(_Section):
     @classmethod
     def _slice(cls, v: tuple[float, float]) -> tuple[float, float]:
         return _check_range(v, "slice thickness (mm)", 0.5, 10.0)
+
+    @field_validator("sagittal_fov_sacrum_mm")
+    @classmethod
+    def _sacrum(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(v, "depth of the field of view's inferior edge in the sacrum (mm)", 0.0, 150.0)
 
     @field_validator("lordosis_deg")
     @classmethod
@@ -252,6 +264,15 @@ class TrainConfig(_Section):
         main_weight: sampling weight of the main dataset when ``mix`` is set.
         augment_spatial: with ``augment``, also the spatial augmentations real scans need (affine, elastic,
             random field of view); the intensity ones (bias field, gamma, histogram shift, noise) always apply.
+        axial_dropout: share of levels whose axial input the severity head does not see in a training batch
+            (``axial_present`` set False there), so that the sagittal-only path is trained; the severity target
+            stays. 0 turns it off.
+        axial_study_dropout: share of whole studies trained sagittal-only in a batch (every level dropped), on
+            top of ``axial_dropout``.
+        abstain_target_accuracy, abstain_min_coverage: the rule of the abstention threshold chosen on validation
+            after each epoch (``lss.model.calibration.choose_abstain_threshold``): the smallest confidence
+            threshold whose selective accuracy reaches the target while at least the minimum share of levels stays
+            graded.
     """
 
     epochs: int = Field(4, ge=1)
@@ -279,6 +300,10 @@ class TrainConfig(_Section):
     mix: list[MixSource] = Field(default_factory=list)
     main_weight: float = Field(1.0, gt=0)
     augment_spatial: bool = True
+    axial_dropout: float = Field(0.3, ge=0, le=1)
+    axial_study_dropout: float = Field(0.2, ge=0, le=1)
+    abstain_target_accuracy: float = Field(0.9, gt=0, le=1)
+    abstain_min_coverage: float = Field(0.5, ge=0, le=1)
 
 
 class TuneConfig(_Section):

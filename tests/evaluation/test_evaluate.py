@@ -123,15 +123,20 @@ def test_the_figures_are_valid_pngs(evaluated):
 
 
 def test_reports_are_written_and_scored(evaluated):
-    """The grounded writer states the model's grades, so its clinical accuracy is the severity accuracy."""
+    """The grounded writer states the model's grade at each graded level and no grade elsewhere (not assessable or
+    withheld): the share of levels its text states is the findings' coverage."""
     results, out = evaluated
     reports = results["reports"]
     grounded = reports["writers"]["grounded"]
     assert set(grounded["nlg"]) >= {"bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "spice"}
     assert isinstance(grounded["nlg"]["spice"], str) and "not computed" in grounded["nlg"]["spice"].lower()
     assert 0 <= grounded["nlg"]["bleu_4"] <= grounded["nlg"]["bleu_1"] <= 1
-    assert grounded["clinical"]["stated_fraction"] == 1.0
-    assert grounded["clinical"]["accuracy"] == pytest.approx(results["severity"]["accuracy"])
+    counts = reports["measurements"]
+    assert counts["levels"] == counts["levels_graded"] + counts["levels_withheld"] + counts["levels_not_assessable"]
+    assert grounded["clinical"]["stated_fraction"] == pytest.approx(counts["coverage"])
+    if counts["levels_graded"]:
+        stated = grounded["clinical"]["accuracy"] / grounded["clinical"]["stated_fraction"]
+        assert stated == pytest.approx(counts["selective_accuracy"])
     oracle = reports["writers"]["grounded, true findings (upper bound)"]
     assert oracle["clinical"]["accuracy"] == 1.0  # the true grades, written and read back, are the true grades
     assert reports["measurements"]["rule_graded_levels"] > 0

@@ -3,7 +3,10 @@
     model file (lss.model.save_model) + DATA/preprocessed.jsonl (+ a split: the study ids to use)
         -> batches of cases (lss.model.case_to_sample / collate_samples), model in eval mode, no gradients
         -> sagittal segmentation (mid-sagittal slice), axial segmentation (levels with axial labels),
-           severity over the levels of known grade, the RSNA 2024 score, calibration, a per-level table
+           severity over the levels of known grade (calibrated probabilities of the model's
+           ``lss.model.calibration``), graded twice: as given and sagittal-only (no axial input), each with
+           accuracy, ECE and, at the model's abstention threshold, coverage and selective accuracy;
+           the RSNA 2024 score, calibration, a per-level table
         -> OUT/results.json, OUT/results.md, OUT/confusion_matrix.png, OUT/dice.png, OUT/calibration.png
 
 Every number comes from ``lss.training.metrics``, so evaluation, training validation and tuning agree. Studies
@@ -36,6 +39,7 @@ from lss.training.metrics import (
     SegmentationMeter,
     calibration_bins,
     rsna_score,
+    selective_metrics,
     severity_metrics,
 )
 
@@ -48,6 +52,12 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 PLOTS = {"confusion_matrix": "confusion_matrix.png", "dice": "dice.png", "calibration": "calibration.png"}
 CALIBRATION_BINS = 10
+# The two ways every study is graded: with the axial input it has, and from the sagittal view alone.
+PATHS = ("as_given", "sagittal_only")
+COVERAGE_NOTE = ("coverage: the share of graded levels whose calibrated confidence (largest probability) reaches the "
+                 "model's abstention threshold, so that a grade is stated; the others are withheld (abstained). "
+                 "selective accuracy: the accuracy over the stated levels only. accuracy, balanced accuracy and the "
+                 "confusion matrix count every level, stated or not.")
 INDEX_NAME = "preprocessed.jsonl"
 
 
@@ -150,9 +160,13 @@ def evaluate_model(
         report_style: the style asked of the learned generator.
 
     Returns:
-        The results (also in ``results.json``, where NaN is written as null): ``model``, ``data``, ``studies``,
-        ``segmentation`` (``sagittal`` / ``axial`` metrics or None), ``severity`` (metrics, RSNA score and
-        calibration, or None), ``per_level``, ``per_study``, ``notes`` (what was skipped and why) and ``files``.
+        The results (also in ``results.json``, where NaN is written as null): ``model`` (with its ``calibration``),
+        ``data``, ``studies``, ``segmentation`` (``sagittal`` / ``axial`` metrics or None), ``severity`` (metrics
+        of the calibrated probabilities as given, RSNA score, calibration, and at the model's
+        ``abstain_threshold``: ``coverage``, ``selective_accuracy``, ``selective_balanced_accuracy``, ``n_stated``;
+        ``ece_uncalibrated``; ``paths``: the same per path ``as_given`` / ``sagittal_only``; or None),
+        ``per_level`` (with ``coverage``, ``selective_accuracy`` and ``sagittal_only_accuracy``), ``per_study``
+        (with ``abstained`` per level), ``notes`` (what was skipped and why) and ``files``.
 
     Raises:
         FileNotFoundError: when the model file or ``data_dir/preprocessed.jsonl`` does not exist.
@@ -178,6 +192,9 @@ def evaluate_model(
     axial_level_of_case: list[int] = []
     axial_severity_of_case: list[int] = []
     probs, severity, per_study = [], [], []
+    raw_logits: dict[str, list[torch.Tensor]] = {path: [] for path in PATHS}
+    path_probs: dict[str, list[torch.Tensor]] = {path: [] for path in PATHS}
+    severity_calibration = model.calibration
     area_errors: list[float] = []
     ap_errors: list[float] = []
     has_sagittal, has_axial = [], []
@@ -191,6 +208,10 @@ def evaluate_model(
         batch = collate_samples([case_to_sample(c, model.config.sagittal_slices) for c in cases])
         with torch.no_grad():
             out = model(batch["sagittal"].to(device), batch["axial"].to(device), batch["axial_present"].to(device))
+            sagittal_only = model(batch["sagittal"].to(device)).severity_logits.float().cpu()
+        raw_logits["as_given"].append(out.severity_logits.float().cpu())
+        raw_logits["sagittal_only"].append(sagittal_only)
+        path_probs["sagittal_only"].append(severity_calibration.probabilities(sagittal_only))
 
         # Sagittal: the mid-sagittal slice, (Y, Z) pixels of the sagittal crop's affine columns 1 and 2.
         sagittal_spacing = [column_spacing(c["sagittal_affine"], (1, 2)) for c in cases]
@@ -217,8 +238,10 @@ def evaluate_model(
         axial_level_of_case.extend(int(i) % n_levels for i in torch.nonzero(labelled).flatten())
         axial_severity_of_case.extend(int(batch["severity"].flatten()[i]) for i in torch.nonzero(labelled).flatten())
 
-        p = out.severity_logits.softmax(dim=-1).cpu()
+        p = severity_calibration.probabilities(out.severity_logits.float().cpu(), batch["axial_present"].bool())
         probs.append(p)
+        path_probs["as_given"].append(p)
+        withheld = severity_calibration.abstains(p)
         severity.append(batch["severity"])
         sagittal_labelled = (batch["sagittal_target"] >= 0).flatten(1).any(dim=1)
         dice_rows = iter(sagittal_dice.tolist())
@@ -231,6 +254,7 @@ def evaluate_model(
                 "severity_true": [int(v) for v in batch["severity"][b]],
                 "severity_pred": [int(v) for v in p[b].argmax(dim=-1)],
                 "p_severe": [round(float(v), 6) for v in p[b, :, Severity.SEVERE.index]],
+                "abstained": [bool(v) for v in withheld[b]],
                 "sagittal_dice_macro": None if dice is None else _nanmean_or_none(dice),
             })
 
@@ -238,7 +262,7 @@ def evaluate_model(
     notes: list[str] = []
     results: dict[str, Any] = {
         "model": {"path": str(model_path.resolve()), "sha256": file_sha256(model_path),
-                  "config": model.config.model_dump(mode="json")},
+                  "config": model.config.model_dump(mode="json"), "calibration": severity_calibration.as_dict()},
         "data": {"dir": str(data_dir.resolve()), "index": str(index.resolve())},
         "studies": {
             "evaluated": [s["study_id"] for s in per_study],
@@ -298,7 +322,16 @@ def evaluate_model(
         sev["calibration"] = calibration
         sev["ece_top_label"] = calibration["top_label"]["ece"]
         sev.update({f"ece_{name}": calibration[name]["ece"] for name in SEVERITY_NAMES})
+        sev["abstain_threshold"] = model.calibration.abstain_threshold
+        sev["paths"] = {path: _path_metrics(torch.cat(path_probs[path]).numpy(), torch.cat(raw_logits[path]).numpy(),
+                                            severity_all, model.calibration.abstain_threshold) for path in PATHS}
+        sev.update({k: sev["paths"]["as_given"][k] for k in ("coverage", "selective_accuracy",
+                                                            "selective_balanced_accuracy", "n_stated",
+                                                            "ece_uncalibrated")})
         results["severity"] = sev
+        notes.append(COVERAGE_NOTE + f" Abstention threshold {model.calibration.abstain_threshold:.3f}"
+                     + ("" if model.calibration.fitted else " (the model carries no fitted calibration: identity, "
+                        "every grade stated)") + "; sagittal_only: every study graded again without its axial input.")
         notes.append("rsna_score covers the spinal canal condition only (its weighted log loss and the "
                      "any_severe_spinal term): it is not the RSNA 2024 leaderboard score, which also averages the "
                      "foraminal and subarticular conditions.")
@@ -309,7 +342,9 @@ def evaluate_model(
         notes.append("no known severity in the evaluated studies: severity metrics, RSNA score and calibration "
                      "skipped.")
 
-    results["per_level"] = _per_level(probs_all, severity_all, axial_meter, axial_level_of_case)
+    results["per_level"] = _per_level(probs_all, severity_all, axial_meter, axial_level_of_case,
+                                      torch.cat(path_probs["sagittal_only"]).numpy(),
+                                      model.calibration.abstain_threshold)
     results["per_study"] = per_study
     results["reports"] = None
     if reports and any((row.get("record") or {}).get("reports") for row in rows):
@@ -343,8 +378,21 @@ def _nanmean_or_none(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
+def _path_metrics(probs: np.ndarray, logits: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Severity of one path: (B, L, 3) calibrated probabilities and raw logits, (B, L) targets, at a threshold."""
+    flat_p, flat_t = probs.reshape(-1, len(SEVERITIES)), targets.reshape(-1)
+    metrics = severity_metrics(flat_p, flat_t)
+    out = {k: metrics[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "rsna_log_loss", "ece")}
+    out["ece_uncalibrated"] = severity_metrics(logits.reshape(-1, len(SEVERITIES)), flat_t, softmax=True)["ece"]
+    selective = selective_metrics(flat_p, flat_t, threshold)
+    out.update({k: selective[k] for k in ("coverage", "selective_accuracy", "selective_balanced_accuracy",
+                                          "n_stated")})
+    return out
+
+
 def _per_level(probs: np.ndarray, targets: np.ndarray, axial_meter: SegmentationMeter,
-               axial_levels: list[int]) -> list[dict[str, Any]]:
+               axial_levels: list[int], sagittal_probs: np.ndarray | None = None,
+               threshold: float = 0.0) -> list[dict[str, Any]]:
     axial_cases = axial_meter.per_case()
     canal = f"dice_{Structure.CANAL.value}"
     levels = np.asarray(axial_levels, dtype=np.int64)
@@ -356,9 +404,15 @@ def _per_level(probs: np.ndarray, targets: np.ndarray, axial_meter: Segmentation
             metrics = severity_metrics(probs[known, li], targets[known, li])
             entry.update({k: metrics[k] for k in ("accuracy", "balanced_accuracy", "rsna_log_loss")})
             entry["true_counts"] = [int(v) for v in np.bincount(targets[known, li], minlength=len(SEVERITIES))]
+            selective = selective_metrics(probs[known, li], targets[known, li], threshold)
+            entry.update({k: selective[k] for k in ("coverage", "selective_accuracy")})
+            entry["sagittal_only_accuracy"] = (float("nan") if sagittal_probs is None else
+                                               severity_metrics(sagittal_probs[known, li],
+                                                                targets[known, li])["accuracy"])
         else:
             entry.update(accuracy=float("nan"), balanced_accuracy=float("nan"), rsna_log_loss=float("nan"),
-                         true_counts=[0] * len(SEVERITIES))
+                         true_counts=[0] * len(SEVERITIES), coverage=float("nan"), selective_accuracy=float("nan"),
+                         sagittal_only_accuracy=float("nan"))
         at_level = axial_cases[canal][levels == li] if levels.size else np.zeros(0)
         finite = at_level[np.isfinite(at_level)]
         entry[f"axial_{canal}"] = float(finite.mean()) if finite.size else float("nan")
@@ -443,10 +497,22 @@ def _markdown(results: dict[str, Any]) -> str:
     parts.append("## Severity\n")
     severity = results["severity"]
     if severity is not None:
-        names = ["n", "accuracy", "balanced_accuracy", "macro_f1", *[f"recall_{n}" for n in SEVERITY_NAMES],
+        names = ["n", "accuracy", "balanced_accuracy", "coverage", "selective_accuracy", "selective_balanced_accuracy",
+                 "n_stated", "abstain_threshold", "macro_f1", *[f"recall_{n}" for n in SEVERITY_NAMES],
                  "rsna_log_loss", "any_severe_log_loss", "rsna_score", "log_loss", "ece_top_label",
-                 *[f"ece_{n}" for n in SEVERITY_NAMES]]
-        parts.append(_table(["Metric", "Value"], [[n, _f(severity[n])] for n in names]))
+                 "ece_uncalibrated", *[f"ece_{n}" for n in SEVERITY_NAMES]]
+        parts.append(_table(["Metric", "Value"], [[n, _f(severity.get(n))] for n in names]))
+        parts.append(COVERAGE_NOTE + "\n")
+        if severity.get("paths"):
+            parts.append("### By input path (calibrated; coverage at the abstention threshold "
+                         f"{_f(severity.get('abstain_threshold'))})\n")
+            labels = {"as_given": "as given (axial where present)", "sagittal_only": "sagittal only (no axial input)"}
+            parts.append(_table(
+                ["Path", "n", "accuracy", "balanced accuracy", "coverage", "selective accuracy",
+                 "selective balanced accuracy", "ECE", "ECE uncalibrated", "RSNA log loss"],
+                [[labels.get(path, path), _f(m["n"]), _f(m["accuracy"]), _f(m["balanced_accuracy"]),
+                  _f(m["coverage"]), _f(m["selective_accuracy"]), _f(m["selective_balanced_accuracy"]), _f(m["ece"]),
+                  _f(m["ece_uncalibrated"]), _f(m["rsna_log_loss"])] for path, m in severity["paths"].items()]))
         parts.append("### Confusion matrix (rows = truth, columns = prediction)\n")
         labels = [s.value for s in SEVERITIES]
         parts.append(_table(["truth \\ predicted", *labels],
@@ -458,8 +524,10 @@ def _markdown(results: dict[str, Any]) -> str:
     parts.append("## Per level\n")
     canal = f"axial_dice_{Structure.CANAL.value}"
     parts.append(_table(
-        ["Level", "n graded", "accuracy", "balanced accuracy", "RSNA log loss", "true N/M/S", "axial canal Dice"],
-        [[e["level"], str(e["n"]), _f(e["accuracy"]), _f(e["balanced_accuracy"]), _f(e["rsna_log_loss"]),
+        ["Level", "n graded", "accuracy", "balanced accuracy", "coverage", "selective accuracy",
+         "sagittal-only accuracy", "RSNA log loss", "true N/M/S", "axial canal Dice"],
+        [[e["level"], str(e["n"]), _f(e["accuracy"]), _f(e["balanced_accuracy"]), _f(e.get("coverage")),
+          _f(e.get("selective_accuracy")), _f(e.get("sagittal_only_accuracy")), _f(e["rsna_log_loss"]),
           "/".join(str(c) for c in e["true_counts"]), _f(e[canal])] for e in results["per_level"]],
     ))
 
@@ -491,6 +559,10 @@ def format_summary(results: dict[str, Any]) -> str:
     if severity is not None:
         lines.append(f"  severity accuracy {_f(severity['accuracy'])}, balanced {_f(severity['balanced_accuracy'])}, "
                      f"RSNA score {_f(severity['rsna_score'])}")
+        if "coverage" in severity:
+            lines.append(f"  stated grades: coverage {_f(severity['coverage'])}, selective accuracy "
+                         f"{_f(severity['selective_accuracy'])} (abstain below {_f(severity['abstain_threshold'])}); "
+                         f"sagittal-only accuracy {_f(severity['paths']['sagittal_only']['accuracy'])}")
     for name, block in ((results.get("reports") or {}).get("writers") or {}).items():
         lines.append(f"  {name} reports: CIDEr {_f(block['nlg']['cider'])}, BLEU-4 {_f(block['nlg']['bleu_4'])}, "
                      f"clinical accuracy {_f(block['clinical']['accuracy'])}, macro-F1 "

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from lss.anatomy import LEVELS, Severity
+from lss.anatomy import LEVELS, Severity, disc_label_for_level
 
 __all__ = ["evaluate_reports", "reports_markdown"]
 
@@ -28,6 +28,12 @@ EXAMPLES = 3  # reports per writer copied into the results, to read next to the 
 
 
 ORACLE = "grounded, true findings (upper bound)"
+
+
+def case_sagittal_labels(case: dict[str, Any]):
+    """(Y, Z) native labels of a preprocessed case's mid-sagittal slice, or None without labels."""
+    labels = case.get("sagittal_labels")
+    return None if labels is None else labels[labels.shape[0] // 2]
 
 
 def _true_findings(study_id: str, record: dict[str, Any]):
@@ -115,12 +121,14 @@ def evaluate_reports(
     written[ORACLE] = {}
     references, all_references, truth = {}, {}, {}
     rule_right, rule_n, flagged = 0, 0, 0
+    outcomes = {"graded": 0, "withheld": 0, "not_assessable": 0}
+    graded_right, named_right, named_n = 0, 0, 0
     for start in range(0, len(usable), int(batch_size)):
         chunk = usable[start:start + int(batch_size)]
         cases = [load_case(data_dir / r["path"]) for r in chunk]
         ids = [str(r["study_id"]) for r in chunk]
         predictions = predict_cases(model, cases, ids, [r.get("info", {}) for r in chunk], device)
-        for row, prediction in zip(chunk, predictions, strict=True):
+        for row, prediction, case in zip(chunk, predictions, cases, strict=True):
             sid = prediction.study_id
             findings = build_findings(prediction)
             written["grounded"][sid] = grounded.write(findings).text
@@ -132,7 +140,18 @@ def evaluate_reports(
             written[ORACLE][sid] = grounded.write(_true_findings(sid, row["record"])).text
             all_references[sid] = [text for _, text in sorted(styles.items())]
             truth[sid] = _truth(row)
-            for finding in findings.levels:
+            labels = case_sagittal_labels(case)
+            for li, finding in enumerate(findings.levels):
+                if labels is not None:
+                    truth_disc = labels == disc_label_for_level(finding.level)
+                    if truth_disc.any():  # was the disc named as this level really this level's disc?
+                        named_n += 1
+                        named = prediction.level_discs[li] if prediction.level_discs is not None else None
+                        named_right += int(named is not None and bool((named & truth_disc).sum() * 2 > named.sum() > 0))
+                if finding.level in truth[sid]:
+                    outcomes[finding.status] += 1
+                    if finding.stated_severity is not None:
+                        graded_right += int(finding.stated_severity is truth[sid][finding.level])
                 flagged += int(finding.review)
                 if finding.rule_severity is not None and finding.level in truth[sid]:
                     rule_n += 1
@@ -148,10 +167,19 @@ def evaluate_reports(
                 "examples": {sid: texts[sid] for sid in list(texts)[:EXAMPLES]},
             }
 
+    levels_n = sum(outcomes.values())
     measurements = {
         "rule_grade_accuracy": rule_right / rule_n if rule_n else None,
         "rule_graded_levels": rule_n,
         "flagged_for_review": flagged,
+        # What the findings state: graded levels (coverage) and how often their grade is right (selective accuracy);
+        # the others are not assessable (plausibility gate) or withheld (the model abstained).
+        "levels": levels_n,
+        **{f"levels_{name}": count for name, count in outcomes.items()},
+        "coverage": outcomes["graded"] / levels_n if levels_n else None,
+        "selective_accuracy": graded_right / outcomes["graded"] if outcomes["graded"] else None,
+        "level_naming_accuracy": named_right / named_n if named_n else None,
+        "level_naming_levels": named_n,
     }
     notes.append(f"References: the study's reference report in the style the writers write ({style!r}); "
                  "nlg_all_styles in the JSON scores against every style at once (CIDEr-D's length penalty makes that "
@@ -191,6 +219,11 @@ def reports_markdown(results: dict[str, Any]) -> str:
     m = results["measurements"]
     lines += ["", f"Rule grade of the measurements right on {_f(m['rule_grade_accuracy'])} of "
               f"{m['rule_graded_levels']} levels; {m['flagged_for_review']} levels flagged for review.", ""]
+    if m.get("levels"):
+        lines += [f"Findings: {m['levels_graded']} of {m['levels']} levels graded (coverage {_f(m['coverage'])}), "
+                  f"selective accuracy {_f(m['selective_accuracy'])}; {m['levels_not_assessable']} not assessable, "
+                  f"{m['levels_withheld']} withheld. Level naming (the disc named as each level is that level's "
+                  f"disc): {_f(m['level_naming_accuracy'])} of {m['level_naming_levels']} levels.", ""]
     for name, block in writers.items():
         lines.append(f"### Example: {name}\n")
         sid, text = next(iter(block["examples"].items()))

@@ -37,4 +37,4 @@ class SpineLocator:
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         view = coarse_view(image, self.shape, self.model.config.sagittal_slices)
-        return spine_centre(self.segment(view.image), view)
+        return spine_centre(self.segment(view.image), view, crop_z=self.shape[1])

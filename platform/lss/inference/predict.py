@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lss.anatomy import LEVELS
+from lss.model.input_range import image_statistics
 from lss.reporting.levels import name_levels
 
 __all__ = ["StudyPrediction", "predict_cases", "column_spacing"]
@@ -58,6 +59,9 @@ class StudyPrediction:
             (the findings then name the levels themselves).
         naming: ``LevelNaming.summary()`` of that naming (empty when ``level_discs`` is None).
         abstain_threshold: the model's calibrated confidence below which a grade is withheld (0: never).
+        input_statistics: ``lss.model.input_range.image_statistics`` of the mid-sagittal slice.
+        input_outside: one sentence per statistic outside the range the model was trained on (then the study is
+            not assessable).
     """
 
     study_id: str
@@ -81,6 +85,8 @@ class StudyPrediction:
     level_discs: np.ndarray | None = None
     naming: dict[str, Any] = field(default_factory=dict)
     abstain_threshold: float = 0.0
+    input_statistics: dict[str, float] = field(default_factory=dict)
+    input_outside: list[str] = field(default_factory=list)
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -144,6 +150,10 @@ def predict_cases(
         regions = np.stack([[n.discs[level] if n.discs[level] is not None else np.zeros(sagittal_mask.shape[1:], bool)
                              for level in LEVELS] for n in namings])
         out = model(*inputs, level_regions=torch.from_numpy(regions).to(device))
+    input_range = getattr(model, "input_range", None)
+    statistics = [image_statistics(np.asarray(case["sagittal_image"][case["sagittal_image"].shape[0] // 2]),
+                                   _inside(sagittal_mask.shape[1:], _fov_z(infos[b] if infos is not None else None)))
+                  for b, case in enumerate(cases)]
     calibration = getattr(model, "calibration", None)
     if calibration is not None:
         probs = calibration.probabilities(out.severity_logits, inputs[2]).cpu().numpy()
@@ -188,8 +198,17 @@ def predict_cases(
             level_discs=regions[b],
             naming=namings[b].summary(),
             abstain_threshold=threshold,
+            input_statistics={k: round(v, 4) for k, v in statistics[b].items()},
+            input_outside=[] if input_range is None else input_range.outside(statistics[b]),
         ))
     return results
+
+
+def _inside(shape: tuple[int, int], fov_z: tuple[int, int] | None) -> np.ndarray:
+    inside = np.ones(shape, bool)
+    if fov_z is not None:
+        inside[:, : fov_z[0]] = inside[:, fov_z[1] + 1 :] = False
+    return inside
 
 
 def _fov_z(info: Mapping[str, Any] | None) -> tuple[int, int] | None:

@@ -22,8 +22,11 @@ from torch import nn
 
 from lss.anatomy import LEVELS, Structure
 from lss.config import ModelConfig
+from lss.losses.localisation import level_regions as regions_on_grid
 from lss.model.attention import build_attention
 from lss.model.backbones import build_backbone
+from lss.model.calibration import SeverityCalibration
+from lss.model.input_range import InputRange
 from lss.model.heads import SeverityHead
 from lss.model.prompts import PromptSet, default_prompts
 
@@ -126,6 +129,8 @@ class LSSModel(nn.Module):
             config.attention, visual_channels=self.axial_backbone.attention_channels, **attention)
         level_features = 2 * config.attention_dim + (2 if config.use_canal_area else 1)
         self.head = SeverityHead(level_features, hidden=config.attention_dim, regression=config.regression)
+        self.calibration = SeverityCalibration()  # identity until fitted on validation (lss.model.calibration)
+        self.input_range = InputRange()  # nothing checked until fitted on the training images (lss.model.input_range)
 
     # ------------------------------------------------------------------------------------------------ prompts
     def embed_prompts(self) -> torch.Tensor:
@@ -140,6 +145,7 @@ class LSSModel(nn.Module):
         sagittal: torch.Tensor,
         axial: torch.Tensor | None = None,
         axial_present: torch.Tensor | None = None,
+        level_regions: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Predicts a batch of studies.
 
@@ -147,6 +153,9 @@ class LSSModel(nn.Module):
             sagittal: (B, S, Y, Z) 2.5D mid-sagittal input (``config.sagittal_slices`` channels).
             axial: (B, L, S_ax, H, W) per-level axial stacks, or None for sagittal-only studies.
             axial_present: (B, L) bool, which levels have axial data (default: all, when ``axial`` is given).
+            level_regions: (B, L, Y, Z) bool, optional: each level's disc as named by anatomy
+                (``lss.reporting.levels``). The level prompts' sagittal attention is then restricted to the patches
+                around their own disc (one patch of margin); a level with an empty region attends freely.
 
         Raises:
             ValueError: on inputs of the wrong shape.
@@ -160,8 +169,17 @@ class LSSModel(nn.Module):
 
         captured = {}
 
+        if level_regions is not None and level_regions.shape != (b, n_levels, *sagittal.shape[2:]):
+            raise ValueError(f"level_regions must be (B={b}, L={n_levels}, {sagittal.shape[2]}, {sagittal.shape[3]}), "
+                             f"got {tuple(level_regions.shape)}.")
+
         def condition_sagittal(features: torch.Tensor) -> torch.Tensor:
-            captured["sagittal"] = self.sagittal_attention(features, prompts)
+            allowed = None
+            if level_regions is not None:
+                grid = (features.shape[2] // self.config.patch_size, features.shape[3] // self.config.patch_size)
+                allowed = torch.zeros(b, len(self.prompts), *grid, dtype=torch.bool, device=features.device)
+                allowed[:, level_index] = regions_on_grid(level_regions.to(features.device), grid, grow=1)
+            captured["sagittal"] = self.sagittal_attention(features, prompts, allowed)
             return captured["sagittal"].features
 
         sagittal_logits = self.sagittal_backbone(sagittal, condition_sagittal)
@@ -227,7 +245,8 @@ def build_model(config: ModelConfig, axial_slices: int = 3, axial_spacing_mm: tu
 
 
 def save_model(model: LSSModel, path: str | Path, extra: dict | None = None) -> Path:
-    """Saves what inference needs: the configuration, the weights (with the stored prompt embeddings) and the prompts.
+    """Saves what inference needs: the configuration, the weights (with the stored prompt embeddings), the prompts
+    and the severity calibration (``model.calibration``: temperatures and abstention threshold).
 
     A model with a frozen text encoder loads without the text encoder's weights or the ``transformers`` model files.
     """
@@ -240,6 +259,8 @@ def save_model(model: LSSModel, path: str | Path, extra: dict | None = None) -> 
         "axial_pixel_area_mm2": model.axial_pixel_area_mm2,
         "prompts": {"levels": list(model.prompts.levels), "structures": list(model.prompts.structures)},
         "state_dict": model.state_dict(),
+        "calibration": getattr(model, "calibration", SeverityCalibration()).as_dict(),
+        "input_range": getattr(model, "input_range", InputRange()).as_dict(),
         "extra": extra or {},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -249,7 +270,8 @@ def save_model(model: LSSModel, path: str | Path, extra: dict | None = None) -> 
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LSSModel:
-    """Loads a model saved by ``save_model`` (in eval mode).
+    """Loads a model saved by ``save_model`` (in eval mode), with its calibration (the identity for a file saved
+    without one).
 
     Raises:
         ValueError: for a file of another format version.
@@ -269,4 +291,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LS
         model = LSSModel(config, payload["axial_slices"], payload["axial_pixel_area_mm2"],
                          text_encoder=build_text_encoder(config), prompts=prompts)
     model.load_state_dict(state)
+    model.calibration = SeverityCalibration.from_dict(payload.get("calibration"))  # absent: the identity
+    model.input_range = InputRange.from_dict(payload.get("input_range"))  # absent: nothing checked
     return model.to(map_location).eval()  # load_state_dict copies into the model's own (CPU) parameters

@@ -81,15 +81,21 @@ def coarse_view(image: np.ndarray, shape: tuple[int, int], slices: int) -> Coars
     return CoarseView(image=out, scale=float(scale), offset=offset, centre_x=int(centre_x))
 
 
-def spine_centre(mask: np.ndarray, view: CoarseView, min_pixels: int = 20) -> np.ndarray | None:
+def spine_centre(mask: np.ndarray, view: CoarseView, min_pixels: int = 20,
+                 crop_z: int | None = None, margin_z: int = 8) -> np.ndarray | None:
     """The voxel centre (x, y, z) of the spine predicted on a coarse view, or None when too little was found.
 
-    The largest connected region of spine structures is kept (a stray blob elsewhere does not move the crop).
+    The largest connected region of spine structures is kept (a stray blob elsewhere does not move the crop). When
+    that region is longer than the crop (``crop_z`` voxels along Z), the crop is anchored at its caudal end instead of
+    its middle: the levels are counted from the sacrum (``lss.reporting.levels``), so the sacrum must stay inside,
+    and the thoracic end is what may be cut.
 
     Args:
         mask: (Y', Z') predicted structure indices on ``view.image``.
         view: the coarse view the mask was predicted on.
         min_pixels: fewer spine pixels than this is "no spine found".
+        crop_z: the crop's size along Z in voxels (None: always centre on the spine).
+        margin_z: voxels kept below the spine's caudal end when anchoring there.
     """
     from scipy import ndimage
 
@@ -104,5 +110,10 @@ def spine_centre(mask: np.ndarray, view: CoarseView, min_pixels: int = 20) -> np
         spine = spine & (labels == 1 + int(np.argmax(sizes)))
     if spine.sum() < min_pixels:
         return None
-    yz = view.to_voxel(np.argwhere(spine).mean(axis=0))
+    points = np.argwhere(spine)
+    yz = view.to_voxel(points.mean(axis=0))
+    if crop_z is not None:
+        z_low, z_high = view.to_voxel(points.min(axis=0))[1], view.to_voxel(points.max(axis=0))[1]
+        if z_high - z_low + 2 * margin_z > crop_z:
+            yz[1] = z_low - margin_z + crop_z / 2.0
     return np.array([float(view.centre_x), float(yz[0]), float(yz[1])])

@@ -4,7 +4,8 @@ A grade is only as good as the masks and the image under it. Before any level is
 says is checked against adult lumbar anatomy (``shared/reference/clinical_grading.md``: bodies about 25-30 mm high,
 discs 8-12 mm, lower when degenerated; canal AP 15-20 mm at mid-lumbar levels):
 
-- per study: the levels could be counted from the sacrum (``lss.reporting.levels``); at least two discs; a typical
+- per study: the image's statistics lie in the range of the training images (``lss.model.input_range``); the
+  levels could be counted from the sacrum (``lss.reporting.levels``); at least two discs; a typical
   disc spacing an adult spine can have; a spinal canal on the slice at all;
 - per level: its disc is in the field of view and was found; bodies and discs alternate (a vertebral body between
   it and the disc below); its spacing to the neighbouring discs, its disc height and length and the heights of its
@@ -108,6 +109,10 @@ def assess_study(prediction, measurements: list[LevelMeasurements],
     chain = naming.get("chain", [])
     spacing = np.asarray(prediction.sagittal_spacing, dtype=np.float64)
 
+    outside = list(getattr(prediction, "input_outside", None) or [])
+    if outside:
+        out.study_reasons.append("the image is unlike the images the model was trained on (" + "; ".join(outside)
+                                 + ")")
     if naming.get("method") != "counted_from_sacrum":
         out.study_reasons.extend(naming.get("reasons") or ["the levels could not be named"])
         return out

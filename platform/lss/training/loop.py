@@ -1,7 +1,9 @@
 """The per-worker training loop that Ray Train runs (``train_loop_per_worker``).
 
-Each epoch: train on this worker's shard of the training split, validate (every rank a shard of the validation
-split, metrics gathered), log to
+Each epoch: train on this worker's shard of the training split (with axial dropout: some levels and studies are
+graded from the sagittal view alone, ``lss.training.axial_dropout``), validate (every rank a shard of the validation
+split, metrics gathered) and fit the model's severity calibration on it (a temperature per path and the abstention
+threshold, ``lss.model.calibration``; saved with the model), log to
 TensorBoard (rank 0), and report metrics with a checkpoint holding the model, optimiser, scheduler, the PID
 controller state of both segmentation losses, the epoch, the best score and the configuration. On a restart after a
 failure, Ray Train hands the last checkpoint back and the loop resumes from the next epoch with everything restored.
@@ -10,6 +12,7 @@ failure, Ray Train hands the last checkpoint back and the loop resumes from the 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import tempfile
@@ -25,8 +28,10 @@ from lss.anatomy import Structure
 from lss.config import LSSConfig
 from lss.losses import AttentionLocalisationLoss, SeverityLoss, build_segmentation_loss
 from lss.model import build_model, collate_samples, save_model
+from lss.model.calibration import SeverityCalibration
 from lss.model.vlm import LSSModel, ModelOutput
 from lss.training.augment import TrainingAugment
+from lss.training.axial_dropout import drop_axial
 from lss.training.data import CaseDataset, MixtureSampler
 
 __all__ = ["train_loop_per_worker", "compute_losses", "validate", "STATE_FILE", "MODEL_FILE"]
@@ -34,6 +39,7 @@ __all__ = ["train_loop_per_worker", "compute_losses", "validate", "STATE_FILE", 
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
 NUM_STRUCTURES = len(Structure)
+logger = logging.getLogger(__name__)
 
 
 def _unwrap(model: torch.nn.Module) -> LSSModel:
@@ -86,11 +92,19 @@ def compute_losses(
 
 @torch.no_grad()
 def validate(model: LSSModel, dataset: CaseDataset, config: LSSConfig, device: torch.device,
-             batch_size: int = 4, rank: int = 0, world: int = 1) -> dict[str, float]:
+             batch_size: int = 4, rank: int = 0, world: int = 1, calibrate: bool = False) -> dict[str, float]:
     """Validation metrics of a model on a dataset (segmentation, severity, attention hit rate).
 
     Every rank must call it (MONAI's metrics all-gather across the process group): rank r validates studies
     r, r + world, ... and the severity predictions are gathered, so every rank returns the metrics of the whole set.
+
+    With ``calibrate``, every study is also graded sagittal-only (no axial input), and the model's calibration is
+    fitted on the gathered logits of both passes (``lss.model.calibration.fit_calibration``) and set as
+    ``model.calibration`` (the same on every rank). The metrics then add ``val_calibration_<field>`` (the
+    ``SeverityCalibration.metrics()``: temperatures, threshold, ECE per path before/after, validation coverage and
+    selective accuracy, ``fitted``) and ``val_sagittal_only_{accuracy,balanced_accuracy,ece}`` (the calibrated
+    sagittal-only grades of every level). The severity metrics ``val_<metric>`` stay those of the uncalibrated
+    softmax of the first pass (as given).
     """
     import torch.distributed as dist
 
@@ -100,6 +114,7 @@ def validate(model: LSSModel, dataset: CaseDataset, config: LSSConfig, device: t
     model.eval()
     sagittal_meter, axial_meter = SegmentationMeter(), SegmentationMeter()
     probs, targets, hits = [], [], []
+    logits, paths, sagittal_logits = [], [], []  # for the calibration
     indices = list(range(rank, len(dataset), world)) or [0]  # an empty shard would leave a collective unmatched
     for start in range(0, len(indices), batch_size):
         batch = _to(collate_samples([dataset[i] for i in indices[start:start + batch_size]]), device)
@@ -117,22 +132,53 @@ def validate(model: LSSModel, dataset: CaseDataset, config: LSSConfig, device: t
                                    spacing=tuple(config.preprocess.axial_spacing_mm))
         probs.append(out.severity_logits.softmax(-1).flatten(0, 1).cpu())
         targets.append(batch["severity"].flatten().cpu())
+        if calibrate:
+            logits.append(out.severity_logits.detach().float().flatten(0, 1).cpu())
+            given = batch["axial_present"] if use_axial else torch.zeros_like(batch["axial_present"])
+            paths.append(given.bool().flatten().cpu())
+            sagittal_logits.append(model(batch["sagittal"]).severity_logits.detach().float().flatten(0, 1).cpu()
+                                   if use_axial else logits[-1])
         hit = attention_hit_rate(out.sagittal_attention[:, model.prompts.level_slice], batch["level_target"])
         if np.isfinite(hit):
             hits.append(hit)
     if world > 1 and dist.is_available() and dist.is_initialized():
         gathered: list = [None] * world
-        dist.all_gather_object(gathered, (torch.cat(probs), torch.cat(targets), hits))
+        dist.all_gather_object(gathered, (torch.cat(probs), torch.cat(targets), hits,
+                                          [torch.cat(v) for v in (logits, paths, sagittal_logits) if v]))
         probs = [g[0] for g in gathered]
         targets = [g[1] for g in gathered]
         hits = [h for g in gathered for h in g[2]]
+        if calibrate:
+            logits, paths, sagittal_logits = ([g[3][i] for g in gathered] for i in range(3))
     metrics = {f"val_{k}": v for k, v in sagittal_meter.compute().items() if np.isscalar(v)}
     if config.train.use_axial:
         metrics.update({f"val_axial_{k}": v for k, v in axial_meter.compute().items() if np.isscalar(v)})
     severity = severity_metrics(torch.cat(probs).numpy(), torch.cat(targets).numpy())
     metrics.update({f"val_{k}": v for k, v in severity.items() if np.isscalar(v)})
     metrics["val_attention_hit_rate"] = float(np.mean(hits)) if hits else float("nan")
+    if calibrate:
+        metrics.update(_calibrate(model, torch.cat(logits), torch.cat(paths), torch.cat(sagittal_logits),
+                                  torch.cat(targets), config))
     return {k: float(v) for k, v in metrics.items()}
+
+
+def _calibrate(model: LSSModel, logits: torch.Tensor, paths: torch.Tensor, sagittal_logits: torch.Tensor,
+               targets: torch.Tensor, config: LSSConfig) -> dict[str, float]:
+    """Fits ``model.calibration`` on both passes' validation logits (N, 3) and returns its metrics."""
+    from lss.model.calibration import fit_calibration
+    from lss.training.metrics import severity_metrics
+
+    calibration = fit_calibration(torch.cat([logits, sagittal_logits]), torch.cat([targets, targets]),
+                                  torch.cat([paths, torch.zeros_like(paths)]),
+                                  target_accuracy=config.train.abstain_target_accuracy,
+                                  min_coverage=config.train.abstain_min_coverage)
+    model.calibration = calibration
+    if calibration.note:
+        logger.info("calibration: %s", calibration.note)
+    metrics = {f"val_calibration_{k}": v for k, v in calibration.metrics().items()}
+    sagittal = severity_metrics(calibration.probabilities(sagittal_logits).numpy(), targets.numpy())
+    metrics.update({f"val_sagittal_only_{k}": sagittal[k] for k in ("accuracy", "balanced_accuracy", "ece")})
+    return metrics
 
 
 def _loss_state(loss: torch.nn.Module) -> dict[str, Any]:
@@ -151,6 +197,18 @@ def _alpha_beta_metrics(name: str, loss: torch.nn.Module) -> dict[str, float]:
         out[f"alpha_{name}_{structure}"] = float(a)
         out[f"beta_{name}_{structure}"] = float(b)
     return out
+
+
+def _input_range(paths: list[Path]):
+    """``lss.model.input_range.InputRange`` of the mid-sagittal slices of the training cases (unaugmented)."""
+    from lss.model.input_range import fit_input_range, image_statistics
+    from lss.preprocessing.pipeline import load_case
+
+    rows = []
+    for path in paths:
+        image = load_case(path)["sagittal_image"]
+        rows.append(image_statistics(np.asarray(image[image.shape[0] // 2], dtype=np.float32)))
+    return fit_input_range(rows)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -195,6 +253,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                    if s["split"]["train"]]
     val_parts = [CaseDataset(s["data_dir"], s["split"]["val"], slices) for s in sources if s["split"]["val"]]
     train_set = torch.utils.data.ConcatDataset(train_parts)
+    # The training images' statistics travel with the model: inference refuses an input far outside them.
+    model.input_range = _input_range([path for part in train_parts for path in part.paths])
     val_set = torch.utils.data.ConcatDataset(val_parts) if val_parts else train_parts[0]
     mixture = None
     if len(train_parts) > 1:
@@ -239,7 +299,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         writer = SummaryWriter(loop_config["log_dir"])
 
     global_step = (start_epoch - 1) * steps_per_epoch
+    drop_rng = torch.Generator()
+    dropping = train_cfg.use_axial and (train_cfg.axial_dropout > 0 or train_cfg.axial_study_dropout > 0)
     for epoch in range(start_epoch, train_cfg.epochs + 1):
+        drop_rng.manual_seed(train_cfg.seed * 1_000_003 + rank * 10_007 + epoch)  # the same after a resume
         sampler = mixture or getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -253,6 +316,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if steps >= steps_per_epoch:
                 break
             batch = _to(batch, device)
+            if dropping:  # the sagittal-only path: the head does not see these levels' axial input
+                batch["axial_present"] = drop_axial(batch["axial_present"], train_cfg.axial_dropout,
+                                                    train_cfg.axial_study_dropout, drop_rng)
             with torch.autocast(device_type=device.type, enabled=use_amp):
                 out = model(batch["sagittal"], batch["axial"] if train_cfg.use_axial else None,
                             batch["axial_present"] if train_cfg.use_axial else None)
@@ -284,7 +350,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics.update({f"train_{k}": v / max(steps, 1) for k, v in sums.items()})
         metrics.update(_alpha_beta_metrics("sagittal", seg_sagittal))
         metrics.update(_alpha_beta_metrics("axial", seg_axial))
-        metrics.update(validate(_unwrap(model), val_set, config, device, rank=rank, world=context.get_world_size()))
+        # Calibrated on the validation split only: without one, validate() runs on training data, which would make
+        # an overconfident model look calibrated, so the model keeps the identity calibration.
+        metrics.update(validate(_unwrap(model), val_set, config, device, rank=rank, world=context.get_world_size(),
+                                calibrate=bool(val_parts)))
+        if not val_parts:
+            _unwrap(model).calibration = SeverityCalibration(
+                note="no validation split: identity calibration (T = 1 on both paths, no abstention).")
+            metrics.update({f"val_calibration_{k}": v for k, v in _unwrap(model).calibration.metrics().items()})
         score = metrics.get("val_dice_macro", float("nan"))
         if rank == 0 and np.isfinite(score) and score > best:
             best = score

@@ -4,7 +4,8 @@ Segmentation (MONAI): Dice per foreground structure and its macro mean, HD95 of 
 (``segmentation_metrics``, or ``SegmentationMeter`` to stream a validation loop). Severity (numpy): accuracy,
 balanced accuracy, macro-F1, per-class recall, the confusion matrix, the RSNA 2024 sample-weighted log loss and the
 top-label calibration error (``severity_metrics``); the RSNA 2024 study-level score with its ``any_severe_spinal``
-term (``rsna_score``); reliability bins for calibration diagrams (``calibration_bins``).
+term (``rsna_score``); reliability bins for calibration diagrams (``calibration_bins``); coverage and selective
+accuracy of grades stated above a confidence threshold (``selective_metrics``).
 
 Conventions shared by every function here:
     - a target of -1 means "unknown": an unlabelled pixel, level or case is left out, never counted as an error;
@@ -31,6 +32,7 @@ __all__ = [
     "severity_metrics",
     "rsna_score",
     "calibration_bins",
+    "selective_metrics",
 ]
 
 # "normal_mild", "moderate", "severe": the RSNA 2024 submission column names of the three severities.
@@ -494,6 +496,47 @@ def severity_metrics(probs: ArrayLike, targets: ArrayLike, softmax: bool = False
     out["rsna_log_loss"] = _weighted_log_loss(p, t, weights[t])
     out["log_loss"] = _weighted_log_loss(p, t, np.ones(t.size))
     out["ece"] = calibration_bins(p.max(axis=1), predicted == t)["ece"] if t.size else nan
+    return out
+
+
+def selective_metrics(probs: ArrayLike, targets: ArrayLike, threshold: float) -> dict[str, float | int]:
+    """Abstention at a confidence threshold: how many grades are stated, and how good the stated ones are.
+
+    A level's grade is stated when its confidence (the largest probability) is >= ``threshold`` and withheld
+    otherwise (``lss.model.calibration``); threshold 0 states every grade.
+
+    Args:
+        probs: (N, 3) probabilities (or (B, L, 3)), normalised per row as ``severity_metrics`` does.
+        targets: (N,) severity indices (or (B, L)); -1 (unknown) rows are left out.
+        threshold: confidence threshold in [0, 1].
+
+    Returns:
+        ``n`` (levels of known severity), ``n_stated`` (those stated), ``coverage`` = n_stated / n,
+        ``selective_accuracy`` and ``selective_balanced_accuracy`` (over the stated levels; NaN when none is
+        stated), ``threshold``. Scalars are NaN when ``n`` is 0.
+
+    Raises:
+        ValueError: on mismatched shapes, values out of range, or a threshold outside [0, 1].
+    """
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+    p = _to_numpy(probs)
+    if p.ndim < 1 or p.shape[-1] != len(SEVERITIES):
+        raise ValueError(f"probs must be (N, {len(SEVERITIES)}), got shape {p.shape}.")
+    p = _probabilities(p.reshape(-1, len(SEVERITIES)), False, "probs")
+    t = _targets(_to_numpy(targets).reshape(-1), p.shape[:1], "targets")
+    keep = t >= 0
+    p, t = p[keep], t[keep]
+    stated = p.max(axis=1) >= float(threshold) if t.size else np.zeros(0, dtype=bool)
+    nan = float("nan")
+    out: dict[str, float | int] = {"n": int(t.size), "n_stated": int(stated.sum()), "threshold": float(threshold)}
+    out["coverage"] = float(stated.mean()) if t.size else nan
+    if stated.any():
+        inner = severity_metrics(p[stated], t[stated])
+        out["selective_accuracy"] = float(inner["accuracy"])
+        out["selective_balanced_accuracy"] = float(inner["balanced_accuracy"])
+    else:
+        out["selective_accuracy"] = out["selective_balanced_accuracy"] = nan
     return out
 
 

@@ -35,6 +35,9 @@ class TrainingResult:
         best_metrics: the metrics of the best checkpoint.
         split: the study split (also in ``run_dir/split.json``).
         history: every epoch's reported metrics (rank 0), in order (``run_dir/history.jsonl``).
+        calibration: the best checkpoint's severity calibration as fitted on the validation split
+            (``val_calibration_<field>`` of ``best_metrics`` without the prefix: temperatures, abstention threshold,
+            ECE per path before/after, coverage, selective accuracy, ``fitted`` 0/1); it is saved in ``best_model``.
     """
 
     run_dir: Path
@@ -43,6 +46,7 @@ class TrainingResult:
     best_metrics: dict[str, Any]
     split: dict[str, list[str]]
     history: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, float] = field(default_factory=dict)
 
 
 def storage_uri(path: str) -> str:
@@ -121,5 +125,16 @@ def run_training(config: LSSConfig, data_dir: str | Path, name: str = "train") -
                 best_model = run_dir / "best_model.pt"
                 shutil.copy(Path(folder) / MODEL_FILE, best_model)
     history = _read_history(history_path) if history_path else []
+    prefix = "val_calibration_"
+    calibration = {k[len(prefix):]: v for k, v in best_metrics.items() if k.startswith(prefix)}
+    if calibration:
+        if calibration.get("fitted"):
+            logger.info("train: calibration on validation: T axial %.3f, T sagittal %.3f, abstain below %.3f "
+                        "(coverage %.3f, selective accuracy %.3f)", calibration["temperature_axial"],
+                        calibration["temperature_sagittal"], calibration["abstain_threshold"],
+                        calibration["coverage"], calibration["selective_accuracy"])
+        else:
+            logger.info("train: identity calibration (no validation split, or no validation level with a known "
+                        "severity)")
     return TrainingResult(run_dir=run_dir, best_model=best_model, metrics=dict(result.metrics or {}),
-                          best_metrics=dict(best_metrics), split=split, history=history)
+                          best_metrics=dict(best_metrics), split=split, history=history, calibration=calibration)
