@@ -21,10 +21,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from lss.anatomy import vertebra_label
+from lss.anatomy import LEVELS, Severity, vertebra_label
 from lss.cli import add_config_arguments
 from lss.config import MixSource, load_config
 from lss.data.adapters.card import card_splits, load_card
@@ -110,6 +111,64 @@ def crop_placement(model_path: Path, config, card: Path, study_ids: list[str]) -
         size = np.array(blind.sagittal_image.shape)[:, None]
         coverage.append(float(np.all((inside_vox > -0.5) & (inside_vox < size - 0.5), axis=0).mean()))
     return distances, coverage
+
+
+def level_safety(model_path: Path, config, card: Path, data_dir: Path, study_ids: list[str]) -> dict[str, Any]:
+    """Level naming and what the diagnosis states, on held-out real scans of healthy subjects.
+
+    Naming: the labelled case is predicted (crop placed by its labels); the disc the model's naming puts at each
+    level must overlap the disc derived between that level's two labelled bodies (``lss.model.level_targets``;
+    L1/L2-L4/L5, since the sacrum is not labelled). Safety: the same scan is diagnosed as a user's would be, without
+    its mask; every level of these healthy subjects stated Moderate or Severe without a review flag is a false
+    alarm, and the share of assessable levels is the coverage.
+    """
+    from lss.data.adapters.card import discover
+    from lss.inference.diagnose import Diagnoser, without_labels
+    from lss.inference.predict import column_spacing, predict_cases
+    from lss.model import load_model
+    from lss.model.level_targets import level_disc_targets
+    from lss.preprocessing.pipeline import load_case, read_jsonl
+
+    model = load_model(model_path).eval()
+    paths = {row["study_id"]: data_dir / row["path"] for row in read_jsonl(data_dir / "preprocessed.jsonl")}
+    named = right = 0
+    for sid in study_ids:
+        case = load_case(paths[sid])
+        prediction = predict_cases(model, [case], [sid])[0]
+        labels = case["sagittal_labels"][case["sagittal_labels"].shape[0] // 2]
+        truth = level_disc_targets(labels, column_spacing(case["sagittal_affine"], (1, 2)), LEVELS,
+                                   derive_from_bodies=True)
+        for li in range(len(LEVELS)):
+            if truth[li].any():
+                named += 1
+                disc = prediction.level_discs[li]
+                right += int(bool(disc.any()) and bool((disc & truth[li]).sum() * 2 > disc.sum()))
+    diagnoser = Diagnoser(model_path, config)
+    records = {r.study_id: r for r in discover(card).records}
+    counts = {"levels": 0, "assessable": 0, "graded": 0, "withheld": 0, "moderate_severe_unflagged": 0,
+              "moderate_severe_flagged": 0}
+    for sid in study_ids:
+        findings = diagnoser.diagnose_record(without_labels(records[sid])).findings
+        for finding in findings.levels:
+            counts["levels"] += 1
+            counts["assessable"] += int(finding.assessable)
+            counts["graded"] += int(finding.stated_severity is not None)
+            counts["withheld"] += int(finding.abstained)
+            if finding.stated_severity in (Severity.MODERATE, Severity.SEVERE):
+                counts["moderate_severe_flagged" if finding.review else "moderate_severe_unflagged"] += 1
+    return {"naming_levels": named, "naming_right": right, **counts}
+
+
+def sct_safety(model_path: Path, config) -> dict[str, Any]:
+    """What the diagnosis of the shared SCT scan states per level (status, stated grade, review, reasons)."""
+    from lss.inference.diagnose import Diagnoser
+
+    findings = Diagnoser(model_path, config).diagnose_path(SCT_SCAN).findings
+    return {"levels": {f.level: {"status": f.status, "stated": None if f.stated_severity is None
+                                 else f.stated_severity.value, "review": f.review,
+                                 "reasons": f.not_assessable_reasons} for f in findings.levels},
+            "study_reasons": findings.not_assessable_reasons,
+            "naming": {k: findings.level_naming.get(k) for k in ("method", "status")}}
 
 
 def _mean_ci(values: list[float]) -> str:
@@ -206,6 +265,21 @@ def main(argv: list[str] | None = None) -> int:
                        "vesal_body_dice": vbody, "crop_offset_mm": placement, "crop_body_coverage": coverage}
         print(f"    {label}: vb2 body Dice {_mean_ci(body)}; Vesal disc Dice {_mean_ci(disc)}")
 
+    # Level naming and safety on the held-out healthy vb2 scans; the SCT scan's statements.
+    safety = {}
+    for label in ("phantom-only", "mixed"):
+        total: dict[str, int] = {}
+        for k, test in enumerate(test_folds):
+            model = models["phantom-only" if label == "phantom-only" else f"mixed fold {k + 1}"]
+            for key, value in level_safety(model, config, CARDS / "fastcleverseg_vb2.yaml",
+                                           data["fastcleverseg_vb2"], test).items():
+                total[key] = total.get(key, 0) + value
+        total["sct"] = sct_safety(models["phantom-only" if label == "phantom-only" else "mixed fold 1"], config)
+        safety[label] = total
+        print(f"    {label}: vb2 level naming {total['naming_right']}/{total['naming_levels']}, assessable "
+              f"{total['assessable']}/{total['levels']}, Moderate/Severe stated without review "
+              f"{total['moderate_severe_unflagged']}")
+
     # Evidence of the shared SCT scan, per model (the coarse pass places the crop; no label is used).
     figures = results / "real"
     if figures.exists():
@@ -258,11 +332,36 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["## Per held-out vb2 scan (vertebral-body Dice)", "", "| scan | phantom-only | mixed |", "|---|---|---|"]
     for i, sid in enumerate(sid for fold in test_folds for sid in fold):
         lines.append(f"| {sid} | {rows['phantom-only']['vb2_body_dice'][i]:.3f} | {rows['mixed']['vb2_body_dice'][i]:.3f} |")
+    lines += ["", "## Level naming and what is stated on healthy real scans (issue 14)", "",
+              "Held-out `fastcleverseg_vb2` scans (healthy subjects). Naming: the disc the model's naming (counted "
+              "from the sacrum) puts at each level overlaps the disc between that level's two labelled bodies "
+              "(L1/L2-L4/L5; the sacrum is unlabelled). Diagnosis: each scan diagnosed as a user's would be, without "
+              "its mask; on healthy subjects every Moderate/Severe statement is a false alarm. SCT: the shared "
+              "unlabelled scan (mixed: fold 1's model).", "",
+              "| model | vb2 level naming | vb2 levels assessable | graded | withheld | Moderate/Severe stated "
+              "without review | with review | SCT levels assessable | SCT Moderate/Severe without review |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for label, row in safety.items():
+        sct_levels = row["sct"]["levels"].values()
+        lines.append(
+            f"| {label} | {row['naming_right']}/{row['naming_levels']} "
+            f"({row['naming_right'] / max(row['naming_levels'], 1):.3f}) | {row['assessable']}/{row['levels']} "
+            f"({row['assessable'] / max(row['levels'], 1):.2f}) | {row['graded']} | {row['withheld']} | "
+            f"{row['moderate_severe_unflagged']} ({row['moderate_severe_unflagged'] / max(row['levels'], 1):.3f}) | "
+            f"{row['moderate_severe_flagged']} | {sum(v['status'] != 'not_assessable' for v in sct_levels)}/5 | "
+            f"{sum(v['stated'] in ('Moderate', 'Severe') and not v['review'] for v in sct_levels)} |")
+    sct = safety.get("mixed", {}).get("sct")
+    if sct:
+        lines += ["", f"SCT scan (mixed): naming {sct['naming']['method']}; study-level reasons: "
+                  f"{'; '.join(sct['study_reasons']) or 'none'}.", ""]
+    lines += ["Targets (issue 14): level naming >= 0.95 on the vb2 folds; on healthy scans from other sites at most "
+              "5% of levels stated Moderate/Severe without review or abstention, at least 80% assessable.", ""]
     lines += ["", "## The shared SCT scan (unlabelled), sagittal evidence per model", ""]
     for label, path in evidence.items():
         lines.append(f"- {label}: ![{label}](real/{path.name})")
     (results / "real.md").write_text("\n".join(lines) + "\n")
-    (results / "real.json").write_text(json.dumps({"rows": rows, "folds": test_folds, "vesal_val": vesal_val},
+    (results / "real.json").write_text(json.dumps({"rows": rows, "safety": safety, "folds": test_folds,
+                                                   "vesal_val": vesal_val},
                                                   indent=1, default=float) + "\n")
     print("\n".join(lines))
     return 0

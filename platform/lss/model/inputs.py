@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lss.anatomy import LEVELS, Structure, disc_label_for_level, to_structure_mask
+from lss.anatomy import LEVELS, Structure, to_structure_mask
+from lss.model.level_targets import level_disc_targets
 
 __all__ = ["case_to_sample", "collate_samples", "sagittal_target", "SAMPLE_KEYS"]
 
@@ -47,6 +48,19 @@ def _centre_window(size: int, count: int) -> np.ndarray:
     return np.clip(np.arange(centre - count // 2, centre + count // 2 + 1), 0, size - 1)
 
 
+def _plane_spacing(case: dict[str, np.ndarray]) -> tuple[float, float]:
+    """(Y, Z) pixel spacing in mm of the sagittal crop (the norms of its affine's columns; 1 mm when unknown)."""
+    if "sagittal_affine" not in case:
+        return 1.0, 1.0
+    affine = np.asarray(case["sagittal_affine"], dtype=np.float64)
+    return float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 2]))
+
+
+def _bodies_alone(partition: np.ndarray) -> bool:
+    """Whether labels 1..25 are vertebral bodies alone (not whole vertebrae, as SPIDER labels them)."""
+    return int(partition[Structure.POSTERIOR_ELEMENTS.index]) != int(partition[Structure.VERTEBRAL_BODY.index])
+
+
 def case_to_sample(case: dict[str, np.ndarray], sagittal_slices: int = 3) -> dict[str, torch.Tensor]:
     """One case's tensors.
 
@@ -58,7 +72,9 @@ def case_to_sample(case: dict[str, np.ndarray], sagittal_slices: int = 3) -> dic
         sagittal (S, Y, Z) float; axial (L, S_ax, H, W) float; axial_present (L,) bool; severity (L,) long (-1
         unknown); area_mm2, ap_mm (L,) float (NaN unknown); and where the case has labels: sagittal_target (Y, Z)
         long, axial_target (L, H, W) long (-1 where a level has no axial data), level_target (L, Y, Z) bool (the
-        disc of each level on the mid-sagittal slice). Missing labels are all -1 / False.
+        disc of each level on the mid-sagittal slice: its disc label, or where the case labels vertebral bodies
+        alone and not the disc, the disc derived between the level's two labelled bodies,
+        ``lss.model.level_targets``). Missing labels are all -1 / False.
     """
     if sagittal_slices % 2 == 0:
         raise ValueError(f"sagittal_slices must be odd, got {sagittal_slices}.")
@@ -80,9 +96,8 @@ def case_to_sample(case: dict[str, np.ndarray], sagittal_slices: int = 3) -> dic
         target, partition = sagittal_target(case, centre)
         sample["sagittal_target"] = torch.from_numpy(target)
         sample["sagittal_partition"] = torch.from_numpy(partition)
-        sample["level_target"] = torch.from_numpy(
-            np.stack([labels == disc_label_for_level(level) for level in LEVELS])
-        )
+        sample["level_target"] = torch.from_numpy(level_disc_targets(
+            labels, _plane_spacing(case), LEVELS, derive_from_bodies=_bodies_alone(partition)))
     else:
         sample["sagittal_target"] = torch.full(spatial, -1, dtype=torch.int64)
         sample["sagittal_partition"] = torch.arange(len(Structure), dtype=torch.int64)

@@ -90,7 +90,8 @@ class LevelFinding:
         stated = self.stated_severity
         out["severity"] = out["stated_severity"] = None if stated is None else stated.value
         out["model_severity"] = self.severity.value if self.assessable else None
-        out["rule_severity"] = None if self.rule_severity is None else self.rule_severity.value
+        out["rule_severity"] = (None if self.rule_severity is None or not self.assessable
+                                else self.rule_severity.value)
         out["measurements"] = self.measurements.as_dict()
         out["confidence"] = round(self.confidence, 4) if self.assessable else None
         if not self.assessable:
@@ -182,10 +183,10 @@ def build_findings(prediction) -> StudyFindings:
             where = (f"the measured dural sac ({measured.area_mm2:.0f} mm2, AP {measured.ap_mm:.1f} mm)"
                      if source == "axial_area" else f"the sagittal canal AP diameter ({measured.sagittal_ap_mm:.1f} mm)")
             finding.review_reason = f"the model grades {severity.value} but {where} grades {rule.value}"
-        elif rule is None and level in assessment.canal_interrupted:
+        elif level in assessment.canal_interrupted:
             finding.review = True
-            finding.review_reason = ("the segmented canal is interrupted behind the disc (possible compression), so "
-                                     "the grade is not measured")
+            finding.review_reason = ("the segmented canal is interrupted behind the disc on the sagittal view "
+                                     "(possible compression)")
         elif rule is None and prediction.axial_present[li]:
             finding.review = True
             finding.review_reason = "no dural sac was segmented on the axial slice, so the grade is not measured"

@@ -69,7 +69,8 @@ def _evidence(finding: LevelFinding) -> dict[str, Any]:
         "model_severity": finding.severity.value if finding.assessable else None,
         "not_assessable_reasons": list(finding.not_assessable_reasons),
         "probability": round(finding.confidence, 3) if finding.assessable else None,
-        "rule_severity": None if finding.rule_severity is None else finding.rule_severity.value,
+        "rule_severity": (None if finding.rule_severity is None or not finding.assessable
+                          else finding.rule_severity.value),
         "area_mm2": m.area_mm2,
         "ap_mm": m.ap_mm,
         "axial_slice": m.axial_slice,

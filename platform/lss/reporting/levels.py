@@ -11,7 +11,8 @@ winners, the levels are counted from the sacrum, the one landmark every lumbar f
    are one disc cut in two, or noise (the smaller one is dropped).
 3. The lowest disc is L5/S1 when a vertebral body lies directly below it (the sacrum); the discs above it are
    L4/L5, L3/L4, ... Without a body below the lowest disc nothing is counted: every level is "not found" and the
-   study says why.
+   study says why. A body that the image's lower edge cuts is the sacrum only when more of it shows than a lumbar
+   body is high: a cut L5 above an unseen sacrum looks the same as the top of the sacrum.
 4. A level above the highest disc found is "not in the field of view" when the acquired image ends within one disc
    spacing above that disc, else "not found" (the image goes on but no disc was segmented there).
 
@@ -40,9 +41,10 @@ NOT_FOUND = "not_found"
 MIN_DISC_AREA_MM2 = 15.0  # smaller disc-labelled islands are segmentation noise, not discs
 MIN_BODY_AREA_MM2 = 60.0  # a vertebral body cut by the field of view still shows more than this
 TYPICAL_SPACING_MM = 38.0  # disc centre to disc centre in an adult lumbar spine (body ~28 mm + disc ~10 mm)
+SACRUM_MIN_VISIBLE_MM = 36.0  # a body below the lowest disc cut by the image's edge is the sacrum only if longer
 SMALL_DISC_FRACTION = 0.35  # a disc region below this share of the study's median disc area is not a level's disc
 MISSED_DISC_GAP = 1.6  # a gap above this many typical spacings holds a disc that was not segmented
-SPLIT_DISC_GAP = 0.45  # discs closer than this many typical spacings are one disc or noise
+SPLIT_GAP_MM = 4.0  # disc pieces closer than this along Z are one disc
 
 
 @dataclass
@@ -85,12 +87,13 @@ class _Region:
     height_mm: float  # area / length along the long axis
     length_mm: float
     cut_by_fov: bool
+    angle_deg: float  # between the long axis and the antero-posterior axis (a disc lies near 0, tilted up to ~45)
 
     def describe(self, kind: str, level: str | None = None) -> dict[str, Any]:
         out = {"kind": kind, "centre_px": [round(float(v), 1) for v in self.centre],
                "z_range_px": [int(self.z_lo), int(self.z_hi)], "height_mm": round(self.height_mm, 1),
                "length_mm": round(self.length_mm, 1), "area_mm2": round(self.area_mm2, 1),
-               "cut_by_fov": bool(self.cut_by_fov)}
+               "cut_by_fov": bool(self.cut_by_fov), "angle_deg": round(self.angle_deg, 1)}
         if level is not None:
             out["level"] = level
         return out
@@ -118,27 +121,38 @@ def _regions(mask: np.ndarray, spacing: np.ndarray, min_area_mm2: float, fov_z: 
         length = float(projection.max() - projection.min() + np.abs(direction) @ spacing)
         z_lo, z_hi = int(points[:, 1].min()), int(points[:, 1].max())
         cut = z_lo <= fov_z[0] or z_hi >= fov_z[1]
-        out.append(_Region(region, centre, z_lo, z_hi, area, area / max(length, 1e-6), length, cut))
+        angle = float(np.degrees(np.arccos(min(abs(direction[0]), 1.0))))
+        out.append(_Region(region, centre, z_lo, z_hi, area, area / max(length, 1e-6), length, cut, angle))
     return out
 
 
 def _clean_discs(discs: list[_Region], spacing_z: float) -> tuple[list[_Region], float]:
-    """Drops noise and split halves; returns the discs (caudal to cranial) and the typical spacing (mm)."""
+    """Drops noise and joins split pieces; returns the discs (caudal to cranial) and the typical spacing (mm).
+
+    Two disc pieces are one disc when they overlap along Z or less than ``SPLIT_GAP_MM`` of something else lies
+    between them (a disc cut in two by a mis-labelled strip); discs separated by more are kept apart, however close,
+    so that an implausibly short spacing is measured and reported rather than hidden by merging. The typical spacing
+    is the median centre-to-centre distance; with a single disc, the adult prior.
+    """
     if not discs:
         return [], TYPICAL_SPACING_MM
     median_area = float(np.median([d.area_mm2 for d in discs]))
     discs = [d for d in discs if d.area_mm2 >= SMALL_DISC_FRACTION * median_area]
     discs.sort(key=lambda d: d.centre[1])
-    gaps = np.diff([d.centre[1] * spacing_z for d in discs])
-    plausible = gaps[(gaps > SPLIT_DISC_GAP * TYPICAL_SPACING_MM) & (gaps < MISSED_DISC_GAP * TYPICAL_SPACING_MM)]
-    spacing = float(np.median(plausible)) if plausible.size else TYPICAL_SPACING_MM
     kept: list[_Region] = []
     for disc in discs:
-        if kept and (disc.centre[1] - kept[-1].centre[1]) * spacing_z < SPLIT_DISC_GAP * spacing:
-            if disc.area_mm2 > kept[-1].area_mm2:
-                kept[-1] = disc
+        if kept and (disc.z_lo - kept[-1].z_hi) * spacing_z < SPLIT_GAP_MM:
+            previous = kept[-1]
+            joined = previous.mask | disc.mask
+            weight = previous.area_mm2 + disc.area_mm2
+            centre = (previous.centre * previous.area_mm2 + disc.centre * disc.area_mm2) / weight
+            kept[-1] = _Region(joined, centre, min(previous.z_lo, disc.z_lo), max(previous.z_hi, disc.z_hi), weight,
+                               max(previous.height_mm, disc.height_mm), max(previous.length_mm, disc.length_mm),
+                               previous.cut_by_fov or disc.cut_by_fov, max(previous.angle_deg, disc.angle_deg))
             continue
         kept.append(disc)
+    gaps = np.diff([d.centre[1] * spacing_z for d in kept])
+    spacing = float(np.median(gaps)) if gaps.size else TYPICAL_SPACING_MM
     return kept, spacing
 
 
@@ -192,9 +206,17 @@ def name_levels(
         naming.reasons.append("no vertebral body (the sacrum) was found below the lowest disc, so the levels cannot be "
                               "counted from the sacrum")
         return naming
+    sacrum = max(below, key=lambda b: b.centre[1])
+    visible_mm = (sacrum.z_hi - sacrum.z_lo + 1) * spacing[1]
+    if sacrum.z_lo <= fov[0] and visible_mm < SACRUM_MIN_VISIBLE_MM:
+        # A body cut by the lower edge of the image, no taller than a lumbar body: L5 cut off above the sacrum looks
+        # the same as the top of the sacrum, so nothing can be counted from it.
+        naming.reasons.append(
+            f"the image ends {visible_mm:.0f} mm below the lowest disc, inside a vertebra: the sacrum is not in the "
+            "field of view, so the levels cannot be counted from it")
+        return naming
     naming.sacrum_found = True
     naming.method = "counted_from_sacrum"
-    sacrum = max(below, key=lambda b: b.centre[1])
     naming.chain.append(sacrum.describe("body", "sacrum"))
 
     # Count upwards: index 0 is L5/S1; a gap of k typical spacings skips k - 1 discs that were not segmented.
@@ -204,7 +226,7 @@ def name_levels(
     for disc in discs:
         if previous is not None:
             gap = (disc.centre[1] - previous.centre[1]) * spacing[1]
-            count += max(1, int(round(gap / spacing_typical)))
+            count += max(1, int(round(gap / spacing_typical))) if gap > MISSED_DISC_GAP * spacing_typical else 1
         previous = disc
         name = caudal_first[count] if count < len(caudal_first) else None
         naming.chain.append(disc.describe("disc", name or "above L1/L2"))

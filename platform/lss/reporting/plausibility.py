@@ -40,6 +40,7 @@ class PlausibilityRanges:
             collapsed discs).
         disc_height_mm: mean disc height on the mid-sagittal slice (a collapsed disc is still > 1.5 mm).
         disc_length_mm: antero-posterior length of a disc on the mid-sagittal slice.
+        disc_max_tilt_deg: a disc's long axis runs antero-posteriorly; L5/S1 tilts ~30-45 degrees with the sacrum.
         body_height_mm: superior-inferior extent of a vertebral body fully inside the field of view.
         sagittal_ap_mm: canal AP diameter behind a disc.
         area_mm2: dural sac area on an axial slice.
@@ -49,6 +50,7 @@ class PlausibilityRanges:
     disc_spacing_mm: tuple[float, float] = (22.0, 60.0)
     disc_height_mm: tuple[float, float] = (1.5, 20.0)
     disc_length_mm: tuple[float, float] = (15.0, 70.0)
+    disc_max_tilt_deg: float = 60.0
     body_height_mm: tuple[float, float] = (12.0, 50.0)
     sagittal_ap_mm: tuple[float, float] = (2.0, 30.0)
     area_mm2: tuple[float, float] = (10.0, 600.0)
@@ -158,6 +160,9 @@ def assess_study(prediction, measurements: list[LevelMeasurements],
                 if _outside(height, ranges.body_height_mm):
                     reasons.append(f"an adjacent vertebral body is {height:.0f} mm high, outside the adult range "
                                    f"({_range(ranges.body_height_mm, 'mm')})")
+            if disc.get("angle_deg", 0.0) > ranges.disc_max_tilt_deg:
+                reasons.append(f"the disc's long axis is tilted {disc['angle_deg']:.0f} degrees from the "
+                               f"antero-posterior axis (at most {ranges.disc_max_tilt_deg:g}): not the shape of a disc")
             if _outside(disc["length_mm"], ranges.disc_length_mm):
                 reasons.append(f"the disc is {disc['length_mm']:.0f} mm long antero-posteriorly, outside "
                                f"{_range(ranges.disc_length_mm, 'mm')}")

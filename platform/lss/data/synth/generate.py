@@ -35,7 +35,7 @@ from lss.data.manifest import MANIFEST_NAME, LevelRecord, SeriesRecord, StudyRec
 from lss.data.synth.phantom import SpinePhantom, sample_phantom
 from lss.data.synth.render import sample_contrast
 from lss.data.synth.reports import write_report
-from lss.data.synth.views import axial_grid, render_view, sagittal_grid
+from lss.data.synth.views import axial_grid, render_view, sagittal_grid, sample_sagittal_extent
 from lss.data.volume import Volume
 
 __all__ = ["generate_study", "generate_dataset", "study_id_for", "class_balance"]
@@ -51,6 +51,9 @@ def study_id_for(seed: int) -> str:
 
 def _fingerprint(config: SynthConfig, seed: int) -> str:
     settings = config.model_dump(exclude={"cases", "seed"})
+    if not config.sagittal_fov_random:  # studies written before the option existed keep their fingerprint
+        for name in ("sagittal_fov_random", "sagittal_fov_sacrum_mm"):
+            settings.pop(name)
     text = json.dumps({"v": _GENERATOR_VERSION, "seed": seed, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -126,9 +129,12 @@ def generate_study(index: int, config: SynthConfig, out_dir: str | Path) -> Stud
     series: list[SeriesRecord] = []
     inplane = float(rng.uniform(*config.sagittal_inplane_mm))
     thickness = float(rng.uniform(*config.sagittal_slice_mm))
+    extent_w = None
+    if config.sagittal_fov_random:  # drawn only then, so that the default studies stay as they were
+        extent_w = sample_sagittal_extent(phantom, rng, config.sagittal_fov_sacrum_mm, config.sagittal_fov_mm[0])
     grid = sagittal_grid(
         phantom, inplane, thickness, config.sagittal_fov_mm, config.sagittal_lateral_coverage_mm,
-        yaw_deg=float(rng.uniform(-3.0, 3.0)),
+        yaw_deg=float(rng.uniform(-3.0, 3.0)), extent_w=extent_w,
     )
     image, mask = render_view(phantom, grid, contrast, rng, config.through_slice_samples, {"view": "sagittal"})
     path, mask_path = write(image, mask, "sagittal_t2", "SAG T2 TSE", 1)
@@ -157,6 +163,7 @@ def generate_study(index: int, config: SynthConfig, out_dir: str | Path) -> Stud
         "fingerprint": fingerprint,
         "record": record.model_dump(mode="json"),
         "phantom": {
+            **({"sagittal_extent_w_mm": [round(w, 2) for w in extent_w]} if extent_w is not None else {}),
             "lordosis_radius_mm": phantom.radius,
             "vertebra_height_mm": phantom.vertebra_height.round(2).tolist(),
             "disc_height_mm": phantom.disc_height.round(2).tolist(),

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lss.anatomy import DISC_LABEL_OFFSET, Tissue
+from lss.anatomy import DISC_LABEL_OFFSET, VERTEBRAE, Tissue
 from lss.data.synth.phantom import DISCS, SpinePhantom
 from lss.data.synth.render import Contrast, finish_image, tissue_intensity
 from lss.data.volume import Volume, affine_from_axes
 
-__all__ = ["ViewGrid", "sagittal_grid", "axial_grid", "render_view"]
+__all__ = ["ViewGrid", "sagittal_grid", "sample_sagittal_extent", "axial_grid", "render_view"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,45 @@ def _centred_grid(centre, axes, spacing, shape, thickness) -> ViewGrid:
     return ViewGrid(tuple(int(n) for n in shape), origin, axes, spacing, float(thickness))
 
 
+def _vertebra_span_w(phantom: SpinePhantom, name: str) -> tuple[float, float]:
+    """Arc length ``w`` of a vertebral body's lower and upper endplate (S1 and T11, open, get their nominal height)."""
+    k = VERTEBRAE.index(name)
+    bounds = phantom.disc_bounds
+    low = float(bounds[k - 1, 1]) if k > 0 else -float(phantom.vertebra_height[0])
+    high = float(bounds[k, 0]) if k < len(bounds) else low + float(phantom.vertebra_height[k])
+    return low, high
+
+
+def sample_sagittal_extent(
+    phantom: SpinePhantom,
+    rng: np.random.Generator,
+    sacrum_mm: tuple[float, float] = (10.0, 50.0),
+    max_extent_mm: float = 260.0,
+) -> tuple[float, float]:
+    """A random superior-inferior field of view along the spine, as ``w`` (arc length, mm) of its two edges.
+
+    The inferior edge lies ``sacrum_mm`` below the top endplate of S1 (inside the sacrum); the superior edge anywhere
+    from the middle of the L2 body to the top of T11 (the phantom's top vertebra), so that L1/L2 and the discs above
+    are in the field of view or not; the extent stays within ``max_extent_mm``.
+
+    Returns:
+        (w_inferior, w_superior).
+
+    Raises:
+        ValueError: for a negative depth or an extent too short to reach L2 from the sacrum.
+    """
+    if not 0.0 <= sacrum_mm[0] <= sacrum_mm[1]:
+        raise ValueError(f"sacrum_mm must be 0 <= min <= max, got {sacrum_mm!r}.")
+    bottom = -float(rng.uniform(*sacrum_mm))
+    l2_low, l2_high = _vertebra_span_w(phantom, "L2")
+    lowest_top = (l2_low + l2_high) / 2.0
+    highest_top = min(_vertebra_span_w(phantom, "T11")[1], bottom + float(max_extent_mm))
+    if highest_top < lowest_top:
+        raise ValueError(f"a field of view of at most {max_extent_mm} mm can not reach L2 from {-bottom:.0f} mm "
+                         "inside the sacrum.")
+    return bottom, float(rng.uniform(lowest_top, highest_top))
+
+
 def sagittal_grid(
     phantom: SpinePhantom,
     inplane_mm: float,
@@ -53,6 +92,7 @@ def sagittal_grid(
     fov_mm: tuple[float, float],
     lateral_coverage_mm: float,
     yaw_deg: float = 0.0,
+    extent_w: tuple[float, float] | None = None,
 ) -> ViewGrid:
     """A sagittal series as scanners write it: rows run anterior -> posterior, columns superior -> inferior,
     slices left -> right; centred on the lumbar spine, optionally rotated (yaw) about the superior axis.
@@ -62,9 +102,22 @@ def sagittal_grid(
         slice_mm: slice thickness (= slice spacing, no gap).
         fov_mm: (superior-inferior, anterior-posterior) field of view.
         lateral_coverage_mm: left-right extent of the slice stack.
+        extent_w: (inferior, superior) edges of the field of view as arc lengths ``w`` along the spine
+            (``sample_sagittal_extent``), taken at the middle of the vertebral bodies' depth; the superior-inferior
+            field of view spans them and ``fov_mm[0]`` is ignored. None: ``fov_mm[0]`` centred on the lumbar spine.
     """
-    top_l1 = float(phantom.disc_bounds[4, 1] + phantom.vertebra_height[5])
-    centre, _, _, _ = phantom.frame_at(w=top_l1 / 2, v=12.0)
+    if extent_w is None:
+        top_l1 = float(phantom.disc_bounds[4, 1] + phantom.vertebra_height[5])
+        centre, _, _, _ = phantom.frame_at(w=top_l1 / 2, v=12.0)
+    else:
+        low_w, high_w = (float(w) for w in extent_w)
+        if not high_w > low_w:
+            raise ValueError(f"extent_w must be (inferior, superior) with inferior < superior, got {extent_w!r}.")
+        edges = [phantom.frame_at(w=w, v=float(np.interp(w, phantom.disc_mid, phantom.body_depth)) / 2)[0]
+                 for w in (low_w, high_w)]
+        centre, _, _, _ = phantom.frame_at(w=(low_w + high_w) / 2, v=12.0)
+        centre = np.array([centre[0], centre[1], (edges[0][2] + edges[1][2]) / 2])
+        fov_mm = (float(edges[1][2] - edges[0][2]), fov_mm[1])
     rotation = _rotation_z(np.deg2rad(yaw_deg))
     axes = np.stack([
         rotation @ np.array([0.0, -1.0, 0.0]),  # i: towards posterior
