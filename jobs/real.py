@@ -113,11 +113,27 @@ def crop_placement(model_path: Path, config, card: Path, study_ids: list[str]) -
     return distances, coverage
 
 
+def labels_on_crop(labelled, blind) -> np.ndarray:
+    """(Y, Z) native labels of ``labelled``'s crop, resampled (nearest) onto the mid-sagittal slice of ``blind``'s
+    crop through patient space; 0 where the labelled crop does not reach."""
+    x, ny, nz = blind.sagittal_image.shape[0] // 2, *blind.sagittal_image.shape[1:]
+    yy, zz = np.meshgrid(np.arange(ny), np.arange(nz), indexing="ij")
+    voxels = np.stack([np.full(yy.size, x), yy.ravel(), zz.ravel(), np.ones(yy.size)])
+    inside = np.linalg.inv(labelled.sagittal_affine) @ (blind.sagittal_affine @ voxels)
+    index = np.round(inside[:3]).astype(int)
+    shape = np.array(labelled.sagittal_labels.shape)[:, None]
+    valid = np.all((index >= 0) & (index < shape), axis=0)
+    out = np.zeros(yy.size, dtype=labelled.sagittal_labels.dtype)
+    out[valid] = labelled.sagittal_labels[tuple(index[:, valid])]
+    return out.reshape(ny, nz)
+
+
 def level_safety(model_path: Path, config, card: Path, data_dir: Path, study_ids: list[str]) -> dict[str, Any]:
     """Level naming and what the diagnosis states, on held-out real scans of healthy subjects.
 
-    Naming: the labelled case is predicted (crop placed by its labels); the disc the model's naming puts at each
-    level must overlap the disc derived between that level's two labelled bodies (``lss.model.level_targets``;
+    Naming: the scan is preprocessed as a user's would be (crop placed by the model's coarse pass, no mask) and its
+    labels are carried onto that crop; the disc the model's naming puts at each level must overlap the disc derived
+    between that level's two labelled bodies (``lss.model.level_targets``;
     L1/L2-L4/L5, since the sacrum is not labelled). Safety: the same scan is diagnosed as a user's would be, without
     its mask; every level of these healthy subjects stated Moderate or Severe without a review flag is a false
     alarm, and the share of assessable levels is the coverage.
@@ -126,17 +142,21 @@ def level_safety(model_path: Path, config, card: Path, data_dir: Path, study_ids
     from lss.inference.diagnose import Diagnoser, without_labels
     from lss.inference.predict import column_spacing, predict_cases
     from lss.model import load_model
+    from lss.inference.locate import SpineLocator
     from lss.model.level_targets import level_disc_targets
-    from lss.preprocessing.pipeline import load_case, read_jsonl
+    from lss.preprocessing.transforms import preprocess_study
 
     model = load_model(model_path).eval()
-    paths = {row["study_id"]: data_dir / row["path"] for row in read_jsonl(data_dir / "preprocessed.jsonl")}
+    locator = SpineLocator(model, tuple(config.preprocess.sagittal_shape[1:]))
+    records = {r.study_id: r for r in discover(card).records}
     named = right = 0
     for sid in study_ids:
-        case = load_case(paths[sid])
-        prediction = predict_cases(model, [case], [sid])[0]
-        labels = case["sagittal_labels"][case["sagittal_labels"].shape[0] // 2]
-        truth = level_disc_targets(labels, column_spacing(case["sagittal_affine"], (1, 2)), LEVELS,
+        # The crop a user's scan gets (placed by the coarse pass, no mask), with the labels carried onto it.
+        blind = preprocess_study(without_labels(records[sid]), config.preprocess, locator)
+        labelled = preprocess_study(records[sid], config.preprocess)
+        labels = labels_on_crop(labelled, blind)
+        prediction = predict_cases(model, [blind.arrays()], [sid], [blind.info])[0]
+        truth = level_disc_targets(labels, column_spacing(blind.sagittal_affine, (1, 2)), LEVELS,
                                    derive_from_bodies=True)
         for li in range(len(LEVELS)):
             if truth[li].any():
@@ -144,7 +164,6 @@ def level_safety(model_path: Path, config, card: Path, data_dir: Path, study_ids
                 disc = prediction.level_discs[li]
                 right += int(bool(disc.any()) and bool((disc & truth[li]).sum() * 2 > disc.sum()))
     diagnoser = Diagnoser(model_path, config)
-    records = {r.study_id: r for r in discover(card).records}
     counts = {"levels": 0, "assessable": 0, "graded": 0, "withheld": 0, "moderate_severe_unflagged": 0,
               "moderate_severe_flagged": 0}
     for sid in study_ids:

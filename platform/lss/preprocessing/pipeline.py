@@ -41,7 +41,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PREPROCESS_VERSION = 3  # bump when the transforms change, so old shards are rebuilt (3: label maps, partitions)
+PREPROCESS_VERSION = 4  # bump when the transforms change, so old shards are rebuilt (3: label maps, partitions;
+# 4: a labelled span longer than the crop is anchored at its caudal end; info["sagittal_fov_z"])
 CASES_DIR = "cases"
 INDEX_NAME = "preprocessed.jsonl"
 ERRORS_NAME = "errors.jsonl"

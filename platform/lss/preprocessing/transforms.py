@@ -240,11 +240,21 @@ def _crop(data: dict, centre: np.ndarray, size: tuple[int, ...]):
     ])(data)
 
 
-def _spine_centre(labels: np.ndarray | None, shape: tuple[int, ...], structure_labels=None) -> np.ndarray:
+def _spine_centre(labels: np.ndarray | None, shape: tuple[int, ...], structure_labels=None,
+                  crop_z: int | None = None, margin_z: int = 8) -> np.ndarray:
+    """The centre of the labelled voxels; with ``crop_z``, a labelled span longer than the crop is anchored at its
+    caudal end (as the coarse pass does, ``lss.preprocessing.locate.spine_centre``): levels are counted from the
+    sacrum, so the lowest labelled vertebra and what lies below it stay in the crop."""
     if labels is not None:
         selected = labels > 0 if structure_labels is None else np.isin(labels, structure_labels)
         if selected.any():
-            return np.argwhere(selected).mean(axis=0)
+            points = np.argwhere(selected)
+            centre = points.mean(axis=0)
+            if crop_z is not None:
+                low, high = points[:, -1].min(), points[:, -1].max()
+                if high - low + 2 * margin_z > crop_z:
+                    centre[-1] = low - margin_z + crop_z / 2.0
+            return centre
     return (np.array(shape) - 1) / 2.0
 
 
@@ -283,7 +293,7 @@ def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfi
     # The crop follows the spine: where the mask puts it, else where a coarse pass of the model over the whole field
     # of view finds it (lss.preprocessing.locate), else the field of view's centre.
     if labels is not None and (labels > 0).any():
-        centre, placed_by = _spine_centre(labels, labels.shape), "labels"
+        centre, placed_by = _spine_centre(labels, labels.shape, crop_z=config.sagittal_shape[2]), "labels"
     else:
         centre = locator(data["image"][0].numpy()) if locator is not None else None
         placed_by = "coarse_pass" if centre is not None else "field_of_view_centre"

@@ -9,7 +9,9 @@ winners, the levels are counted from the sacrum, the one landmark every lumbar f
 2. The discs are ordered from caudal to cranial along Z. A gap far larger than the study's typical disc spacing
    means a disc was missed there (its level is "not found", and the count skips it); discs much closer than that
    are one disc cut in two, or noise (the smaller one is dropped).
-3. The lowest disc is L5/S1 when a vertebral body lies directly below it (the sacrum); the discs above it are
+3. The sacrum: a bony mass among the lowest bodies clearly larger than the study's lumbar bodies (its fused
+   segments, with any rudimentary sacral disc inside it left uncounted), else the body directly below the lowest
+   disc. The lowest disc is L5/S1 when a vertebral body lies directly below it (the sacrum); the discs above it are
    L4/L5, L3/L4, ... Without a body below the lowest disc nothing is counted: every level is "not found" and the
    study says why. A body that the image's lower edge cuts is the sacrum only when more of it shows than a lumbar
    body is high: a cut L5 above an unseen sacrum looks the same as the top of the sacrum.
@@ -42,6 +44,7 @@ MIN_DISC_AREA_MM2 = 15.0  # smaller disc-labelled islands are segmentation noise
 MIN_BODY_AREA_MM2 = 60.0  # a vertebral body cut by the field of view still shows more than this
 TYPICAL_SPACING_MM = 38.0  # disc centre to disc centre in an adult lumbar spine (body ~28 mm + disc ~10 mm)
 SACRUM_MIN_VISIBLE_MM = 36.0  # a body below the lowest disc cut by the image's edge is the sacrum only if longer
+SACRUM_SIZE_RATIO = 1.35  # a body this much larger (area or length) than the lumbar bodies is the sacral mass
 SMALL_DISC_FRACTION = 0.35  # a disc region below this share of the study's median disc area is not a level's disc
 MISSED_DISC_GAP = 1.6  # a gap above this many typical spacings holds a disc that was not segmented
 SPLIT_GAP_MM = 4.0  # disc pieces closer than this along Z are one disc
@@ -156,6 +159,38 @@ def _clean_discs(discs: list[_Region], spacing_z: float) -> tuple[list[_Region],
     return kept, spacing
 
 
+def _adjacent(lower: _Region, upper: _Region, spacing_z: float, spacing_typical: float) -> bool:
+    return (upper.z_lo - lower.z_hi) * spacing_z < 0.5 * spacing_typical and lower.centre[1] < upper.centre[1]
+
+
+def _sacral_mass(discs: list[_Region], bodies: list[_Region], spacing_typical: float,
+                 spacing_z: float) -> _Region | None:
+    """The sacrum, when it shows as a bony mass larger than the study's lumbar bodies, among the three lowest bodies.
+
+    The sacrum's fused segments come out of a segmentation as one long body region, often with the thin rudimentary
+    S1/S2 disc labelled as disc below its top: counting from the lowest disc would then call S1/S2 "L5/S1". A lumbar
+    body lies between two discs and has the study's typical size; a body among the lowest three whose area or length
+    exceeds that by ``SACRUM_SIZE_RATIO`` (with a disc directly above it) is taken for the sacrum. None when the
+    study has fewer than two lumbar-like bodies to compare with, or no such mass.
+    """
+    between = [b for b in bodies
+               if any(_adjacent(d, b, spacing_z, spacing_typical) for d in discs)
+               and any(_adjacent(b, d, spacing_z, spacing_typical) for d in discs)]
+    if len(between) < 2:
+        return None
+    area = float(np.median([b.area_mm2 for b in between]))
+    length = float(np.median([b.length_mm for b in between]))
+    for body in sorted(bodies[:3], key=lambda b: -b.centre[1]):  # the highest candidate first
+        oversized = body.area_mm2 >= SACRUM_SIZE_RATIO * area or body.length_mm >= SACRUM_SIZE_RATIO * length
+        # A lumbar-sized body between two discs below the candidate means the candidate is not the sacrum (two
+        # lumbar bodies merged over a missed disc are oversized too).
+        lumbar_below = [b for b in between if b.centre[1] < body.centre[1]
+                        and b.area_mm2 < SACRUM_SIZE_RATIO * area and b.length_mm < SACRUM_SIZE_RATIO * length]
+        if oversized and not lumbar_below and any(_adjacent(body, d, spacing_z, spacing_typical) for d in discs):
+            return body
+    return None
+
+
 def name_levels(
     sagittal_mask: ArrayLike,
     spacing_mm: ArrayLike,
@@ -199,6 +234,16 @@ def name_levels(
         naming.reasons.append("no intervertebral disc was found on the mid-sagittal slice")
         return naming
 
+    sacral = _sacral_mass(discs, bodies, spacing_typical, float(spacing[1]))
+    if sacral is not None:
+        # The rudimentary S1/S2, S2/S3 "discs" inside the sacrum are not levels; L5/S1 is the disc above it.
+        remnants = [d for d in discs if d.centre[1] < sacral.centre[1]]
+        for remnant in remnants:
+            naming.chain.append(remnant.describe("disc", "sacral remnant (not a level)"))
+        discs = [d for d in discs if d.centre[1] >= sacral.centre[1]]
+        if not discs:
+            naming.reasons.append("no intervertebral disc was found above the sacrum")
+            return naming
     lowest = discs[0]
     below = [b for b in bodies if b.centre[1] < lowest.centre[1]
              and (lowest.z_lo - b.z_hi) * spacing[1] < 0.5 * spacing_typical]
