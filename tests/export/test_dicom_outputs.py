@@ -167,8 +167,11 @@ def test_the_sr_gives_back_every_measurement_and_grade_and_references_the_segs(d
                 assert len(found) == 1 and found[0].value == pytest.approx(value, abs=1e-9)
                 assert found[0].unit == unit
         severity = group.get_qualitative_evaluations(name=SEVERITY)
-        assert len(severity) == 1 and severity[0].value == severity_code(finding.severity)
-        assert severity_of_code(severity[0].value) is finding.severity
+        if finding.stated_severity is None:  # not assessable or withheld: measurements, but no grade
+            assert severity == []
+        else:
+            assert len(severity) == 1 and severity[0].value == severity_code(finding.stated_severity)
+            assert severity_of_code(severity[0].value) is finding.stated_severity
         # The ROI is the spinal canal segment of the level's axial SEG (the sagittal one without axial data).
         reference = group.referenced_segmentation_frame[0].ReferencedSOPSequence[0]
         expected = axial_seg_name(finding.level) if measured.axial_slice is not None else "seg_sagittal"

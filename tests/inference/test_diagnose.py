@@ -57,7 +57,12 @@ def test_a_dicom_folder_gives_a_report_findings_json_and_images(diagnoser, dicom
     assert [f["level"] for f in document["findings"]["levels"]] == list(LEVELS)
     for finding, present in zip(document["findings"]["levels"], diagnosis.prediction.axial_present, strict=True):
         assert finding["lower_confidence"] == (not present)
-        assert finding["severity"] in finding["probabilities"]
+        # A graded level states one of its probabilities' grades; any other states none, with its reasons.
+        if finding["status"] == "graded":
+            assert finding["severity"] in finding["probabilities"]
+        else:
+            assert finding["severity"] is None
+            assert finding["assessable"] or finding["not_assessable_reasons"]
         for image in finding["evidence"]:
             assert (tmp_path / "out" / "images" / document["images"][image]).is_file()
     with Image.open(diagnosis.images["montage"]) as montage:
