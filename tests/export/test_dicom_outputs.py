@@ -60,9 +60,17 @@ def dicom_study(synth_dicom, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def diagnosed(dicom_study, tiny_model_file, tmp_path_factory):
     """The diagnosis of the study with its DICOM outputs, and the model's axial slab size."""
+    from lss.anatomy import LEVELS
+    from lss.inference.study_input import open_study
+
     out = tmp_path_factory.mktemp("export_out")
     diagnoser = Diagnoser(tiny_model_file)
-    diagnosis = diagnoser.diagnose_path(dicom_study, dicom_out=out / "dicom")
+    # The untrained model names no disc, so the axial series cannot be matched by the sagittal pass: they get their
+    # level from their description ("AX T2 TSE L4/L5"), as a site's protocol would give it.
+    record = open_study(dicom_study, out / "work")
+    for series in record.axials():
+        series.level = next(level for level in LEVELS if series.description.endswith(level))
+    diagnosis = diagnoser.diagnose_record(record, dicom_out=out / "dicom")
     return diagnosis, {name: Path(p) for name, p in diagnosis.dicom.items()}, diagnoser.model.axial_slices
 
 
