@@ -34,7 +34,7 @@ import numpy as np
 from lss.anatomy import LEVELS, disc_label_for_level, to_structure_mask, vertebra_label
 from lss.config import PreprocessConfig, SynthConfig
 from lss.data.synth.generate import generate_dataset
-from lss.inference.predict import column_spacing
+from lss.inference.predict import column_spacing, fov_z_of
 from lss.model.level_targets import level_disc_targets
 from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
 from lss.reporting.levels import FOUND, NOT_IN_FIELD_OF_VIEW, name_levels
@@ -69,11 +69,6 @@ def _cases(folder: Path, studies: set[str] | None) -> list[tuple[str, dict, dict
     rows = [r for r in read_jsonl(folder / "preprocessed.jsonl") if r["status"] == "ok"]
     return [(r["study_id"], load_case(folder / r["path"]), r.get("info") or {})
             for r in rows if studies is None or r["study_id"] in studies]
-
-
-def _fov_z(info: dict) -> tuple[int, int] | None:
-    value = info.get("sagittal_fov_z")
-    return None if value is None else (int(value[0]), int(value[1]))
 
 
 def sacrum_in_crop(case: dict, kind: str, fov_z: tuple[int, int] | None) -> bool:
@@ -195,7 +190,7 @@ def main() -> None:
                 predictions = predict_cases(model, [c for _, c, _ in chunk], [s for s, _, _ in chunk],
                                             [i for _, _, i in chunk], device=args.device)
             for b, (study_id, case, info) in enumerate(chunk):
-                fov_z = _fov_z(info)
+                fov_z = fov_z_of(info)
                 spacing = column_spacing(case["sagittal_affine"], (1, 2))
                 discs, states = truth(case, kind, fov_z)
                 sacrum[study_id] = sacrum_in_crop(case, kind, fov_z)

@@ -19,7 +19,7 @@ from lss.anatomy import LEVELS
 from lss.model.input_range import image_statistics
 from lss.reporting.levels import name_levels
 
-__all__ = ["StudyPrediction", "predict_cases", "column_spacing"]
+__all__ = ["StudyPrediction", "predict_cases", "column_spacing", "fov_z_of"]
 
 
 def column_spacing(affine: np.ndarray, columns: tuple[int, int]) -> tuple[float, float]:
@@ -145,14 +145,14 @@ def predict_cases(
         first = model(*inputs)
         sagittal_mask = first.sagittal_logits.argmax(dim=1).cpu().numpy().astype(np.int16)
         namings = [name_levels(sagittal_mask[b], column_spacing(case["sagittal_affine"], (1, 2)),
-                               _fov_z(infos[b] if infos is not None else None))
+                               fov_z_of(infos[b] if infos is not None else None))
                    for b, case in enumerate(cases)]
         regions = np.stack([[n.discs[level] if n.discs[level] is not None else np.zeros(sagittal_mask.shape[1:], bool)
                              for level in LEVELS] for n in namings])
         out = model(*inputs, level_regions=torch.from_numpy(regions).to(device))
     input_range = getattr(model, "input_range", None)
     statistics = [image_statistics(np.asarray(case["sagittal_image"][case["sagittal_image"].shape[0] // 2]),
-                                   _inside(sagittal_mask.shape[1:], _fov_z(infos[b] if infos is not None else None)))
+                                   _inside(sagittal_mask.shape[1:], fov_z_of(infos[b] if infos is not None else None)))
                   for b, case in enumerate(cases)]
     calibration = getattr(model, "calibration", None)
     if calibration is not None:
@@ -211,7 +211,7 @@ def _inside(shape: tuple[int, int], fov_z: tuple[int, int] | None) -> np.ndarray
     return inside
 
 
-def _fov_z(info: Mapping[str, Any] | None) -> tuple[int, int] | None:
+def fov_z_of(info: Mapping[str, Any] | None) -> tuple[int, int] | None:
     """The Z pixels of the sagittal crop inside the acquired image (``info["sagittal_fov_z"]``), if recorded."""
     value = (info or {}).get("sagittal_fov_z")
     return None if value is None else (int(value[0]), int(value[1]))
