@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lss import anatomy
-from lss.anatomy import CUTOFFS, LEVELS, Severity, Structure, grade_from_measurements
+from lss.anatomy import CUTOFFS, LEVELS, Severity, Structure, format_area_mm2, format_diameter_mm, grade_from_measurements
 
 
 @pytest.mark.parametrize(
@@ -190,3 +190,18 @@ def test_label_partition_and_groups(groups, partition, grouped):
 def test_label_partition_rejects(groups, match):
     with pytest.raises(ValueError, match=match):
         anatomy.label_partition(groups)
+
+
+@pytest.mark.parametrize(("area", "text"), [(72.4, "70 mm2"), (72.5, "75 mm2"), (198.4, "200 mm2"), (0.0, "0 mm2")])
+def test_reported_area_is_rounded_to_5_mm2(area, text):
+    assert format_area_mm2(area) == text
+
+
+@pytest.mark.parametrize(("ap", "text"), [(13.24, "13.0 mm"), (13.25, "13.5 mm"), (9.74, "9.5 mm"), (9.76, "10.0 mm")])
+def test_reported_diameter_is_rounded_to_half_a_millimetre(ap, text):
+    assert format_diameter_mm(ap) == text
+
+
+def test_a_measurement_that_is_not_a_number_is_not_reported():
+    with pytest.raises(ValueError, match="finite"):
+        format_area_mm2(float("nan"))

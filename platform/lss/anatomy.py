@@ -54,6 +54,10 @@ __all__ = [
     "to_structure_mask",
     "grade_from_measurements",
     "grade_from_sagittal_ap",
+    "REPORTED_AREA_STEP_MM2",
+    "REPORTED_DIAMETER_STEP_MM",
+    "format_area_mm2",
+    "format_diameter_mm",
     "RSNA_CLASS_BALANCE",
     "RSNA_CONDITION",
     "RSNA_SEVERITY_WEIGHTS",
@@ -221,6 +225,38 @@ def grade_from_sagittal_ap(ap_mm: float, cutoffs: GradingCutoffs = CUTOFFS) -> S
     if not np.isfinite(ap_mm) or ap_mm < 0:
         raise ValueError(f"ap_mm must be a finite non-negative number, got {ap_mm!r}.")
     return Severity.MODERATE if ap_mm < cutoffs.absolute_ap_mm else Severity.NORMAL_MILD
+
+
+# Radiologists write a dural sac area to the nearest 5 mm2 and a diameter to the nearest 0.5 mm: finer digits are
+# below what a measurement on 0.5-1 mm pixels can carry. Every text (reports, references, evidence captions) uses
+# these; the numbers in report.json, the SR and the API keep the measured precision.
+REPORTED_AREA_STEP_MM2 = 5.0
+REPORTED_DIAMETER_STEP_MM = 0.5
+
+
+def _round_to(value: float, step: float) -> float:
+    if not np.isfinite(value):
+        raise ValueError(f"a measurement to report must be finite, got {value!r}.")
+    # floor(x + 0.5): halves round up, the way a reader rounds (Python's round() would round 72.5 to 72).
+    return float(np.floor(value / step + 0.5) * step)
+
+
+def format_area_mm2(area_mm2: float) -> str:
+    """An area as a report writes it: to the nearest 5 mm2, no decimals (``"115 mm2"``).
+
+    Raises:
+        ValueError: when ``area_mm2`` is not finite.
+    """
+    return f"{_round_to(area_mm2, REPORTED_AREA_STEP_MM2):.0f} mm2"
+
+
+def format_diameter_mm(diameter_mm: float) -> str:
+    """A diameter as a report writes it: to the nearest 0.5 mm, one decimal (``"11.5 mm"``).
+
+    Raises:
+        ValueError: when ``diameter_mm`` is not finite.
+    """
+    return f"{_round_to(diameter_mm, REPORTED_DIAMETER_STEP_MM):.1f} mm"
 
 
 def _check_vertebra(name: str) -> int:

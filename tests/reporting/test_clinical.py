@@ -108,7 +108,7 @@ def test_grounded_writer_reads_back_with_notes_in_brackets():
     study = StudyFindings(study_id="g1", levels=findings, has_axial=True,
                           notes=["No axial images at L5/S1: graded from the sagittal view only (lower-confidence)."])
     text = GroundedReportWriter().write(study).text
-    assert "[review:" in text and "13.3 mm" in text and "please review" in text
+    assert "[review:" in text and "13.5 mm" in text and "please review" in text
     assert extract_statements(text) == severities
 
 

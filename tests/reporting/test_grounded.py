@@ -7,7 +7,7 @@ import pytest
 from helpers_prediction import known_prediction
 from PIL import Image
 
-from lss.anatomy import LEVELS, SEVERITIES, Severity
+from lss.anatomy import LEVELS, SEVERITIES, Severity, format_area_mm2
 from lss.reporting import GroundedReportWriter, build_findings
 from lss.reporting.clinical import extract_statements
 from lss.reporting.evidence import image_id, write_evidence_images
@@ -61,7 +61,9 @@ def test_report_sections_order_and_evidence():
     assert [line[:5] for line in level_lines] == list(LEVELS)  # anatomical order, one line each
     area = findings.level("L4/L5").measurements.area_mm2
     assert area == pytest.approx(np.pi * 4.5**2, rel=0.1)
-    assert f"Severe central canal stenosis (dural sac area {area:.0f} mm2" in level_lines[3]
+    # As radiologists write it: the area to the nearest 5 mm2, the diameter to 0.5 mm.
+    assert f"Severe central canal stenosis (dural sac area {format_area_mm2(area)}" in level_lines[3]
+    assert format_area_mm2(area) == f"{5 * np.floor(area / 5 + 0.5):.0f} mm2"
     assert "Mild narrowing" in level_lines[2]  # 113 mm2: Normal/Mild, in the relative-stenosis band
     impression = lines[lines.index("IMPRESSION:") + 1]
     assert impression == "Severe central canal stenosis at L4/L5."

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lss.anatomy import LEVELS, Structure
+from lss.anatomy import LEVELS, Structure, format_area_mm2, format_diameter_mm
 from lss.reporting.findings import StudyFindings
 
 __all__ = ["image_id", "evidence_ids", "all_evidence_ids", "sagittal_slice_ids", "link_evidence",
@@ -126,7 +126,8 @@ def _axial(ax, prediction, findings: StudyFindings, li: int) -> None:
         ax.contour(xs, ys, sac.T.astype(float), levels=[0.5], colors=[_colour(finding)],
                    linewidths=1)
     m = finding.measurements
-    measured = (f"{m.area_mm2:.0f} mm2, AP {m.ap_mm:.1f} mm" if m.area_mm2 is not None and m.ap_mm is not None
+    measured = (f"{format_area_mm2(m.area_mm2)}, AP {format_diameter_mm(m.ap_mm)}"
+                if m.area_mm2 is not None and m.ap_mm is not None
                 else "sac not segmented")
     where = f" (slice {m.axial_slice['slice']})" if m.axial_slice and m.axial_slice.get("slice") is not None else ""
     ax.set_title(f"{finding.level}: {_label(finding)}\n{measured}\n{where.strip()}", fontsize=6)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lss.anatomy import CUTOFFS, LEVELS, Severity
+from lss.anatomy import CUTOFFS, LEVELS, Severity, format_area_mm2, format_diameter_mm
 from lss.reporting.findings import LevelFinding, StudyFindings
 
 __all__ = ["Report", "ReportSentence", "GroundedReportWriter"]
@@ -92,20 +92,22 @@ class GroundedReportWriter:
             # Square brackets: the reasons may name the canal, and must not read as a statement about it.
             return f"{finding.level}: not assessable [{'; '.join(finding.not_assessable_reasons)}]."
         if finding.abstained:
-            sagittal = f"; sagittal canal AP {m.sagittal_ap_mm:.1f} mm" if m.sagittal_ap_mm is not None else ""
+            sagittal = (f"; sagittal canal AP {format_diameter_mm(m.sagittal_ap_mm)}"
+                        if m.sagittal_ap_mm is not None else "")
             return (f"{finding.level}: grade withheld [the model's confidence {finding.confidence:.2f} is below the "
                     f"{finding.abstain_threshold:.2f} needed to state a grade{sagittal}].")
         text = f"{finding.level}: {_severity_phrase(finding).capitalize()}"
         measured = []
         if m.area_mm2 is not None:
-            measured.append(f"dural sac area {m.area_mm2:.0f} mm2")
+            measured.append(f"dural sac area {format_area_mm2(m.area_mm2)}")
         if m.ap_mm is not None:
-            measured.append(f"AP diameter {m.ap_mm:.1f} mm")
+            measured.append(f"AP diameter {format_diameter_mm(m.ap_mm)}")
         if measured:
             text += f" ({', '.join(measured)})"
         notes = []
         if finding.lower_confidence:
-            sagittal = f", sagittal canal AP {m.sagittal_ap_mm:.1f} mm" if m.sagittal_ap_mm is not None else ""
+            sagittal = (f", sagittal canal AP {format_diameter_mm(m.sagittal_ap_mm)}"
+                        if m.sagittal_ap_mm is not None else "")
             notes.append(f"lower confidence: no axial image at this level, graded on the sagittal view{sagittal}")
         if finding.review:
             notes.append(f"review: {finding.review_reason}")

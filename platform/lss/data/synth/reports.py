@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from lss.anatomy import CUTOFFS, LEVELS, Severity
+from lss.anatomy import CUTOFFS, LEVELS, Severity, format_area_mm2, format_diameter_mm
 from lss.data.manifest import LevelRecord
 
 __all__ = ["REPORT_STYLES", "write_report"]
@@ -67,9 +67,9 @@ def _disc_phrase(level: LevelRecord, rng: np.random.Generator) -> str | None:
 def _measure_phrase(level: LevelRecord) -> str | None:
     bits = []
     if level.area_mm2 is not None:
-        bits.append(f"dural sac area {level.area_mm2:.0f} mm2")
+        bits.append(f"dural sac area {format_area_mm2(level.area_mm2)}")
     if level.ap_mm is not None:
-        bits.append(f"AP diameter {level.ap_mm:.1f} mm")
+        bits.append(f"AP diameter {format_diameter_mm(level.ap_mm)}")
     return ", ".join(bits) if bits else None
 
 
@@ -136,7 +136,7 @@ def _concise(levels: list[LevelRecord], rng: np.random.Generator) -> str:
         severity = lv.severity or Severity.NORMAL_MILD
         word = {Severity.NORMAL_MILD: "no stenosis", Severity.MODERATE: "moderate stenosis",
                 Severity.SEVERE: "severe stenosis"}[severity]
-        area = f", {lv.area_mm2:.0f} mm2" if lv.area_mm2 is not None else ""
+        area = f", {format_area_mm2(lv.area_mm2)}" if lv.area_mm2 is not None else ""
         parts.append(f"{lv.level} {word}{area}")
     return "Central canal: " + "; ".join(parts) + ". " + _impression(levels, rng)
 
