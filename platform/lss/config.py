@@ -197,6 +197,11 @@ class LossConfig(_Section):
         0.0, gt=-1, lt=1, description="pid_tversky: the balance (FN - FP) / (FN + FP) aimed at; < 0 favours recall"
     )
     update: Literal["step", "epoch"] = Field("step", description="pid_tversky: update after every batch or per epoch")
+    error_counts: Literal["hard", "soft"] = Field(
+        "hard",
+        description="pid_tversky: count FN/FP on the argmax mask (what is measured) or on the probabilities; soft "
+        "counts leave a steady bias in the measured masks",
+    )
     focal_gamma: float | None = Field(
         None,
         gt=0,
@@ -269,6 +274,10 @@ class TrainConfig(_Section):
             stays. 0 turns it off.
         axial_study_dropout: share of whole studies trained sagittal-only in a batch (every level dropped), on
             top of ``axial_dropout``.
+        early_stopping_patience: stop when the validation macro Dice (the checkpoint score) has not improved by more
+            than ``early_stopping_min_delta`` for this many epochs; None: train all ``epochs``. ``epochs`` stays the
+            budget: the cosine schedule is laid out over it either way.
+        early_stopping_min_delta: the smallest gain that counts as an improvement.
         abstain_target_accuracy, abstain_min_coverage: the rule of the abstention threshold chosen on validation
             after each epoch (``lss.model.calibration.choose_abstain_threshold``): the smallest confidence
             threshold whose selective accuracy reaches the target while at least the minimum share of levels stays
@@ -304,6 +313,8 @@ class TrainConfig(_Section):
     axial_study_dropout: float = Field(0.2, ge=0, le=1)
     abstain_target_accuracy: float = Field(0.9, gt=0, le=1)
     abstain_min_coverage: float = Field(0.5, ge=0, le=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_min_delta: float = Field(0.0, ge=0)
 
 
 class TuneConfig(_Section):

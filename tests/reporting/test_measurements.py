@@ -112,3 +112,14 @@ def test_bad_inputs_are_clear_errors():
         region_area_mm2(np.zeros((2, 2)), (1, -1))
     with pytest.raises(ValueError, match="non-empty"):
         principal_axes(np.zeros((3, 3)), (1, 1))
+
+
+def test_ap_diameter_is_taken_in_the_midline_of_a_crescent():
+    # A compressed sac: a crescent 3 pixels deep in the middle, 7 deep at its lateral recesses (rows = left-right).
+    mask = np.zeros((9, 12), dtype=bool)
+    depth = [7, 7, 5, 4, 3, 4, 5, 7, 7]
+    for row, d in enumerate(depth):
+        mask[row, 2:2 + d] = True
+    assert ap_diameter_mm(mask, (1.0, 0.5), axis=1) == pytest.approx(1.5)  # the midline (row 4): 3 pixels x 0.5 mm
+    # a midline between two pixel lines: the mean of both
+    assert ap_diameter_mm(mask[:8], (1.0, 0.5), axis=1) == pytest.approx((4 + 3) / 2 * 0.5)

@@ -66,6 +66,22 @@ def test_killed_worker_resumes_from_checkpoint_with_pid_state(ray_session, prepr
     assert any((result.run_dir / "tensorboard").iterdir())
 
 
+def test_training_stops_at_a_validation_plateau(ray_session, preprocessed, tmp_path):
+    # No gain can reach min_delta = 1 (Dice is at most 1): the run stops `patience` epochs after its first.
+    config = LSSConfig.model_validate({
+        "model": {"base_channels": 8, "attention_dim": 32, "text_encoder": "random-small"},
+        "train": {"epochs": 6, "batch_size": 1, "steps_per_epoch": 1, "val_fraction": 0.5, "test_fraction": 0.0,
+                  "storage_path": str(tmp_path), "augment": False, "use_axial": False,
+                  "early_stopping_patience": 2, "early_stopping_min_delta": 1.0},
+    })
+    result = run_training(config, preprocessed, name="plateau")
+    history = [row for row in result.history if "epoch" in row]
+    assert [int(row["epoch"]) for row in history] == [1, 2, 3]
+    assert [bool(row["early_stopped"]) for row in history] == [False, False, True]
+    assert all(int(row["best_epoch"]) == 1 for row in history)
+    assert result.best_model is not None and result.best_model.is_file()
+
+
 def test_two_workers_train_and_validate_together(ray_session, preprocessed, tmp_path):
     """DDP on 2 workers: every rank validates its shard (MONAI's metrics all-gather); nothing waits forever."""
     config = LSSConfig.model_validate({

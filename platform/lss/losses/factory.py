@@ -77,6 +77,7 @@ def _base_loss(config: LossConfig, num_classes: int) -> nn.Module:
             ema=config.ema,
             target=config.target,
             update=config.update,
+            error_counts=config.error_counts,
             focal_gamma=1.0 if config.focal_gamma is None else config.focal_gamma,
         )
     raise ValueError(

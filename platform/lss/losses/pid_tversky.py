@@ -17,9 +17,10 @@ from torch.nn.modules.loss import _Loss
 
 from lss.losses.pid import AntiWindup, PIDController
 
-__all__ = ["AdaptivePIDTverskyLoss", "UPDATE_MODES"]
+__all__ = ["AdaptivePIDTverskyLoss", "UPDATE_MODES", "ERROR_COUNTS"]
 
 UPDATE_MODES: tuple[str, ...] = ("step", "epoch")
+ERROR_COUNTS: tuple[str, ...] = ("hard", "soft")
 
 # Keeps the error of a class with no false negatives and no false positives at 0 (in voxels, soft counts).
 _ERROR_EPS = 1e-6
@@ -50,12 +51,16 @@ class AdaptivePIDTverskyLoss(_Loss):
     ``kp = ki = kd = 0`` the weights never move and the loss is exactly MONAI's ``TverskyLoss`` with the same
     arguments (``focal_gamma = 1``).
 
-    **Error signal.** After the loss of a training batch is computed with the current weights, the soft counts of
-    the batch (summed over batch and space, detached, all-reduced over DDP workers) give per class::
+    **Error signal.** After the loss of a training batch is computed with the current weights, the counts of the
+    batch (summed over batch and space, detached, all-reduced over DDP workers) give per class::
 
         e_c = (FN_c - FP_c) / (FN_c + FP_c + eps) - target
 
-    ``FN_c - FP_c`` equals the true minus the predicted (soft) volume, so ``e_c > 0`` means class c is
+    With ``error_counts="hard"`` (the default) FN and FP are counted on the argmax of the prediction, the mask every
+    measurement is taken from; ``"soft"`` counts them on the probabilities, as the Tversky index does. The two set
+    different fixed points: soft counts balance when the summed probabilities match the true volume, which leaves the
+    argmax mask larger or smaller whenever the probabilities at the boundary are not symmetric (a steady area bias of
+    the measured masks that the integral never sees). ``FN_c - FP_c`` equals the true minus the predicted volume, so ``e_c > 0`` means class c is
     under-segmented (more missed voxels than spurious ones) and ``e_c < 0`` over-segmented. The normalised form is
     bounded in [-1, 1], does not depend on the size of the class or of the batch (so one set of gains fits a small
     canal and large vertebrae alike), is 0 exactly when the predicted volume matches the true volume, and stays
@@ -116,11 +121,12 @@ class AdaptivePIDTverskyLoss(_Loss):
         focal_gamma: focal exponent gamma > 0, the loss per class is ``(1 - TI) ** (1 / gamma)``; 1 = plain Tversky.
         anti_windup: ``"conditional"`` (default), ``"clamp"`` or ``"none"``, see ``PIDController``.
         integral_limit: bound of the integral for ``anti_windup="clamp"``; None: ``(high - low) / ki``.
+        error_counts: ``"hard"`` (counts of the argmax mask, what is measured) or ``"soft"`` (of the probabilities).
 
     Raises:
         TypeError: when ``other_act`` is not callable or ``num_classes`` is not an int.
         ValueError: when more than one of ``sigmoid``, ``softmax``, ``other_act`` is set, for an unknown
-            ``reduction`` or ``update``, a negative ``alpha``/``beta``, ``beta_bounds`` not containing ``beta`` or
+            ``reduction``, ``update`` or ``error_counts``, a negative ``alpha``/``beta``, ``beta_bounds`` not containing ``beta`` or
             reaching past ``alpha + beta``, a bad gain, ``ema``, ``target`` or ``focal_gamma``.
 
     Example::
@@ -160,6 +166,7 @@ class AdaptivePIDTverskyLoss(_Loss):
         focal_gamma: float = 1.0,
         anti_windup: AntiWindup = "conditional",
         integral_limit: float | None = None,
+        error_counts: Literal["hard", "soft"] = "hard",
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if other_act is not None and not callable(other_act):
@@ -187,6 +194,8 @@ class AdaptivePIDTverskyLoss(_Loss):
             raise ValueError(f"target must be in (-1, 1) (a balance (FN - FP) / (FN + FP)), got {target!r}.")
         if update not in UPDATE_MODES:
             raise ValueError(f"update must be one of {UPDATE_MODES}, got {update!r}.")
+        if error_counts not in ERROR_COUNTS:
+            raise ValueError(f"error_counts must be one of {ERROR_COUNTS}, got {error_counts!r}.")
         if not (math.isfinite(float(focal_gamma)) and focal_gamma > 0):
             raise ValueError(f"focal_gamma must be a finite number > 0, got {focal_gamma!r}.")
 
@@ -206,6 +215,7 @@ class AdaptivePIDTverskyLoss(_Loss):
         self.target = float(target)
         self.update = update
         self.focal_gamma = float(focal_gamma)
+        self.error_counts = error_counts
         # Channel 0 is dropped from the loss (and kept at the base weights) when background is excluded.
         self.first_channel = 0 if include_background or num_classes == 1 else 1
         self.controller = PIDController(
@@ -296,6 +306,8 @@ class AdaptivePIDTverskyLoss(_Loss):
         if self.other_act is not None:
             input = self.other_act(input)
 
+        # The masks measured downstream are the argmax of the prediction: the controller sees the same counts.
+        hard = self._hard_prediction(input) if self.training and self.error_counts == "hard" else None
         original_target = target
         if self.to_onehot_y:
             if n_pred_ch == 1:
@@ -311,6 +323,8 @@ class AdaptivePIDTverskyLoss(_Loss):
         if self.ignore_index is not None:
             mask = create_ignore_mask(original_target, self.ignore_index)
             input, target = mask_loss_inputs(input, target, self.ignore_index, mask=mask)
+            if hard is not None:
+                hard = hard * mask
 
         if not self.include_background:
             if n_pred_ch == 1:
@@ -318,6 +332,7 @@ class AdaptivePIDTverskyLoss(_Loss):
             else:
                 target = target[:, 1:]
                 input = input[:, 1:]
+                hard = None if hard is None else hard[:, 1:]
         if target.shape != input.shape:
             raise ValueError(
                 f"ground truth has differing shape ({tuple(target.shape)}) from input ({tuple(input.shape)})."
@@ -339,6 +354,9 @@ class AdaptivePIDTverskyLoss(_Loss):
             score = score.clamp_min(torch.finfo(score.dtype).eps).pow(1.0 / self.focal_gamma)
 
         if self.training:
+            if hard is not None:
+                with torch.no_grad():
+                    _, fp, fn = compute_tp_fp_fn(hard, target, reduce_axis, 1, self.soft_label, False)
             self._observe(fn, fp, classes, observe)
 
         if self.reduction == LossReduction.SUM.value:
@@ -348,6 +366,15 @@ class AdaptivePIDTverskyLoss(_Loss):
         if self.reduction == LossReduction.MEAN.value:
             return torch.mean(score)
         raise ValueError(f'Unsupported reduction: {self.reduction}, available options are ["mean", "sum", "none"].')
+
+    @torch.no_grad()
+    def _hard_prediction(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """(B, N, ...) one-hot of the argmax over channels (a 0.5 threshold per channel with ``sigmoid`` or one
+        channel), the mask a prediction becomes when it is measured."""
+        if self.sigmoid or probabilities.shape[1] == 1:
+            return (probabilities > 0.5).to(probabilities.dtype)
+        return one_hot(probabilities.argmax(dim=1, keepdim=True), num_classes=probabilities.shape[1]).to(
+            probabilities.dtype)
 
     @torch.no_grad()
     def _observe(self, fn: torch.Tensor, fp: torch.Tensor, classes: torch.Tensor, observe: torch.Tensor) -> None:

@@ -72,7 +72,12 @@ def region_area_mm2(mask: ArrayLike, spacing_mm: ArrayLike) -> float:
 
 
 def ap_diameter_mm(mask: ArrayLike, spacing_mm: ArrayLike, axis: int = 1) -> float:
-    """The longest straight run of mask pixels along one axis, in mm (0 for an empty mask).
+    """The midline antero-posterior diameter of a region in mm (0 for an empty mask).
+
+    The AP diameter of the grading cut-offs (Verbiest) is measured in the midline, not where the region is longest:
+    a compressed dural sac is a crescent or a trefoil, longer at its lateral recesses than in the middle. The
+    midline is the line along ``axis`` through the middle of the region's extent across it; its mask pixels are
+    counted (a midline falling between two pixel lines takes the mean of both).
 
     Args:
         mask: (H, W) region, e.g. the dural sac on an axial slice.
@@ -83,15 +88,12 @@ def ap_diameter_mm(mask: ArrayLike, spacing_mm: ArrayLike, axis: int = 1) -> flo
     if axis not in (0, 1):
         raise ValueError(f"axis must be 0 or 1, got {axis}.")
     lines = mask if axis == 1 else mask.T
-    best = 0
-    for line in lines:
-        if not line.any():
-            continue
-        # Longest run of consecutive True values along the line.
-        padded = np.concatenate(([0], line.astype(np.int8), [0]))
-        edges = np.flatnonzero(np.diff(padded))
-        best = max(best, int((edges[1::2] - edges[0::2]).max()))
-    return float(best * spacing[axis])
+    occupied = np.flatnonzero(lines.any(axis=1))
+    if occupied.size == 0:
+        return 0.0
+    middle = (occupied[0] + occupied[-1]) / 2
+    counts = [int(lines[i].sum()) for i in sorted({int(np.floor(middle)), int(np.ceil(middle))})]
+    return float(np.mean(counts) * spacing[axis])
 
 
 def principal_axes(mask: ArrayLike, spacing_mm: ArrayLike) -> tuple[np.ndarray, np.ndarray, float]:

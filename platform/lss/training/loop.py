@@ -280,7 +280,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     # [3] Resume from the last checkpoint after a failure (or a restart of the run).
-    start_epoch, best, resumed = 1, float("-inf"), False
+    start_epoch, best, best_epoch, resumed = 1, float("-inf"), 0, False
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -291,6 +291,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         seg_sagittal.load_state_dict(state["seg_sagittal"])
         seg_axial.load_state_dict(state["seg_axial"])
         start_epoch, best, resumed = state["epoch"] + 1, state["best"], True
+        best_epoch = state.get("best_epoch", state["epoch"])
 
     writer = None
     if rank == 0 and loop_config.get("log_dir"):
@@ -358,10 +359,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             _unwrap(model).calibration = SeverityCalibration(
                 note="no validation split: identity calibration (T = 1 on both paths, no abstention).")
             metrics.update({f"val_calibration_{k}": v for k, v in _unwrap(model).calibration.metrics().items()})
+        # Every rank sees the same gathered validation score, so every rank reaches the same stopping decision.
         score = metrics.get("val_dice_macro", float("nan"))
-        if rank == 0 and np.isfinite(score) and score > best:
-            best = score
+        if np.isfinite(score) and score > best + (train_cfg.early_stopping_min_delta if best_epoch else 0.0):
+            best, best_epoch = score, epoch
         metrics["best_val_dice_macro"] = best
+        metrics["best_epoch"] = best_epoch
+        patience = train_cfg.early_stopping_patience
+        stop = patience is not None and epoch - best_epoch >= patience and epoch < train_cfg.epochs
+        metrics["early_stopped"] = bool(stop)
 
         if rank == 0 and loop_config.get("history_path"):
             with open(loop_config["history_path"], "a") as handle:
@@ -383,11 +389,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                     "seg_axial": _loss_state(seg_axial),
                     "epoch": epoch,
                     "best": best,
+                    "best_epoch": best_epoch,
                     "config": config.model_dump(mode="json"),
                 }, Path(folder) / STATE_FILE)
                 save_model(_unwrap(model), Path(folder) / MODEL_FILE, extra={"epoch": epoch, "metrics": metrics})
                 report_checkpoint = Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=report_checkpoint)
+        if stop:
+            if rank == 0:
+                logger.info("early stopping after epoch %d: no gain over %.4f (epoch %d) for %d epochs",
+                            epoch, best, best_epoch, patience)
+            break
 
     if writer is not None:
         writer.close()
