@@ -315,13 +315,14 @@ def test_rsna_score_by_hand():
 # (probs (B, L, 3), targets (B, L), expected any_severe_log_loss)
 ANY_SEVERE_CASES = [
     # Only scored levels count: the unknown level's P(Severe) 0.9 is not the study's maximum.
-    (np.array([_study([0.2, 0.9])]), np.array([[0, -1]]), -math.log(0.8)),
+    (np.array([_study([0.2, 0.9]), _study([0.5, 0.5])]), np.array([[0, -1], [2, -1]]),
+     (-math.log(0.8) - 4 * math.log(0.5)) / 5),
     # A negative study with no Moderate level has weight 1; with one, weight 2; a positive one 4.
     (np.array([_study([0.5]), _study([0.5], rest_on=1), _study([0.5])]), np.array([[0], [1], [2]]), math.log(2)),
     (np.array([_study([0.1]), _study([0.9])]), np.array([[0], [2]]), (-math.log(0.9) - 4 * math.log(0.9)) / 5),
     # Perfect and worst predictions.
-    (np.array([_study([0.0, 1.0])]), np.array([[0, 2]]), -math.log(1 - LOG_LOSS_EPS)),
-    (np.array([_study([0.0, 0.0])]), np.array([[0, 2]]), WORST),
+    (np.array([_study([0.0, 1.0]), _study([0.0, 0.0])]), np.array([[0, 2], [0, 0]]), -math.log(1 - LOG_LOSS_EPS)),
+    (np.array([_study([0.0, 0.0]), _study([1.0, 0.0])]), np.array([[0, 2], [0, 0]]), WORST),
 ]
 
 
@@ -366,3 +367,38 @@ def test_calibration_bins_by_hand():
     assert math.isnan(result["confidence"][5])
     assert result["ece"] == pytest.approx(0.25 * 0.05 + 0.25 * 0.15 + 0.5 * 0.475)
     assert math.isnan(calibration_bins([], [])["ece"])
+
+
+def test_any_severe_term_is_undefined_when_every_study_has_the_same_label():
+    # scikit-learn's binary log_loss raises on one class in y_true: the official metric has no value there.
+    probs = np.array([_study([0.1, 0.2]), _study([0.3, 0.0])])
+    for targets in (np.array([[0, 1], [0, 0]]), np.array([[2, 0], [0, 2]])):
+        result = rsna_score(probs, targets)
+        assert result["any_severe_defined"] is False
+        assert math.isnan(result["any_severe_log_loss"]) and math.isnan(result["rsna_score"])
+        assert math.isfinite(result["rsna_log_loss"])
+
+
+def test_rsna_score_matches_the_official_metric_on_saturated_probabilities():
+    """The host's metric: scikit-learn's log_loss (eps = float64 machine epsilon since 1.2) with RSNA weights on the
+    levels, and on the per-study maximum of P(Severe) with the per-study maximum weight; the mean of both."""
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(7)
+    probs = rng.dirichlet([0.2, 0.2, 0.2], size=(40, 5))
+    probs[:10] = np.eye(3)[rng.integers(0, 3, size=(10, 5))]  # saturated: exact 0 and 1, some confidently wrong
+    targets = rng.integers(0, 3, size=(40, 5))
+    targets[0, 0], targets[1, 2] = -1, -1  # unknown levels are not scored
+    result = rsna_score(probs, targets)
+
+    weights = np.array([1.0, 2.0, 4.0])
+    scored = targets >= 0
+    level = log_loss(targets[scored], probs[scored], sample_weight=weights[targets[scored]], labels=[0, 1, 2])
+    p_severe = np.where(scored, probs[..., 2], -np.inf).max(axis=1)
+    label = (targets == 2).any(axis=1).astype(int)
+    weight = np.where(scored, weights[np.clip(targets, 0, None)], 0).max(axis=1)
+    any_severe = log_loss(label, p_severe, sample_weight=weight)
+    assert result["rsna_log_loss"] == pytest.approx(level, rel=1e-12)
+    assert result["any_severe_log_loss"] == pytest.approx(any_severe, rel=1e-12)
+    assert result["rsna_score"] == pytest.approx((level + any_severe) / 2, rel=1e-12)
+    assert LOG_LOSS_EPS == np.finfo(np.float64).eps

@@ -315,6 +315,9 @@ def evaluate_model(
     if known.any():
         sev = severity_metrics(flat_p, flat_t)
         sev.update({k: v for k, v in rsna_score(probs_all, severity_all).items() if k != "n"})
+        if not sev["any_severe_defined"]:
+            notes.append("every evaluated study has the same any-severe label: the RSNA any_severe term (and so "
+                         "rsna_score) is undefined, as in the official metric (scikit-learn's log_loss raises).")
         kp, kt = flat_p[known], flat_t[known]
         calibration = {"top_label": calibration_bins(kp.max(axis=1), kp.argmax(axis=1) == kt, CALIBRATION_BINS)}
         calibration.update({name: calibration_bins(kp[:, k], kt == k, CALIBRATION_BINS)

@@ -38,8 +38,9 @@ __all__ = [
 # "normal_mild", "moderate", "severe": the RSNA 2024 submission column names of the three severities.
 SEVERITY_NAMES: tuple[str, ...] = tuple(s.value.lower().replace("/", "_") for s in SEVERITIES)
 
-# Probabilities are clipped to [eps, 1 - eps] before the logarithm, as scikit-learn's log_loss did (eps=1e-15).
-LOG_LOSS_EPS = 1e-15
+# Probabilities are clipped to [eps, 1 - eps] before the logarithm, as scikit-learn's log_loss does since 1.2 (the
+# machine epsilon of float64; it was 1e-15 before, which scores an over-confident miss up to 1.5 lower).
+LOG_LOSS_EPS = float(np.finfo(np.float64).eps)
 
 # Probabilities may stray this far outside [0, 1] (float32 rounding) before they are refused.
 PROBABILITY_TOLERANCE = 1e-6
@@ -558,8 +559,11 @@ def rsna_score(probs: ArrayLike, targets: ArrayLike, softmax: bool = False) -> d
        (``any_severe_scalar`` = 1). Only the spinal canal condition exists here, so this is the mean of 1 and 2;
        the leaderboard score also averages the foraminal and subarticular conditions and is not comparable.
 
-    Probabilities are normalised per row to sum 1 and clipped to [1e-15, 1 - 1e-15] (scikit-learn's ``log_loss``
-    clipping at the time, with ``eps=1e-15``), P(Severe) included before the maximum of step 2.
+    Probabilities are normalised per row to sum 1 and clipped to [eps, 1 - eps] with eps the float64 machine
+    epsilon (scikit-learn's ``log_loss`` since 1.2), P(Severe) included before the maximum of step 2. Where every
+    scored study has the same any-severe label, scikit-learn's binary ``log_loss`` raises (one class in
+    ``y_true``): the official metric is undefined there, so ``any_severe_log_loss`` and ``rsna_score`` are NaN and
+    ``any_severe_defined`` is False (``rsna_log_loss`` is still given).
 
     Args:
         probs: (B, L, 3) probabilities per study and level (or logits with ``softmax=True``).
@@ -567,8 +571,8 @@ def rsna_score(probs: ArrayLike, targets: ArrayLike, softmax: bool = False) -> d
         softmax: apply a softmax to ``probs`` first.
 
     Returns:
-        ``rsna_log_loss``, ``any_severe_log_loss``, ``rsna_score``, ``n`` (levels scored), ``n_studies`` (studies
-        with at least one scored level); NaN losses when nothing is scored.
+        ``rsna_log_loss``, ``any_severe_log_loss``, ``rsna_score``, ``any_severe_defined`` (bool), ``n`` (levels
+        scored), ``n_studies`` (studies with at least one scored level); NaN losses when nothing is scored.
 
     Raises:
         ValueError: on shapes other than (B, L, 3) / (B, L) or values out of range.
@@ -584,9 +588,10 @@ def rsna_score(probs: ArrayLike, targets: ArrayLike, softmax: bool = False) -> d
 
     studies = scored.any(axis=1)
     severe = Severity.SEVERE.index
-    if studies.any():
+    label = (np.where(scored, t, -1) == severe).any(axis=1)[studies]
+    defined = bool(label.any() and not label.all())
+    if defined:
         p_severe = np.where(scored, p[..., severe], -np.inf).max(axis=1)[studies]
-        label = (np.where(scored, t, -1) == severe).any(axis=1)[studies]
         weight = np.where(scored, weights[np.clip(t, 0, None)], 0.0).max(axis=1)[studies]
         p_severe = np.clip(p_severe, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
         binary = -(label * np.log(p_severe) + (~label) * np.log(1 - p_severe))
@@ -597,6 +602,7 @@ def rsna_score(probs: ArrayLike, targets: ArrayLike, softmax: bool = False) -> d
         "rsna_log_loss": level_loss,
         "any_severe_log_loss": any_severe,
         "rsna_score": float(np.mean([level_loss, any_severe])),
+        "any_severe_defined": defined,
         "n": int(scored.sum()),
         "n_studies": int(studies.sum()),
     }
