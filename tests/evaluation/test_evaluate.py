@@ -73,7 +73,17 @@ def test_the_report_files_keys_and_ranges(evaluated, preprocessed, model_file):
     assert (out / RESULTS_JSON).is_file() and (out / RESULTS_MD).is_file()
     saved = _strict_json(out / RESULTS_JSON)
     assert set(saved) == {"model", "data", "studies", "segmentation", "severity", "per_level", "per_study", "notes",
-                          "files", "canal_moderate_severe", "reports", "measurements"}
+                          "files", "canal_moderate_severe", "reports", "measurements", "intervals"}
+    # Every Dice and severity figure has its bootstrap interval over studies, and the interval holds the figure.
+    intervals = saved["intervals"]
+    assert intervals["sagittal_dice_macro"]["value"] == pytest.approx(saved["segmentation"]["sagittal"]["dice_macro"])
+    assert intervals["axial_dice_macro"]["value"] == pytest.approx(saved["segmentation"]["axial"]["dice_macro"])
+    for name in ("accuracy", "balanced_accuracy", "macro_f1"):
+        figure = intervals["severity"][name]
+        assert figure["value"] == pytest.approx(saved["severity"][name])
+        assert figure["low"] <= figure["value"] <= figure["high"]
+    assert intervals["area_bias"]["value"] == pytest.approx(saved["measurements"]["area_mm2"]["bias"])
+    assert "95% CI" in (out / RESULTS_MD).read_text()
     narrow = saved["canal_moderate_severe"]
     expected_levels = sum(sev >= 1 for study in saved["per_study"] for sev in study["severity_true"])
     assert narrow["levels"] == expected_levels

@@ -29,6 +29,7 @@ import torch
 from lss.anatomy import LEVELS, SEVERITIES, Severity, Structure
 from lss.inference.predict import column_spacing
 from lss.jsonable import to_jsonable
+from lss.evaluation.bootstrap import DEFAULT_RESAMPLES, bootstrap_interval, confusion_statistics
 from lss.reporting.measurements import (
     ap_diameter_mm,
     largest_component,
@@ -190,6 +191,8 @@ def evaluate_model(
     device = torch.device(device)
     sagittal_meter, axial_meter = SegmentationMeter(), SegmentationMeter()
     axial_level_of_case: list[int] = []
+    axial_study_of_case: list[int] = []
+    sagittal_study_of_case: list[int] = []
     axial_severity_of_case: list[int] = []
     probs, severity, per_study = [], [], []
     raw_logits: dict[str, list[torch.Tensor]] = {path: [] for path in PATHS}
@@ -225,7 +228,11 @@ def evaluate_model(
         axial_meter.update(out.axial_logits.cpu().flatten(0, 1), axial_target, axial_spacing)
         # The dural sac measured on the predicted mask (as the report states it) against the measured truth.
         predicted = out.axial_logits.argmax(dim=2).cpu().numpy()
+        study_area_errors: list[list[float | None]] = []
+        study_ap_errors: list[list[float | None]] = []
         for b, case in enumerate(cases):
+            study_area_errors.append([None] * n_levels)
+            study_ap_errors.append([None] * n_levels)
             for li in range(n_levels):
                 truth_area, truth_ap = float(case["area_mm2"][li]), float(case["ap_mm"][li])
                 if not case["axial_present"][li] or not math.isfinite(truth_area):
@@ -233,9 +240,12 @@ def evaluate_model(
                 sac = largest_component(predicted[b, li] == Structure.CANAL.index)
                 spacing = axial_spacing[b * n_levels + li]
                 area_errors.append(region_area_mm2(sac, spacing) - truth_area)
+                study_area_errors[b][li] = area_errors[-1]
                 if math.isfinite(truth_ap):
                     ap_errors.append(ap_diameter_mm(sac, spacing, axis=1) - truth_ap)
+                    study_ap_errors[b][li] = ap_errors[-1]
         axial_level_of_case.extend(int(i) % n_levels for i in torch.nonzero(labelled).flatten())
+        axial_study_of_case.extend(start + int(i) // n_levels for i in torch.nonzero(labelled).flatten())
         axial_severity_of_case.extend(int(batch["severity"].flatten()[i]) for i in torch.nonzero(labelled).flatten())
 
         p = severity_calibration.probabilities(out.severity_logits.float().cpu(), batch["axial_present"].bool())
@@ -249,6 +259,8 @@ def evaluate_model(
             has_sagittal.append(bool(sagittal_labelled[b]))
             has_axial.append(bool(labelled.reshape(-1, n_levels)[b].any()))
             dice = next(dice_rows) if sagittal_labelled[b] else None
+            if sagittal_labelled[b]:
+                sagittal_study_of_case.append(start + b)
             per_study.append({
                 "study_id": str(row["study_id"]),
                 "severity_true": [int(v) for v in batch["severity"][b]],
@@ -256,6 +268,8 @@ def evaluate_model(
                 "p_severe": [round(float(v), 6) for v in p[b, :, Severity.SEVERE.index]],
                 "abstained": [bool(v) for v in withheld[b]],
                 "sagittal_dice_macro": None if dice is None else _nanmean_or_none(dice),
+                "area_error_mm2": study_area_errors[b],
+                "ap_error_mm": study_ap_errors[b],
             })
 
     probs_all, severity_all = torch.cat(probs).numpy(), torch.cat(severity).numpy()
@@ -345,6 +359,10 @@ def evaluate_model(
         notes.append("no known severity in the evaluated studies: severity metrics, RSNA score and calibration "
                      "skipped.")
 
+    results["intervals"] = _intervals(per_study, sagittal_meter, sagittal_study_of_case, axial_meter,
+                                      axial_study_of_case, axial_severity_of_case)
+    notes.append(f"[low, high]: 95% percentile bootstrap intervals over studies ({DEFAULT_RESAMPLES} resamples; "
+                 "a study's levels are resampled together).")
     results["per_level"] = _per_level(probs_all, severity_all, axial_meter, axial_level_of_case,
                                       torch.cat(path_probs["sagittal_only"]).numpy(),
                                       model.calibration.abstain_threshold)
@@ -374,6 +392,79 @@ def _error_summary(errors: list[float]) -> dict[str, float | int | None]:
         return {"n": 0, "bias": None, "mae": None, "median_absolute_error": None}
     return {"n": int(e.size), "bias": float(e.mean()), "mae": float(np.abs(e).mean()),
             "median_absolute_error": float(np.median(np.abs(e)))}
+
+
+def _dice_macro_of(per_case: dict[str, np.ndarray], names: list[str], rows: np.ndarray) -> float:
+    """Macro Dice of the given case rows, as ``SegmentationMeter.compute`` aggregates: per structure, then mean."""
+    means = []
+    for name in names:
+        values = np.asarray(per_case[f"dice_{name}"], dtype=float)[rows]
+        values = values[np.isfinite(values)]
+        if values.size:
+            means.append(values.mean())
+    return float(np.mean(means)) if means else float("nan")
+
+
+def _rows_of(study_of_case: list[int], idx: np.ndarray) -> np.ndarray:
+    """The case rows of a resample of studies (a study drawn twice contributes its rows twice)."""
+    by_study: dict[int, list[int]] = {}
+    for row, study in enumerate(study_of_case):
+        by_study.setdefault(study, []).append(row)
+    return np.asarray([row for study in idx for row in by_study.get(int(study), [])], dtype=int)
+
+
+def _intervals(per_study: list[dict[str, Any]], sagittal_meter: SegmentationMeter, sagittal_study_of_case: list[int],
+               axial_meter: SegmentationMeter, axial_study_of_case: list[int],
+               axial_severity_of_case: list[int]) -> dict[str, Any]:
+    """95% bootstrap intervals over studies of the severity, Dice and measurement figures.
+
+    Returns:
+        ``severity`` (``confusion_statistics`` of the per-study confusion matrices) and, where measured,
+        ``sagittal_dice_macro``, ``axial_dice_macro``, ``canal_dice_moderate_severe``, ``area_bias``, ``area_mae``,
+        ``ap_bias``, ``ap_mae``; each ``{"value", "low", "high"}``.
+    """
+    n = len(per_study)
+    out: dict[str, Any] = {}
+    k = len(SEVERITIES)
+    confusions = np.zeros((n, k, k), dtype=np.int64)
+    for i, study in enumerate(per_study):
+        for t, p in zip(study["severity_true"], study["severity_pred"], strict=True):
+            if t >= 0:
+                confusions[i, t, p] += 1
+    if confusions.sum():
+        out["severity"] = confusion_statistics(confusions)
+
+    def interval(statistic) -> dict[str, float]:
+        low, high = bootstrap_interval(statistic, n)
+        return {"value": statistic(np.arange(n)), "low": low, "high": high}
+
+    for view, meter, study_of_case in (("sagittal", sagittal_meter, sagittal_study_of_case),
+                                       ("axial", axial_meter, axial_study_of_case)):
+        if len(meter):
+            cases = meter.per_case()
+            out[f"{view}_dice_macro"] = interval(
+                lambda idx, c=cases, m=meter, s=study_of_case: _dice_macro_of(c, m.names, _rows_of(s, idx)))
+    if len(axial_meter):
+        canal = np.asarray(axial_meter.per_case()[f"dice_{Structure.CANAL.value}"], dtype=float)
+        graded = np.asarray(axial_severity_of_case) >= Severity.MODERATE.index
+
+        def canal_dice(idx: np.ndarray) -> float:
+            rows = _rows_of(axial_study_of_case, idx)
+            values = canal[rows][graded[rows]] if rows.size else canal[:0]
+            values = values[np.isfinite(values)]
+            return float(values.mean()) if values.size else float("nan")
+
+        out["canal_dice_moderate_severe"] = interval(canal_dice)
+    for name, key in (("area", "area_error_mm2"), ("ap", "ap_error_mm")):
+        errors = [np.asarray([e for e in s.get(key) or [] if e is not None], dtype=float) for s in per_study]
+        if sum(e.size for e in errors):
+            def pooled(idx: np.ndarray, e=errors) -> np.ndarray:
+                return np.concatenate([e[i] for i in idx])
+
+            out[f"{name}_bias"] = interval(lambda idx: float(pooled(idx).mean()) if pooled(idx).size else np.nan)
+            out[f"{name}_mae"] = interval(lambda idx: float(np.abs(pooled(idx)).mean()) if pooled(idx).size
+                                          else np.nan)
+    return out
 
 
 def _nanmean_or_none(values: list[float]) -> float | None:
@@ -458,8 +549,16 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _with_interval(value: Any, interval: dict[str, float] | None, digits: int = 3) -> str:
+    """``0.850 [0.801, 0.893]``: a figure with its 95% bootstrap interval, when it has one."""
+    if not interval or interval.get("low") is None or not np.isfinite(interval.get("low", np.nan)):
+        return _f(value, digits)
+    return f"{_f(value, digits)} [{_f(interval['low'], digits)}, {_f(interval['high'], digits)}]"
+
+
 def _markdown(results: dict[str, Any]) -> str:
     studies = results["studies"]
+    intervals = results.get("intervals") or {}
     evaluated = studies["evaluated"]
     shown = ", ".join(evaluated[:40]) + (f" ... and {len(evaluated) - 40} more (all in results.json)"
                                          if len(evaluated) > 40 else "")
@@ -484,18 +583,27 @@ def _markdown(results: dict[str, Any]) -> str:
                 + [_f(segmentation[v][f"dice_{s.value}"]) for v in views]
                 + [_f(segmentation[v].get(f"hd95_{s.value}", float("nan")), 2) for v in views]
                 for s in list(Structure)[1:]]
-        rows.append(["**macro Dice**"] + [_f(segmentation[v]["dice_macro"]) for v in views] + [""] * len(views))
+        rows.append(["**macro Dice** [95% CI]"]
+                    + [_with_interval(segmentation[v]["dice_macro"], intervals.get(f"{v}_dice_macro")) for v in views]
+                    + [""] * len(views))
         rows.append(["cases"] + [_f(segmentation[v]["n_cases"]) for v in views] + [""] * len(views))
         parts.append(_table(["Structure"] + [f"{v} Dice" for v in views] + [f"{v} HD95 (mm)" for v in views], rows))
+        canal = results.get("canal_moderate_severe")
+        if canal and canal.get("levels"):
+            value = _with_interval(canal["axial_dice_spinal_canal"], intervals.get("canal_dice_moderate_severe"))
+            parts.append(f"Axial canal Dice at Moderate/Severe levels ({canal['levels']} levels): {value}\n")
     else:
         parts.append("Skipped: no segmentation labels in the evaluated studies.\n")
 
     measured = results.get("measurements") or {}
     if (measured.get("area_mm2") or {}).get("n"):
         parts.append("### Dural sac measured on the predicted axial masks vs the truth\n")
-        rows = [[f"{name} ({unit})", str(m["n"]), _f(m["bias"], 1), _f(m["mae"], 1), _f(m["median_absolute_error"], 1)]
-                for name, unit, m in (("area", "mm2", measured["area_mm2"]), ("AP diameter", "mm", measured["ap_mm"]))]
-        parts.append(_table(["measurement", "levels", "bias", "mean absolute error", "median absolute error"], rows))
+        rows = [[f"{name} ({unit})", str(m["n"]), _with_interval(m["bias"], intervals.get(f"{key}_bias"), 2),
+                 _with_interval(m["mae"], intervals.get(f"{key}_mae"), 2), _f(m["median_absolute_error"], 2)]
+                for name, unit, key, m in (("area", "mm2", "area", measured["area_mm2"]),
+                                           ("AP diameter", "mm", "ap", measured["ap_mm"]))]
+        parts.append(_table(["measurement", "levels", "bias [95% CI]", "mean absolute error [95% CI]",
+                             "median absolute error"], rows))
 
     parts.append("## Severity\n")
     severity = results["severity"]
@@ -504,7 +612,9 @@ def _markdown(results: dict[str, Any]) -> str:
                  "n_stated", "abstain_threshold", "macro_f1", *[f"recall_{n}" for n in SEVERITY_NAMES],
                  "rsna_log_loss", "any_severe_log_loss", "rsna_score", "log_loss", "ece_top_label",
                  "ece_uncalibrated", *[f"ece_{n}" for n in SEVERITY_NAMES]]
-        parts.append(_table(["Metric", "Value"], [[n, _f(severity.get(n))] for n in names]))
+        severity_intervals = intervals.get("severity") or {}
+        parts.append(_table(["Metric", "Value [95% CI]"],
+                            [[n, _with_interval(severity.get(n), severity_intervals.get(n))] for n in names]))
         parts.append(COVERAGE_NOTE + "\n")
         if severity.get("paths"):
             parts.append("### By input path (calibrated; coverage at the abstention threshold "
