@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="preprocessed studies with reference reports")
     parser.add_argument("--split", required=True, help="the training run's split.json (train / val / test)")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--eval-data", help="score on every study of this fixed evaluation set instead of the "
+                        "split's test studies")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -42,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     generator, history = fit_report_generator(args.model, args.data, out / "generator", config, split)
     print(f"generator: {generator} (final train loss {history['train_loss'][-1]:.4f})")
 
-    # [3] Score both writers on the test studies: NLG metrics and clinical accuracy, in one table.
-    results = evaluate_model(args.model, args.data, out / "eval", study_ids=list(split["test"]),
+    # [3] Score both writers on the test studies (or the fixed evaluation set): NLG metrics and clinical accuracy,
+    #     in one table.
+    results = evaluate_model(args.model, args.eval_data or args.data, out / "eval",
+                             study_ids=None if args.eval_data else list(split["test"]),
                              generator_path=generator, report_style=config.report.style)
     print(format_summary(results))
     return 0
