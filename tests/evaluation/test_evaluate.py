@@ -84,6 +84,13 @@ def test_the_report_files_keys_and_ranges(evaluated, preprocessed, model_file):
         assert figure["low"] <= figure["value"] <= figure["high"]
     assert intervals["area_bias"]["value"] == pytest.approx(saved["measurements"]["area_mm2"]["bias"])
     assert "95% CI" in (out / RESULTS_MD).read_text()
+    # The rule grade of the measured masks, on the levels whose predicted sac is not empty.
+    rule_levels = sum(t >= 0 and r >= 0 for st in saved["per_study"]
+                      for t, r in zip(st["severity_true"], st["rule_severity_pred"], strict=True))
+    rule = saved["severity"].get("rule_of_measurements")
+    assert (rule is None) == (rule_levels == 0)
+    if rule:
+        assert rule["n"] == rule_levels and 0 < rule["coverage"] <= 1
     narrow = saved["canal_moderate_severe"]
     expected_levels = sum(sev >= 1 for study in saved["per_study"] for sev in study["severity_true"])
     assert narrow["levels"] == expected_levels

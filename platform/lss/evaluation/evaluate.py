@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lss.anatomy import LEVELS, SEVERITIES, Severity, Structure
+from lss.anatomy import LEVELS, SEVERITIES, Severity, Structure, grade_from_measurements
 from lss.inference.predict import column_spacing
 from lss.jsonable import to_jsonable
 from lss.evaluation.bootstrap import DEFAULT_RESAMPLES, bootstrap_interval, confusion_statistics
@@ -230,15 +230,23 @@ def evaluate_model(
         predicted = out.axial_logits.argmax(dim=2).cpu().numpy()
         study_area_errors: list[list[float | None]] = []
         study_ap_errors: list[list[float | None]] = []
+        study_rule_grades: list[list[int]] = []
         for b, case in enumerate(cases):
             study_area_errors.append([None] * n_levels)
             study_ap_errors.append([None] * n_levels)
+            study_rule_grades.append([-1] * n_levels)
             for li in range(n_levels):
-                truth_area, truth_ap = float(case["area_mm2"][li]), float(case["ap_mm"][li])
-                if not case["axial_present"][li] or not math.isfinite(truth_area):
+                if not case["axial_present"][li]:
                     continue
                 sac = largest_component(predicted[b, li] == Structure.CANAL.index)
                 spacing = axial_spacing[b * n_levels + li]
+                if sac.any():
+                    # The rule grade of the measured masks: where the grading errors come from, head or masks.
+                    study_rule_grades[b][li] = grade_from_measurements(
+                        region_area_mm2(sac, spacing), ap_diameter_mm(sac, spacing, axis=1)).index
+                truth_area, truth_ap = float(case["area_mm2"][li]), float(case["ap_mm"][li])
+                if not math.isfinite(truth_area):
+                    continue
                 area_errors.append(region_area_mm2(sac, spacing) - truth_area)
                 study_area_errors[b][li] = area_errors[-1]
                 if math.isfinite(truth_ap):
@@ -270,6 +278,7 @@ def evaluate_model(
                 "sagittal_dice_macro": None if dice is None else _nanmean_or_none(dice),
                 "area_error_mm2": study_area_errors[b],
                 "ap_error_mm": study_ap_errors[b],
+                "rule_severity_pred": study_rule_grades[b],
             })
 
     probs_all, severity_all = torch.cat(probs).numpy(), torch.cat(severity).numpy()
@@ -345,6 +354,16 @@ def evaluate_model(
         sev.update({k: sev["paths"]["as_given"][k] for k in ("coverage", "selective_accuracy",
                                                             "selective_balanced_accuracy", "n_stated",
                                                             "ece_uncalibrated")})
+        rule_t = np.array([t for st in per_study for t, r in zip(st["severity_true"], st["rule_severity_pred"],
+                                                               strict=True) if t >= 0 and r >= 0], dtype=int)
+        rule_p = np.array([r for st in per_study for t, r in zip(st["severity_true"], st["rule_severity_pred"],
+                                                               strict=True) if t >= 0 and r >= 0], dtype=int)
+        if rule_t.size:
+            rule = severity_metrics(np.eye(len(SEVERITIES))[rule_p], rule_t)
+            sev["rule_of_measurements"] = {k: rule[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1",
+                                                                 "recall_moderate", "recall_severe",
+                                                                 "confusion_matrix")}
+            sev["rule_of_measurements"]["coverage"] = float(rule_t.size / max(int(known.sum()), 1))
         results["severity"] = sev
         notes.append(COVERAGE_NOTE + f" Abstention threshold {model.calibration.abstain_threshold:.3f}"
                      + ("" if model.calibration.fitted else " (the model carries no fitted calibration: identity, "
@@ -433,6 +452,13 @@ def _intervals(per_study: list[dict[str, Any]], sagittal_meter: SegmentationMete
                 confusions[i, t, p] += 1
     if confusions.sum():
         out["severity"] = confusion_statistics(confusions)
+    rule = np.zeros((n, k, k), dtype=np.int64)
+    for i, study in enumerate(per_study):
+        for t, r in zip(study["severity_true"], study.get("rule_severity_pred") or [], strict=False):
+            if t >= 0 and r >= 0:
+                rule[i, t, r] += 1
+    if rule.sum():
+        out["severity_rule_of_measurements"] = confusion_statistics(rule)
 
     def interval(statistic) -> dict[str, float]:
         low, high = bootstrap_interval(statistic, n)
@@ -616,6 +642,17 @@ def _markdown(results: dict[str, Any]) -> str:
         parts.append(_table(["Metric", "Value [95% CI]"],
                             [[n, _with_interval(severity.get(n), severity_intervals.get(n))] for n in names]))
         parts.append(COVERAGE_NOTE + "\n")
+        rule = severity.get("rule_of_measurements")
+        if rule:
+            ri = intervals.get("severity_rule_of_measurements") or {}
+            parts.append("### The rule grade of the measured masks (no model head: the published cut-offs applied to "
+                         "the dural sac area and AP measured on the predicted axial masks)\n")
+            parts.append(_table(["levels (coverage)", "accuracy", "balanced accuracy", "macro-F1", "Moderate recall",
+                                 "Severe recall"],
+                                [[f"{rule['n']} ({_f(rule['coverage'])})",
+                                  *[_with_interval(rule[k], ri.get(k)) for k in ("accuracy", "balanced_accuracy",
+                                                                                 "macro_f1", "recall_moderate",
+                                                                                 "recall_severe")]]]))
         if severity.get("paths"):
             parts.append("### By input path (calibrated; coverage at the abstention threshold "
                          f"{_f(severity.get('abstain_threshold'))})\n")
