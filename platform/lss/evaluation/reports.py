@@ -5,6 +5,9 @@ generator, in the same table.
     -> NLG scores against the study's reference reports (every style is a reference): BLEU-1..4, METEOR, ROUGE-L,
        CIDEr (pycocoevalcap, PTB tokenizer; SPICE not available offline)
     -> clinical accuracy: (level, severity) statements read back from each report against the true grades
+    -> contradiction rate: how often a report states a level or grade its findings contradict
+       (``lss.reporting.consistency``); the learned generator's raw text is checked, and a contradicting one is
+       replaced by the grounded writer's before it is scored, as the product does
     -> measurement error: the dural sac area and AP diameter measured on the predicted masks against the truth,
        and how often the rule grade of those measurements is right
 """
@@ -81,9 +84,13 @@ def evaluate_reports(
         device: where the models run.
 
     Returns:
-        ``writers`` (per writer: ``nlg``, ``nlg_all_styles``, ``clinical``, ``examples``), ``measurements`` (the rule grade's accuracy against the
-        truth and the number of levels flagged for review; the measurement errors are in ``evaluate_model``'s), ``studies`` and ``notes``. Studies without reference reports or without
-        known grades are left out and counted in the notes.
+        ``writers`` (per writer: ``nlg``, ``nlg_all_styles``, ``clinical``, ``consistency``, ``examples``),
+        ``measurements`` (the rule grade's accuracy against the truth and the number of levels flagged for review;
+        the measurement errors are in ``evaluate_model``'s), ``studies`` and ``notes``. Studies without reference
+        reports or without known grades are left out and counted in the notes. ``consistency`` is
+        ``lss.reporting.contradiction_rates`` of the writer's text against the findings it was written from; for
+        the learned generator, of its raw text, with ``rewritten`` (texts replaced by the grounded writer's) and
+        ``after_check`` (the rates of the checked text, zero), and ``raw_examples`` beside ``examples``.
 
     Raises:
         ValueError: when no evaluated study has reference reports and known grades.
@@ -93,6 +100,7 @@ def evaluate_reports(
     from lss.model import load_model
     from lss.preprocessing.pipeline import load_case, read_jsonl
     from lss.reporting.clinical import clinical_accuracy
+    from lss.reporting.consistency import contradiction_rates, enforce_consistency
     from lss.reporting.findings import build_findings
     from lss.reporting.grounded import GroundedReportWriter
     from lss.reporting.nlg import NLGScorer
@@ -119,6 +127,9 @@ def evaluate_reports(
     # An upper bound, not a writer: the grounded writer fed the true grades and measurements. The gap between it and
     # "grounded" is what the predictions cost; the gap between it and the references is the wording.
     written[ORACLE] = {}
+    # The findings each writer wrote from, to check its text against: the oracle's are the true ones.
+    findings_of: dict[str, dict[str, Any]] = {name: {} for name in written}
+    raw_learned: dict[str, str] = {}
     references, all_references, truth = {}, {}, {}
     rule_right, rule_n, flagged = 0, 0, 0
     outcomes = {"graded": 0, "withheld": 0, "not_assessable": 0}
@@ -132,12 +143,16 @@ def evaluate_reports(
             sid = prediction.study_id
             findings = build_findings(prediction)
             written["grounded"][sid] = grounded.write(findings).text
+            findings_of["grounded"][sid] = findings
             if generator is not None:
                 features = torch.as_tensor(prediction.level_features, dtype=torch.float32)[None]
-                written["learned"][sid] = generator.generate(features, style)[0]
+                raw_learned[sid] = generator.generate(features, style)[0]
+                written["learned"][sid] = enforce_consistency(raw_learned[sid], findings, grounded).text
+                findings_of["learned"][sid] = findings
             styles = row["record"]["reports"]
             references[sid] = [styles[style]] if style in styles else [text for _, text in sorted(styles.items())]
-            written[ORACLE][sid] = grounded.write(_true_findings(sid, row["record"])).text
+            findings_of[ORACLE][sid] = _true_findings(sid, row["record"])
+            written[ORACLE][sid] = grounded.write(findings_of[ORACLE][sid]).text
             all_references[sid] = [text for _, text in sorted(styles.items())]
             truth[sid] = _truth(row)
             labels = case_sagittal_labels(case)
@@ -160,12 +175,21 @@ def evaluate_reports(
     writers = {}
     with NLGScorer() as scorer:  # one METEOR Java process for every writer
         for name, texts in written.items():
+            # The learned generator's rate is that of its raw text (what the check had to catch); its other scores
+            # are those of the checked text. Every other writer's text is checked as written.
+            consistency = contradiction_rates(raw_learned if name == "learned" else texts, findings_of[name])
+            if name == "learned":
+                consistency["rewritten"] = consistency["studies_contradicted"]
+                consistency["after_check"] = contradiction_rates(texts, findings_of[name])
             writers[name] = {
                 "nlg": scorer.score(texts, references),
                 "nlg_all_styles": scorer.score(texts, all_references),
                 "clinical": clinical_accuracy(texts, truth),
+                "consistency": consistency,
                 "examples": {sid: texts[sid] for sid in list(texts)[:EXAMPLES]},
             }
+            if name == "learned":
+                writers[name]["raw_examples"] = {sid: raw_learned[sid] for sid in list(texts)[:EXAMPLES]}
 
     levels_n = sum(outcomes.values())
     measurements = {
@@ -186,6 +210,14 @@ def evaluate_reports(
                  "much lower). CIDEr's IDF comes from the evaluated set, so it depends on the set's size.")
     notes.append("Clinical accuracy: (level, severity) statements read back from the report text; a level the report "
                  "does not state counts as wrong.")
+    notes.append("Contradiction rate: share of studies whose report states a level or grade its findings contradict "
+                 "(a grade other than the finding's, a grade at a withheld or not-assessable level, a level not among "
+                 "the findings); contradicted statements: share of the levels a report states that are contradicted. "
+                 "The upper bound is checked against the true findings it was written from.")
+    if generator is not None:
+        notes.append("The learned generator's contradiction rate is that of its raw text; a contradicting text is "
+                     "replaced by the grounded writer's report (as `lss diagnose` and the server do), and its other "
+                     "scores are those of the checked text, which contradicts nothing.")
     return {"studies": sorted(truth), "style": style, "writers": writers, "measurements": measurements,
             "notes": notes}
 
@@ -204,15 +236,25 @@ def reports_markdown(results: dict[str, Any]) -> str:
                      "stated_fraction"]
     lines = ["## Reports\n", f"{len(results['studies'])} studies; NLG metrics against the {results['style']!r} "
              "reference report of each study (the style both writers write).\n",
-             "| writer | " + " | ".join(nlg_keys) + " | clinical accuracy | clinical macro-F1 |",
-             "|---|" + "---|" * (len(nlg_keys) + 2)]
+             "| writer | " + " | ".join(nlg_keys) + " | clinical accuracy | clinical macro-F1 | contradiction rate "
+             "| contradicted statements |",
+             "|---|" + "---|" * (len(nlg_keys) + 4)]
     for name, block in writers.items():
         nlg, clinical = block["nlg"], block["clinical"]
+        consistency = block.get("consistency") or {}
         lines.append(f"| {name} | " + " | ".join(_f(nlg[k]) for k in nlg_keys)
-                     + f" | {_f(clinical['accuracy'])} | {_f(clinical['macro_f1'])} |")
+                     + f" | {_f(clinical['accuracy'])} | {_f(clinical['macro_f1'])}"
+                     + f" | {_f(consistency.get('contradiction_rate'))}"
+                     + f" | {_f(consistency.get('statement_contradiction_rate'))} |")
     lines += ["", "| writer | " + " | ".join(clinical_keys) + " |", "|---|" + "---|" * len(clinical_keys)]
     for name, block in writers.items():
         lines.append(f"| {name} | " + " | ".join(_f(block["clinical"].get(k)) for k in clinical_keys) + " |")
+    for name, block in writers.items():
+        consistency = block.get("consistency") or {}
+        if "rewritten" in consistency:
+            lines += ["", f"{name}: {consistency['rewritten']} of {consistency['studies']} raw reports contradicted "
+                      "their findings and were replaced by the grounded writer's (the contradiction rate is the raw "
+                      "text's; every other column scores the checked text)."]
     spice = next(iter(writers.values()))["nlg"].get("spice")
     if spice:
         lines += ["", f"SPICE: {spice}"]
@@ -228,5 +270,8 @@ def reports_markdown(results: dict[str, Any]) -> str:
         lines.append(f"### Example: {name}\n")
         sid, text = next(iter(block["examples"].items()))
         lines += [f"{sid}:\n", "```text", text, "```", ""]
+        raw = (block.get("raw_examples") or {}).get(sid)
+        if raw is not None and raw != text:
+            lines += [f"{sid}, as generated (replaced: it contradicts the findings):\n", "```text", raw, "```", ""]
     lines += [f"- {note}" for note in results["notes"]]
     return "\n".join(lines) + "\n"

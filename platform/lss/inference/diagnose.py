@@ -5,7 +5,7 @@
         -> [sagittal pass: find each level's disc; give the axial series their levels] -> preprocess again
         -> predict_cases                             (masks, severity, attention)
         -> build_findings                            (measurements, rule grade, review flags)
-        -> report writer (grounded | learned)  +  evidence images  +  JSON
+        -> report writer (grounded | learned, checked against the findings)  +  evidence images  +  JSON
         -> [DICOM SEG + SR of the masks and measurements, for a DICOM study]  (lss.export)
 
 Axial series of an arbitrary study carry no level. When the study has axial images but none could be matched to a
@@ -37,7 +37,8 @@ from lss.inference.study_input import open_study
 from lss.jsonable import to_jsonable
 from lss.reporting.evidence import write_evidence_images
 from lss.reporting.findings import StudyFindings, build_findings
-from lss.reporting.grounded import GroundedReportWriter, Report, ReportSentence
+from lss.reporting.consistency import CheckedText, enforce_consistency
+from lss.reporting.grounded import GroundedReportWriter, Report
 
 __all__ = ["Diagnosis", "Diagnoser", "match_axial_levels", "needs_axial_matching", "without_labels"]
 
@@ -163,14 +164,28 @@ class Diagnoser:
         return predict_cases(self.model, [case.arrays()], [study_id], [case.info], self.device)[0]
 
     def write_report(self, findings: StudyFindings, prediction: StudyPrediction) -> Report:
-        """The configured writer's report (the grounded writer's unless ``report.writer`` is "learned")."""
+        """The configured writer's report (the grounded writer's unless ``report.writer`` is "learned"); see
+        ``write_checked_report``."""
+        return self.write_checked_report(findings, prediction)[0]
+
+    def write_checked_report(self, findings: StudyFindings,
+                             prediction: StudyPrediction) -> tuple[Report, CheckedText | None]:
+        """The configured writer's report and, for the learned writer, its consistency check.
+
+        The learned text is checked against the findings before it is returned (``lss.reporting.consistency``): one
+        that states a level or grade the findings contradict is replaced by the grounded writer's report, and the
+        ``CheckedText`` says so and why.
+
+        Returns:
+            The report (credited to the configured writer) and the check (None for the grounded writer).
+        """
         if self.generator is None:
-            return self.grounded.write(findings)
+            return self.grounded.write(findings), None
         features = torch.as_tensor(prediction.level_features, dtype=torch.float32)[None]
         text = self.generator.generate(features, self.config.report.style)[0]
-        # The learned text is not built from the findings: the evidence stays in the findings of the JSON.
-        return Report(study_id=findings.study_id, writer="learned", text=text,
-                      sentences=[ReportSentence("report", text, [], {})])
+        checked = enforce_consistency(text, findings, self.grounded)
+        # A kept learned text is not built from the findings: the evidence stays in the findings of the JSON.
+        return checked.report(findings.study_id, writer="learned"), checked
 
     # ------------------------------------------------------------------------------------------------ all of it
     def diagnose_record(self, record: StudyRecord, out_dir: str | Path | None = None,
@@ -197,9 +212,11 @@ class Diagnoser:
         images: dict[str, str] = {}
         if out_dir is not None:
             images = write_evidence_images(prediction, findings, Path(out_dir) / "images")
-        report = self.write_report(findings, prediction)
+        report, checked = self.write_checked_report(findings, prediction)
         info.update({"model_sha256": self.model_sha256, "writer": report.writer,
                      "preprocessing": to_jsonable(case.info)})
+        if checked is not None:
+            info["report_check"] = checked.as_dict()
         diagnosis = Diagnosis(study_id=record.study_id, findings=findings, report=report, prediction=prediction,
                               images=images, info=info)
         if sources is not None:

@@ -128,7 +128,7 @@ class GroundedReportWriter:
         if not graded:
             return "[No level could be graded: see the findings for why.]", []
         if not abnormal:
-            if len(graded) == len(findings.levels):
+            if {f.level for f in graded} >= set(LEVELS):  # "any lumbar level" covers every level
                 return "No significant central canal stenosis at any lumbar level.", []
             names = [f.level for f in graded]
             listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

@@ -217,6 +217,11 @@ class LSSApi:
         notes = list(written["findings"].notes)
         if dicom and not written.get("dicom"):
             notes.append(f"No DICOM outputs: {prepared['dicom'].get('error')}")
+        check = written.get("report_check")
+        if check and check["rewritten"]:
+            notes.append("The learned report contradicted the findings ("
+                         + "; ".join(c["message"] for c in check["contradictions"])
+                         + "); it was replaced by the grounded writer's report.")
         if prepared["axial_matched"]:
             notes.append("Axial series had no level; they were matched to " + ", ".join(prepared["axial_matched"])
                          + " by the disc positions found on the sagittal view.")

@@ -285,7 +285,8 @@ class Reporter:
         import torch
 
         from lss.reporting.evidence import all_evidence_ids, link_evidence, sagittal_slice_ids
-        from lss.reporting.grounded import GroundedReportWriter, Report, ReportSentence
+        from lss.reporting.consistency import enforce_consistency
+        from lss.reporting.grounded import GroundedReportWriter
 
         # Evidence is rendered when first asked for (GET), not here: a dozen matplotlib figures would triple the
         # latency of every diagnosis, and most clients look at one or two images.
@@ -302,16 +303,19 @@ class Reporter:
             from lss.export import dicom_output_names
 
             dicom_names = dicom_output_names(prediction, dicom["sources"])
+        check = None
         if self.generator is None:
             report = GroundedReportWriter().write(findings)
         else:
             features = torch.as_tensor(prediction.level_features, dtype=torch.float32)[None]
             text = self.generator.generate(features, self.config.style)[0]
-            report = Report(findings.study_id, "learned", text, [ReportSentence("report", text, [], {})])
+            # Never returned unchecked: a text the findings contradict is replaced by the grounded writer's.
+            checked = enforce_consistency(text, findings)
+            report, check = checked.report(findings.study_id, writer="learned"), checked.as_dict()
         self._prune()
         return {"report": report.as_dict(), "findings": findings, "images": all_evidence_ids(),
                 "sagittal_slices": sagittal_slice_ids(prediction), "sagittal_slice": int(prediction.sagittal_slice),
-                "dicom": dicom_names}
+                "dicom": dicom_names, "report_check": check}
 
     async def write(self, prediction, findings, request_id: str, dicom: dict[str, Any] | None = None
                     ) -> dict[str, Any]:
