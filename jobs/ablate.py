@@ -10,8 +10,10 @@ Variants: dice_ce, tversky (fixed), focal_tversky, pid_tversky (all with spatial
 with global_pool attention. Each run is a Ray Train run; the job resumes (a run whose best model exists is not
 trained again), runs seed by seed (an interrupted job leaves whole seeds), and ``--train-only`` /
 ``--evaluate-only`` split the two halves. Reported per variant: mean +- standard deviation over seeds of the
-sagittal macro Dice, the axial canal Dice at Moderate/Severe levels, the dural sac area bias and absolute error,
-the balanced accuracy and the Severe recall (and, with ``--real-data``, the vertebral-body Dice on real scans no
+sagittal macro Dice, the axial canal Dice at Moderate/Severe levels, the dural sac area bias of the network's own
+argmax masks and, as the product measures it, with the canal offset fitted on each run's validation split
+(``lss.model.canal_offset``), the area and AP absolute errors, the balanced accuracy and the Severe recall of the
+model's head and of the rule grade of the measured masks (and, with ``--real-data``, the vertebral-body Dice on real scans no
 run trained on); then Adaptive PID-Tversky against each other variant, paired over the same evaluation studies and
 seeds (paired bootstrap over studies, and a Wilcoxon signed-rank test on per-study macro Dice).
 """
@@ -32,7 +34,9 @@ from lss.config import LSSConfig, PreprocessConfig, SynthConfig, load_config
 from lss.evaluation import evaluate_model
 from lss.evaluation.bootstrap import SEVERITY_STATISTICS, paired_bootstrap
 from lss.ray_session import init_ray, shutdown_ray
+from lss.model import load_model
 from lss.training import run_training
+from lss.training.canal_offset import fit_model_canal_offset
 
 PID = "Adaptive PID-Tversky"
 VARIANTS: dict[str, dict] = {
@@ -46,11 +50,14 @@ VARIANTS: dict[str, dict] = {
 METRICS = {
     "macro Dice (sagittal)": ("segmentation", "sagittal", "dice_macro"),
     "canal Dice, Moderate/Severe (axial)": ("canal_moderate_severe", None, "axial_dice_spinal_canal"),
+    "area bias, plain argmax (mm2)": ("measurements", "area_mm2_without_offset", "bias"),
     "area bias (mm2)": ("measurements", "area_mm2", "bias"),
     "area MAE (mm2)": ("measurements", "area_mm2", "mae"),
     "AP MAE (mm)": ("measurements", "ap_mm", "mae"),
     "balanced accuracy": ("severity", None, "balanced_accuracy"),
     "Severe recall": ("severity", None, "recall_severe"),
+    "rule grade of the masks: balanced accuracy": ("severity", "rule_of_measurements", "balanced_accuracy"),
+    "rule grade: Severe recall": ("severity", "rule_of_measurements", "recall_severe"),
 }
 REAL_COLUMN = "vertebral-body Dice, real scans"
 
@@ -184,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 if not (eval_dir / "results.json").is_file():
                     split = json.loads((run_dir / "split.json").read_text())
+                    if not load_model(run_dir / "best_model.pt").canal_offset.fitted:
+                        # A run trained before offsets existed: fit it as run_training now does.
+                        fit_model_canal_offset(run_dir / "best_model.pt", data, split["val"])
                     evaluate_model(run_dir / "best_model.pt", eval_data, eval_dir,
                                    study_ids=None if args.eval_data else split["test"], reports=False)
                 if args.real_data and not (eval_dir / "real.json").is_file():

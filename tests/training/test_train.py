@@ -61,6 +61,8 @@ def test_killed_worker_resumes_from_checkpoint_with_pid_state(ray_session, prepr
     assert result.best_model is not None and result.best_model.is_file()
     model = load_model(result.best_model)
     assert isinstance(model, torch.nn.Module)
+    # The canal offset was fitted on the validation split and saved with the model.
+    assert model.canal_offset.fitted and model.canal_offset.n_levels > 0
     split = json.loads((result.run_dir / "split.json").read_text())
     assert split == load_split(preprocessed, 0.5, 0.0, 0)
     assert any((result.run_dir / "tensorboard").iterdir())

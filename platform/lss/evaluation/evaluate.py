@@ -199,6 +199,7 @@ def evaluate_model(
     path_probs: dict[str, list[torch.Tensor]] = {path: [] for path in PATHS}
     severity_calibration = model.calibration
     area_errors: list[float] = []
+    argmax_area_errors: list[float] = []  # without the canal offset: the network's own masks
     ap_errors: list[float] = []
     has_sagittal, has_axial = [], []
     for start in range(0, len(rows), int(batch_size)):
@@ -225,9 +226,12 @@ def evaluate_model(
         axial_target = batch["axial_target"].reshape(-1, *batch["axial_target"].shape[2:])
         axial_spacing = [column_spacing(a, (0, 1)) for c in cases for a in c["axial_affines"]]
         labelled = (axial_target >= 0).flatten(1).any(dim=1)
-        axial_meter.update(out.axial_logits.cpu().flatten(0, 1), axial_target, axial_spacing)
+        # The masks as the product makes them: the canal offset fitted on validation applied before the argmax.
+        axial_logits = model.canal_offset.apply(out.axial_logits.cpu(), channel_dim=2)
+        axial_meter.update(axial_logits.flatten(0, 1), axial_target, axial_spacing)
         # The dural sac measured on the predicted mask (as the report states it) against the measured truth.
-        predicted = out.axial_logits.argmax(dim=2).cpu().numpy()
+        predicted = axial_logits.argmax(dim=2).numpy()
+        raw_predicted = out.axial_logits.argmax(dim=2).cpu().numpy()
         study_area_errors: list[list[float | None]] = []
         study_ap_errors: list[list[float | None]] = []
         study_rule_grades: list[list[int]] = []
@@ -249,6 +253,8 @@ def evaluate_model(
                     continue
                 area_errors.append(region_area_mm2(sac, spacing) - truth_area)
                 study_area_errors[b][li] = area_errors[-1]
+                raw_sac = largest_component(raw_predicted[b, li] == Structure.CANAL.index)
+                argmax_area_errors.append(region_area_mm2(raw_sac, spacing) - truth_area)
                 if math.isfinite(truth_ap):
                     ap_errors.append(ap_diameter_mm(sac, spacing, axis=1) - truth_ap)
                     study_ap_errors[b][li] = ap_errors[-1]
@@ -285,7 +291,8 @@ def evaluate_model(
     notes: list[str] = []
     results: dict[str, Any] = {
         "model": {"path": str(model_path.resolve()), "sha256": file_sha256(model_path),
-                  "config": model.config.model_dump(mode="json"), "calibration": severity_calibration.as_dict()},
+                  "config": model.config.model_dump(mode="json"), "calibration": severity_calibration.as_dict(),
+                  "canal_offset": model.canal_offset.as_dict()},
         "data": {"dir": str(data_dir.resolve()), "index": str(index.resolve())},
         "studies": {
             "evaluated": [s["study_id"] for s in per_study],
@@ -322,11 +329,14 @@ def evaluate_model(
     results["segmentation"] = segmentation
     results["measurements"] = {
         "area_mm2": _error_summary(area_errors),
+        "area_mm2_without_offset": _error_summary(argmax_area_errors),
         "ap_mm": _error_summary(ap_errors),
     }
     if area_errors:
         notes.append("measurements: the dural sac area / AP diameter of the largest predicted canal region on each "
-                     "level's centre axial slice, minus the measured truth (bias = mean error).")
+                     "level's centre axial slice, minus the measured truth (bias = mean error); the masks are made "
+                     f"with the model's canal offset ({model.canal_offset.offset:+.3f}: {model.canal_offset.note}); "
+                     "area_mm2_without_offset: the plain argmax masks.")
     if any(segmentation.values()):
         notes.append("Dice: a structure absent from both prediction and target is left out (NaN), a structure "
                      "predicted where the target has none scores 0, a structure a case does not label (a real set "
@@ -627,7 +637,10 @@ def _markdown(results: dict[str, Any]) -> str:
         rows = [[f"{name} ({unit})", str(m["n"]), _with_interval(m["bias"], intervals.get(f"{key}_bias"), 2),
                  _with_interval(m["mae"], intervals.get(f"{key}_mae"), 2), _f(m["median_absolute_error"], 2)]
                 for name, unit, key, m in (("area", "mm2", "area", measured["area_mm2"]),
-                                           ("AP diameter", "mm", "ap", measured["ap_mm"]))]
+                                           ("AP diameter", "mm", "ap", measured["ap_mm"]),
+                                           ("area, plain argmax (no canal offset)", "mm2", "-",
+                                            measured.get("area_mm2_without_offset") or {"n": 0}))
+                if m.get("n")]
         parts.append(_table(["measurement", "levels", "bias [95% CI]", "mean absolute error [95% CI]",
                              "median absolute error"], rows))
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lss.anatomy import LEVELS
+from lss.model.canal_offset import CanalOffset
 from lss.model.input_range import image_statistics
 from lss.reporting.levels import name_levels
 
@@ -171,7 +172,9 @@ def predict_cases(
         axial_images = axial_images * present[:, None, None]
         hw = tuple(axial_images.shape[1:])
         if out.axial_logits is not None:
-            axial_masks = out.axial_logits[b].argmax(dim=1).cpu().numpy().astype(np.int16) * present[:, None, None]
+            # The canal offset fitted on validation makes the measured sac area unbiased (lss.model.canal_offset).
+            axial_logits = getattr(model, "canal_offset", CanalOffset()).apply(out.axial_logits[b], channel_dim=1)
+            axial_masks = axial_logits.argmax(dim=1).cpu().numpy().astype(np.int16) * present[:, None, None]
             axial_attention = _upsample(out.axial_attention[b], hw) * present[:, None, None]
         else:
             axial_masks = np.zeros((n_levels, *hw), dtype=np.int16)

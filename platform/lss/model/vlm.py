@@ -26,6 +26,7 @@ from lss.losses.localisation import level_regions as regions_on_grid
 from lss.model.attention import build_attention
 from lss.model.backbones import build_backbone
 from lss.model.calibration import SeverityCalibration
+from lss.model.canal_offset import CanalOffset
 from lss.model.input_range import InputRange
 from lss.model.heads import SeverityHead
 from lss.model.prompts import PromptSet, default_prompts
@@ -131,6 +132,7 @@ class LSSModel(nn.Module):
         self.head = SeverityHead(level_features, hidden=config.attention_dim, regression=config.regression)
         self.calibration = SeverityCalibration()  # identity until fitted on validation (lss.model.calibration)
         self.input_range = InputRange()  # nothing checked until fitted on the training images (lss.model.input_range)
+        self.canal_offset = CanalOffset()  # argmax masks until fitted on validation (lss.model.canal_offset)
 
     # ------------------------------------------------------------------------------------------------ prompts
     def embed_prompts(self) -> torch.Tensor:
@@ -261,6 +263,7 @@ def save_model(model: LSSModel, path: str | Path, extra: dict | None = None) -> 
         "state_dict": model.state_dict(),
         "calibration": getattr(model, "calibration", SeverityCalibration()).as_dict(),
         "input_range": getattr(model, "input_range", InputRange()).as_dict(),
+        "canal_offset": getattr(model, "canal_offset", CanalOffset()).as_dict(),
         "extra": extra or {},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -293,4 +296,5 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LS
     model.load_state_dict(state)
     model.calibration = SeverityCalibration.from_dict(payload.get("calibration"))  # absent: the identity
     model.input_range = InputRange.from_dict(payload.get("input_range"))  # absent: nothing checked
+    model.canal_offset = CanalOffset.from_dict(payload.get("canal_offset"))  # absent: the argmax masks
     return model.to(map_location).eval()  # load_state_dict copies into the model's own (CPU) parameters

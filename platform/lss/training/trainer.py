@@ -30,7 +30,8 @@ class TrainingResult:
 
     Attributes:
         run_dir: the run's folder under the storage path.
-        best_model: the model file of the best checkpoint by validation macro Dice (copied to ``run_dir``).
+        best_model: the model file of the best checkpoint by validation macro Dice (copied to ``run_dir``), with its
+            canal offset fitted on the validation split (``lss.training.canal_offset``).
         metrics: the last reported metrics.
         best_metrics: the metrics of the best checkpoint.
         split: the study split (also in ``run_dir/split.json``).
@@ -124,6 +125,11 @@ def run_training(config: LSSConfig, data_dir: str | Path, name: str = "train") -
             if local:
                 best_model = run_dir / "best_model.pt"
                 shutil.copy(Path(folder) / MODEL_FILE, best_model)
+    if best_model is not None and split["val"]:
+        # The argmax masks are not calibrated: shift the canal logit so that the sac area is unbiased on validation.
+        from lss.training.canal_offset import fit_model_canal_offset
+
+        fit_model_canal_offset(best_model, data_dir, list(split["val"]))
     history = _read_history(history_path) if history_path else []
     prefix = "val_calibration_"
     calibration = {k[len(prefix):]: v for k, v in best_metrics.items() if k.startswith(prefix)}
