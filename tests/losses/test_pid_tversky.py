@@ -391,8 +391,8 @@ def test_factory_passes_the_configuration():
 @pytest.mark.parametrize(
     "fields, match",
     [
-        ({"beta": 0.97}, "beta_bounds"),  # outside the default bounds (0.05, 0.95)
-        ({"alpha": 0.2, "beta": 0.5}, "alpha \\+ beta"),  # high bound 0.95 > alpha + beta
+        ({"beta": 0.95}, "beta_bounds"),  # outside the default bounds (0.3, 0.9)
+        ({"alpha": 0.2, "beta": 0.5}, "alpha \\+ beta"),  # high bound 0.9 > alpha + beta
         ({"beta_bounds": (0.9, 0.3)}, "beta_bounds"),
         ({"ema": 1.0}, "ema"),
         ({"target": -1.0}, "target"),
