@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-data", help="a preprocessed labelled real set no run trains on (e.g. the "
                         "fastcleverseg_vb2 folder jobs/real.py writes): vertebral-body Dice column")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="train / evaluate only these variants (the table still shows every run under --out)")
     parser.add_argument("--smoke", action="store_true", help="tiny data and budget, to check the job end to end")
     parser.add_argument("--out", default="outputs/ablation", help="runs and evaluations")
     parser.add_argument("--table", default="results/ablation.md", help="the Markdown table to write")
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for seed in args.seeds:
             for variant, change in VARIANTS.items():
+                if variant not in args.variants:
+                    continue
                 slug = slug_of(variant, seed)
                 run_dir, eval_dir = out / "runs" / slug, out / "eval" / slug
                 if not (run_dir / "best_model.pt").is_file():
