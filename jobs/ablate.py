@@ -13,8 +13,8 @@ trained again), runs seed by seed (an interrupted job leaves whole seeds), and `
 sagittal macro Dice, the axial canal Dice at Moderate/Severe levels, the dural sac area bias of the network's own
 argmax masks and, as the product measures it, with the canal offset fitted on each run's validation split
 (``lss.model.canal_offset``), the area and AP absolute errors, the balanced accuracy and the Severe recall of the
-model's head and of the rule grade of the measured masks (and, with ``--real-data``, the vertebral-body Dice on real scans no
-run trained on); then Adaptive PID-Tversky against each other variant, paired over the same evaluation studies and
+model's head and of the rule grade of the measured masks (and, with ``--real-data``, the vertebral-body Dice on
+real scans no run trained on); then Adaptive PID-Tversky against each other variant, paired over the same evaluation studies and
 seeds (paired bootstrap over studies, and a Wilcoxon signed-rank test on per-study macro Dice).
 """
 
@@ -32,7 +32,7 @@ import numpy as np
 from lss.cli import add_config_arguments
 from lss.config import LSSConfig, PreprocessConfig, SynthConfig, load_config
 from lss.evaluation import evaluate_model
-from lss.evaluation.bootstrap import SEVERITY_STATISTICS, paired_bootstrap
+from lss.evaluation.bootstrap import SEVERITY_STATISTICS, paired_bootstrap, study_confusions
 from lss.ray_session import init_ray, shutdown_ray
 from lss.model import load_model
 from lss.training import run_training
@@ -98,12 +98,9 @@ def _study_arrays(results: dict) -> dict[str, np.ndarray]:
     """Per evaluation study: macro Dice, a severity confusion matrix and the mean absolute area error."""
     studies = results["per_study"]
     dice = np.array([np.nan if s["sagittal_dice_macro"] is None else s["sagittal_dice_macro"] for s in studies])
-    confusion = np.zeros((len(studies), 3, 3), dtype=np.int64)
+    confusion = study_confusions([s["severity_true"] for s in studies], [s["severity_pred"] for s in studies])
     area = np.full(len(studies), np.nan)
     for i, s in enumerate(studies):
-        for t, p in zip(s["severity_true"], s["severity_pred"], strict=True):
-            if t >= 0:
-                confusion[i, t, p] += 1
         errors = [abs(e) for e in s.get("area_error_mm2") or [] if e is not None]
         area[i] = np.mean(errors) if errors else np.nan
     return {"dice": dice, "confusion": confusion, "area_abs": area}

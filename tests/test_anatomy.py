@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from lss import anatomy
-from lss.anatomy import CUTOFFS, LEVELS, Severity, Structure, format_area_mm2, format_diameter_mm, grade_from_measurements
+from lss.anatomy import (
+    CUTOFFS,
+    LEVELS,
+    Severity,
+    Structure,
+    format_area_mm2,
+    format_diameter_mm,
+    grade_from_measurements,
+)
 
 
 @pytest.mark.parametrize(

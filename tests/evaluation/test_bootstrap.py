@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lss.evaluation.bootstrap import bootstrap_interval, confusion_statistics, paired_bootstrap
+from lss.evaluation.bootstrap import bootstrap_interval, confusion_statistics, paired_bootstrap, study_confusions
 from lss.training.metrics import severity_metrics
 
 
@@ -42,11 +42,13 @@ def test_severity_figures_from_confusions_equal_severity_metrics():
     rng = np.random.default_rng(2)
     truth = rng.integers(0, 3, size=(30, 5))
     predicted = np.where(rng.random((30, 5)) < 0.7, truth, rng.integers(0, 3, size=(30, 5)))
-    confusions = np.zeros((30, 3, 3), dtype=int)
-    for s in range(30):
-        np.add.at(confusions[s], (truth[s], predicted[s]), 1)
+    truth[0, 0], predicted[1, 1] = -1, -1  # an unknown grade and a level without a prediction are left out
+    confusions = study_confusions(truth.tolist(), predicted.tolist())
+    assert confusions.shape == (30, 3, 3) and confusions.sum() == 30 * 5 - 2
+    kept = (truth >= 0) & (predicted >= 0)
+    truth, predicted = truth[kept], predicted[kept]
     stats = confusion_statistics(confusions, resamples=300)
-    expected = severity_metrics(np.eye(3)[predicted.ravel()], truth.ravel())
+    expected = severity_metrics(np.eye(3)[predicted], truth)
     for name in ("accuracy", "balanced_accuracy", "macro_f1", "recall_normal_mild", "recall_moderate",
                  "recall_severe"):
         assert stats[name]["value"] == pytest.approx(expected[name]), name
@@ -57,3 +59,8 @@ def test_severity_figures_from_confusions_equal_severity_metrics():
 def test_bad_confusions_are_refused(bad):
     with pytest.raises(ValueError, match="confusions"):
         confusion_statistics(bad)
+
+
+def test_study_confusions_refuse_mismatched_studies():
+    with pytest.raises(ValueError, match="studies"):
+        study_confusions([[0, 1]], [])

@@ -7,13 +7,13 @@ percentile interval of those values (Efron & Tibshirani 1993, ch. 13).
     low, high = bootstrap_interval(lambda idx: per_study_dice[idx].mean(), n=len(per_study_dice))
     comparison = paired_bootstrap(stat_a, stat_b, n)   # the difference a - b, its interval and a p-value
 
-The severity figures are recomputed from per-study confusion matrices (``severity_interval_statistics``), which
-sum exactly to the confusion matrix of any resample, so each resample costs a sum, not a pass over the levels.
+The severity figures are recomputed from per-study confusion matrices (``study_confusions``,
+``confusion_statistics``), which sum exactly to the confusion matrix of any resample, so each resample costs a sum, not a pass over the levels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ __all__ = [
     "bootstrap_interval",
     "paired_bootstrap",
     "confusion_statistics",
+    "study_confusions",
     "SEVERITY_STATISTICS",
 ]
 
@@ -97,9 +98,10 @@ def paired_bootstrap(
         ValueError: for ``n`` or ``resamples`` below 1, or a confidence outside (0, 1).
     """
     tail = _check_confidence(confidence)
-    everything = np.arange(int(n)) if int(n) >= 1 else None
+    draws = _resamples(n, resamples, seed)
+    everything = np.arange(int(n))
     differences = []
-    for idx in _resamples(n, resamples, seed):
+    for idx in draws:
         d = statistic_a(idx) - statistic_b(idx)
         if np.isfinite(d):
             differences.append(d)
@@ -152,6 +154,24 @@ SEVERITY_STATISTICS: dict[str, Callable[[np.ndarray], float]] = {
     "recall_moderate": _recall_of(1),
     "recall_severe": _recall_of(2),
 }
+
+
+def study_confusions(truth: Sequence[Sequence[int]], predicted: Sequence[Sequence[int]],
+                     num_classes: int = 3) -> np.ndarray:
+    """(S, K, K) confusion counts per study (rows the truth), from per-study level grades; -1 on either side (an
+    unknown truth, a level with no prediction) is left out.
+
+    Raises:
+        ValueError: when the two differ in studies or in levels of a study.
+    """
+    if len(truth) != len(predicted):
+        raise ValueError(f"truth has {len(truth)} studies, predicted {len(predicted)}.")
+    out = np.zeros((len(truth), num_classes, num_classes), dtype=np.int64)
+    for i, (t_row, p_row) in enumerate(zip(truth, predicted, strict=True)):
+        for t, p in zip(t_row, p_row, strict=True):
+            if t >= 0 and p >= 0:
+                out[i, t, p] += 1
+    return out
 
 
 def confusion_statistics(confusions: np.ndarray, resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95,

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from lss.anatomy import LEVELS, SEVERITIES, Severity, Structure, grade_from_measurements
+from lss.evaluation.bootstrap import DEFAULT_RESAMPLES, bootstrap_interval, confusion_statistics, study_confusions
 from lss.inference.predict import column_spacing
 from lss.jsonable import to_jsonable
-from lss.evaluation.bootstrap import DEFAULT_RESAMPLES, bootstrap_interval, confusion_statistics
 from lss.reporting.measurements import (
     ap_diameter_mm,
     largest_component,
@@ -364,16 +364,15 @@ def evaluate_model(
         sev.update({k: sev["paths"]["as_given"][k] for k in ("coverage", "selective_accuracy",
                                                             "selective_balanced_accuracy", "n_stated",
                                                             "ece_uncalibrated")})
-        rule_t = np.array([t for st in per_study for t, r in zip(st["severity_true"], st["rule_severity_pred"],
-                                                               strict=True) if t >= 0 and r >= 0], dtype=int)
-        rule_p = np.array([r for st in per_study for t, r in zip(st["severity_true"], st["rule_severity_pred"],
-                                                               strict=True) if t >= 0 and r >= 0], dtype=int)
-        if rule_t.size:
+        pairs = [(t, r) for st in per_study for t, r in zip(st["severity_true"], st["rule_severity_pred"],
+                                                             strict=True) if t >= 0 and r >= 0]
+        if pairs:
+            rule_t, rule_p = np.asarray(pairs, dtype=int).T
             rule = severity_metrics(np.eye(len(SEVERITIES))[rule_p], rule_t)
             sev["rule_of_measurements"] = {k: rule[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1",
                                                                  "recall_moderate", "recall_severe",
                                                                  "confusion_matrix")}
-            sev["rule_of_measurements"]["coverage"] = float(rule_t.size / max(int(known.sum()), 1))
+            sev["rule_of_measurements"]["coverage"] = float(len(pairs) / max(int(known.sum()), 1))
         results["severity"] = sev
         notes.append(COVERAGE_NOTE + f" Abstention threshold {model.calibration.abstain_threshold:.3f}"
                      + ("" if model.calibration.fitted else " (the model carries no fitted calibration: identity, "
@@ -434,11 +433,16 @@ def _dice_macro_of(per_case: dict[str, np.ndarray], names: list[str], rows: np.n
     return float(np.mean(means)) if means else float("nan")
 
 
-def _rows_of(study_of_case: list[int], idx: np.ndarray) -> np.ndarray:
-    """The case rows of a resample of studies (a study drawn twice contributes its rows twice)."""
-    by_study: dict[int, list[int]] = {}
+def _rows_by_study(study_of_case: list[int]) -> dict[int, list[int]]:
+    """Each study's case rows (a sagittal case per study, or one axial case per level)."""
+    rows: dict[int, list[int]] = {}
     for row, study in enumerate(study_of_case):
-        by_study.setdefault(study, []).append(row)
+        rows.setdefault(study, []).append(row)
+    return rows
+
+
+def _rows_of(by_study: dict[int, list[int]], idx: np.ndarray) -> np.ndarray:
+    """The case rows of a resample of studies (a study drawn twice contributes its rows twice)."""
     return np.asarray([row for study in idx for row in by_study.get(int(study), [])], dtype=int)
 
 
@@ -448,27 +452,18 @@ def _intervals(per_study: list[dict[str, Any]], sagittal_meter: SegmentationMete
     """95% bootstrap intervals over studies of the severity, Dice and measurement figures.
 
     Returns:
-        ``severity`` (``confusion_statistics`` of the per-study confusion matrices) and, where measured,
+        ``severity`` and ``severity_rule_of_measurements`` (``confusion_statistics`` of the per-study confusions of
+        the model's grades and of the rule grades of the measured masks) and, where measured,
         ``sagittal_dice_macro``, ``axial_dice_macro``, ``canal_dice_moderate_severe``, ``area_bias``, ``area_mae``,
         ``ap_bias``, ``ap_mae``; each ``{"value", "low", "high"}``.
     """
     n = len(per_study)
     out: dict[str, Any] = {}
-    k = len(SEVERITIES)
-    confusions = np.zeros((n, k, k), dtype=np.int64)
-    for i, study in enumerate(per_study):
-        for t, p in zip(study["severity_true"], study["severity_pred"], strict=True):
-            if t >= 0:
-                confusions[i, t, p] += 1
-    if confusions.sum():
-        out["severity"] = confusion_statistics(confusions)
-    rule = np.zeros((n, k, k), dtype=np.int64)
-    for i, study in enumerate(per_study):
-        for t, r in zip(study["severity_true"], study.get("rule_severity_pred") or [], strict=False):
-            if t >= 0 and r >= 0:
-                rule[i, t, r] += 1
-    if rule.sum():
-        out["severity_rule_of_measurements"] = confusion_statistics(rule)
+    truth = [study["severity_true"] for study in per_study]
+    for key, name in (("severity_pred", "severity"), ("rule_severity_pred", "severity_rule_of_measurements")):
+        confusions = study_confusions(truth, [study[key] for study in per_study], len(SEVERITIES))
+        if confusions.sum():
+            out[name] = confusion_statistics(confusions)
 
     def interval(statistic) -> dict[str, float]:
         low, high = bootstrap_interval(statistic, n)
@@ -478,14 +473,16 @@ def _intervals(per_study: list[dict[str, Any]], sagittal_meter: SegmentationMete
                                        ("axial", axial_meter, axial_study_of_case)):
         if len(meter):
             cases = meter.per_case()
+            by_study = _rows_by_study(study_of_case)
             out[f"{view}_dice_macro"] = interval(
-                lambda idx, c=cases, m=meter, s=study_of_case: _dice_macro_of(c, m.names, _rows_of(s, idx)))
+                lambda idx, c=cases, m=meter, s=by_study: _dice_macro_of(c, m.names, _rows_of(s, idx)))
     if len(axial_meter):
         canal = np.asarray(axial_meter.per_case()[f"dice_{Structure.CANAL.value}"], dtype=float)
         graded = np.asarray(axial_severity_of_case) >= Severity.MODERATE.index
+        axial_rows = _rows_by_study(axial_study_of_case)
 
         def canal_dice(idx: np.ndarray) -> float:
-            rows = _rows_of(axial_study_of_case, idx)
+            rows = _rows_of(axial_rows, idx)
             values = canal[rows][graded[rows]] if rows.size else canal[:0]
             values = values[np.isfinite(values)]
             return float(values.mean()) if values.size else float("nan")
@@ -497,9 +494,11 @@ def _intervals(per_study: list[dict[str, Any]], sagittal_meter: SegmentationMete
             def pooled(idx: np.ndarray, e=errors) -> np.ndarray:
                 return np.concatenate([e[i] for i in idx])
 
-            out[f"{name}_bias"] = interval(lambda idx: float(pooled(idx).mean()) if pooled(idx).size else np.nan)
-            out[f"{name}_mae"] = interval(lambda idx: float(np.abs(pooled(idx)).mean()) if pooled(idx).size
-                                          else np.nan)
+            def mean_of(transform, e=errors):
+                return lambda idx: float(np.mean(transform(v))) if (v := pooled(idx, e)).size else np.nan
+
+            out[f"{name}_bias"] = interval(mean_of(lambda v: v))
+            out[f"{name}_mae"] = interval(mean_of(np.abs))
     return out
 
 

@@ -60,10 +60,10 @@ class AdaptivePIDTverskyLoss(_Loss):
     measurement is taken from; ``"soft"`` counts them on the probabilities, as the Tversky index does. The two set
     different fixed points: soft counts balance when the summed probabilities match the true volume, which leaves the
     argmax mask larger or smaller whenever the probabilities at the boundary are not symmetric (a steady area bias of
-    the measured masks that the integral never sees). ``FN_c - FP_c`` equals the true minus the predicted volume, so ``e_c > 0`` means class c is
-    under-segmented (more missed voxels than spurious ones) and ``e_c < 0`` over-segmented. The normalised form is
-    bounded in [-1, 1], does not depend on the size of the class or of the batch (so one set of gains fits a small
-    canal and large vertebrae alike), is 0 exactly when the predicted volume matches the true volume, and stays
+    the measured masks that the integral never sees). ``FN_c - FP_c`` equals the true minus the predicted volume, so
+    ``e_c > 0`` means class c is under-segmented (more missed voxels than spurious ones) and ``e_c < 0``
+    over-segmented. The normalised form is bounded in [-1, 1], does not depend on the size of the class or of the
+    batch (so one set of gains fits a small canal and large vertebrae alike), is 0 exactly when the predicted volume matches the true volume, and stays
     defined for a class absent from the batch (then every error is a false positive and ``e_c = -1``). Unlike
     "target recall minus recall" it cannot ask for an unreachable value, so the integral has a real fixed point.
     ``target`` shifts the balance aimed at: a negative value asks for more false positives than false negatives
@@ -126,8 +126,9 @@ class AdaptivePIDTverskyLoss(_Loss):
     Raises:
         TypeError: when ``other_act`` is not callable or ``num_classes`` is not an int.
         ValueError: when more than one of ``sigmoid``, ``softmax``, ``other_act`` is set, for an unknown
-            ``reduction``, ``update`` or ``error_counts``, a negative ``alpha``/``beta``, ``beta_bounds`` not containing ``beta`` or
-            reaching past ``alpha + beta``, a bad gain, ``ema``, ``target`` or ``focal_gamma``.
+            ``reduction``, ``update`` or ``error_counts``, a negative ``alpha``/``beta``, ``beta_bounds`` not
+            containing ``beta`` or reaching past ``alpha + beta``, a bad gain, ``ema``, ``target`` or
+            ``focal_gamma``.
 
     Example::
 

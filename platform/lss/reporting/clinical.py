@@ -17,7 +17,7 @@ import numpy as np
 
 from lss.anatomy import LEVELS, SEVERITIES, Severity, parse_level
 
-__all__ = ["extract_statements", "clinical_accuracy", "NOT_STATED"]
+__all__ = ["extract_statements", "mentioned_levels", "clinical_accuracy", "NOT_STATED"]
 
 # Column name of the confusion matrix's last column: levels the report says nothing about.
 NOT_STATED = "not stated"
@@ -76,14 +76,30 @@ _ALL_LEVELS_RE = re.compile(
 _LIST_ONLY_RE = re.compile(r"^(?:\s|\b(?:at|and|or|the|levels?|from|to|in|of)\b|[:.])*$", _FLAGS)
 
 
-def _level_of(match: re.Match[str]) -> str | None:
+def _level_name(match: re.Match[str]) -> str:
+    """The level a match names, normalised ("L4-5" -> "L4/L5"); one that is no disc of a spine ("L5/L6") is kept
+    as written, in the same form."""
     upper = match.group("up").upper()
-    lower = (match.group("lo").upper() or upper[0]) + match.group("n")
+    name = f"{upper}/{(match.group('lo').upper() or upper[0])}{match.group('n')}"
     try:
-        level = parse_level(f"{upper}/{lower}")
+        return parse_level(name)
     except ValueError:
-        return None
+        return name
+
+
+def _level_of(match: re.Match[str]) -> str | None:
+    level = _level_name(match)
     return level if level in LEVELS else None
+
+
+def mentioned_levels(text: str) -> list[str]:
+    """Every level name in the text, normalised and once each, also those that are no graded level ("T12/L1",
+    "L5/L6"): what a report names, whether or not it grades it."""
+    names: list[str] = []
+    for match in _LEVEL_RE.finditer(text):
+        if (name := _level_name(match)) not in names:
+            names.append(name)
+    return names
 
 
 def _levels_in(text: str) -> list[str]:

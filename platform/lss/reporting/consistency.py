@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lss.anatomy import Severity, parse_level
-from lss.reporting.clinical import _LEVEL_RE, extract_statements
+from lss.anatomy import Severity
+from lss.reporting.clinical import extract_statements, mentioned_levels
 from lss.reporting.findings import LevelFinding, StudyFindings
 from lss.reporting.grounded import GroundedReportWriter, Report, ReportSentence
 
@@ -142,21 +142,6 @@ def _check_inputs(text: str, findings: StudyFindings) -> dict[str, LevelFinding]
     return by_level
 
 
-def _mentioned_levels(text: str) -> list[str]:
-    """Every level name in the text, normalised ("L4-5" -> "L4/L5"), also those that name no disc ("L5/L6")."""
-    names = []
-    for match in _LEVEL_RE.finditer(text):
-        upper = match.group("up").upper()
-        name = f"{upper}/{(match.group('lo').upper() or upper[0])}{match.group('n')}"
-        try:
-            name = parse_level(name)
-        except ValueError:
-            pass  # no disc of a spine: kept as written, normalised
-        if name not in names:
-            names.append(name)
-    return names
-
-
 def find_contradictions(text: str, findings: StudyFindings) -> list[Contradiction]:
     """The statements of a report that the findings contradict.
 
@@ -196,7 +181,7 @@ def find_contradictions(text: str, findings: StudyFindings) -> list[Contradictio
         elif severity is not finding.stated_severity:
             found.append(Contradiction(level, "grade", severity, finding.stated_severity))
     unknown = [level for level in stated if level not in by_level]
-    unknown += [level for level in _mentioned_levels(text) if level not in by_level and level not in unknown]
+    unknown += [level for level in mentioned_levels(text) if level not in by_level and level not in unknown]
     found += [Contradiction(level, "unknown_level", stated.get(level), None) for level in unknown]
     return found
 

@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from lss.anatomy import LEVELS, SEVERITIES, Severity, grade_from_measurements, grade_from_sagittal_ap
+from lss.anatomy import (
+    LEVELS,
+    SEVERITIES,
+    Severity,
+    format_area_mm2,
+    format_diameter_mm,
+    grade_from_measurements,
+    grade_from_sagittal_ap,
+)
 from lss.reporting.measurements import LevelMeasurements, measure_study
 from lss.reporting.plausibility import assess_study
 
@@ -180,8 +188,10 @@ def build_findings(prediction) -> StudyFindings:
         finding.abstained = finding.assessable and float(probs[li].max()) < threshold
         if rule is not None and rule is not severity:
             finding.review = True
-            where = (f"the measured dural sac ({measured.area_mm2:.0f} mm2, AP {measured.ap_mm:.1f} mm)"
-                     if source == "axial_area" else f"the sagittal canal AP diameter ({measured.sagittal_ap_mm:.1f} mm)")
+            # Written as the report writes the same values (5 mm2 / 0.5 mm), so one line never shows two numbers.
+            where = (f"the measured dural sac ({format_area_mm2(measured.area_mm2)}, AP "
+                     f"{format_diameter_mm(measured.ap_mm)})" if source == "axial_area" else
+                     f"the sagittal canal AP diameter ({format_diameter_mm(measured.sagittal_ap_mm)})")
             finding.review_reason = f"the model grades {severity.value} but {where} grades {rule.value}"
         elif level in assessment.canal_interrupted:
             finding.review = True
