@@ -46,8 +46,67 @@ def _check_path(path: Path) -> None:
         raise StudyError(ErrorCode.NOT_AN_IMAGE, f"{path.name} is not a file.", str(path))
 
 
+_HEADER_BYTES = 1 << 16  # a MetaImage / NRRD header is a few hundred bytes of text
+_METAIMAGE_DATA_KEY = "elementdatafile"
+_NRRD_DATA_KEYS = ("data file", "datafile")
+
+
+def _external_data_file(path: Path) -> str | None:
+    """The data file a MetaImage / NRRD header points to, or None when the voxels follow the header in this file.
+
+    MetaImage: ``ElementDataFile = LOCAL`` (inline) or a file name / ``LIST`` / a printf pattern. NRRD: a
+    ``data file:`` (or ``datafile:``) field; none means inline.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(_HEADER_BYTES)
+    if path.suffix.lower() in (".nrrd", ".nhdr"):
+        for line in head.split(b"\n\n", 1)[0].decode("latin-1").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() in _NRRD_DATA_KEYS:
+                return value.lstrip("=").strip()
+        return None
+    for line in head.decode("latin-1").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() == _METAIMAGE_DATA_KEY:
+            value = value.strip()
+            return None if value.upper() == "LOCAL" else value
+    return None
+
+
+def _check_external_data(path: Path) -> None:
+    """Refuses a header whose voxel data lives outside its own folder.
+
+    A header can name any file as its voxel data (``ElementDataFile = /etc/passwd``, ``data file: ../../x``): read
+    as it says, an upload would make the server load one of its own files as the image. Data files are allowed only
+    as a plain file in the header's own folder (resolved, so no link or ``..`` leads out), never as a list or a
+    file-name pattern.
+
+    Raises:
+        StudyError: UNSUPPORTED_FORMAT naming the header file only.
+    """
+    target = _external_data_file(path)
+    if target is None:
+        return
+    folder = path.parent.resolve()
+    reason = None
+    if not target or target.upper() == "LIST" or "%" in target or " " in target.strip():
+        reason = "a list or pattern of data files"
+    else:
+        candidate = Path(target)
+        resolved = (folder / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
+        if candidate.is_absolute() or resolved.parent != folder or (folder / candidate).is_symlink():
+            reason = "a data file outside its own folder"
+        elif not resolved.is_file():
+            raise StudyError(ErrorCode.TRUNCATED, f"the data file the header {path.name} names is missing.", str(path))
+    if reason is not None:
+        raise StudyError(ErrorCode.UNSUPPORTED_FORMAT, f"the header {path.name} points to {reason}; only voxel data "
+                         "in the header's file or a file beside it is read.", str(path))
+
+
 def _reader(path: Path) -> sitk.ImageFileReader:
-    """A reader whose header has been read: NOT_AN_IMAGE when SimpleITK cannot parse it."""
+    """A reader whose header has been read (and whose data file, if separate, is beside it): NOT_AN_IMAGE when
+    SimpleITK cannot parse it."""
+    _check_external_data(path)
     reader = _sitk().ImageFileReader()
     reader.SetFileName(str(path))
     try:
