@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from lss.data.adapters.generic import discover
@@ -49,28 +50,35 @@ def unpack_zip(archive: str | Path, dest: str | Path, max_unpacked_bytes: int = 
                                  f"than the limit of {max_unpacked_bytes / 2**20:.0f} MiB.")
             dest.mkdir(parents=True, exist_ok=True)
             written = 0
-            for entry in entries:
+            for number, entry in enumerate(entries, start=1):
+                # Entries are named by number only: their names can carry patient names.
                 name = PurePosixPath(entry.filename.replace("\\", "/"))
                 if name.is_absolute() or ".." in name.parts or (name.parts and name.parts[0].endswith(":")):
-                    raise StudyError(ErrorCode.BAD_ARCHIVE, f"archive entry {entry.filename!r} points outside the "
-                                     "archive.")
+                    raise StudyError(ErrorCode.BAD_ARCHIVE, f"archive entry {number} points outside the archive.")
                 if stat.S_ISLNK(entry.external_attr >> 16):
-                    raise StudyError(ErrorCode.BAD_ARCHIVE, f"archive entry {entry.filename!r} is a link.")
+                    raise StudyError(ErrorCode.BAD_ARCHIVE, f"archive entry {number} is a link.")
                 target = dest.joinpath(*name.parts)
-                if entry.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # Declared sizes can lie (a zip bomb): count what is really written.
-                with zf.open(entry) as source, open(target, "wb") as sink:
-                    while chunk := source.read(_CHUNK):
-                        written += len(chunk)
-                        if written > max_unpacked_bytes:
-                            raise StudyError(ErrorCode.BAD_ARCHIVE, "the archive unpacks to more than the limit of "
-                                             f"{max_unpacked_bytes / 2**20:.0f} MiB.")
-                        sink.write(chunk)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError) as error:
-        raise StudyError(ErrorCode.BAD_ARCHIVE, f"the zip archive cannot be read: {error}") from error
+                try:
+                    if entry.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    # Declared sizes can lie (a zip bomb): count what is really written.
+                    with zf.open(entry) as source, open(target, "wb") as sink:
+                        while chunk := source.read(_CHUNK):
+                            written += len(chunk)
+                            if written > max_unpacked_bytes:
+                                raise StudyError(ErrorCode.BAD_ARCHIVE, "the archive unpacks to more than the limit "
+                                                 f"of {max_unpacked_bytes / 2**20:.0f} MiB.")
+                            sink.write(chunk)
+                except OSError:
+                    # A name too long for the file system, a file and a folder of the same name, a duplicate entry.
+                    raise StudyError(ErrorCode.BAD_ARCHIVE, f"archive entry {number} cannot be unpacked (a name too "
+                                     "long, or a file and a folder of the same name).") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error):
+        # The library's message can quote an entry name: say what kind of failure it was, not what it said.
+        raise StudyError(ErrorCode.BAD_ARCHIVE, "the zip archive cannot be read (corrupt, encrypted or an "
+                         "unsupported compression).") from None
     return dest
 
 

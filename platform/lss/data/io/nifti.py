@@ -58,15 +58,27 @@ def _shape3(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
     return tuple(int(n) for n in shape)  # type: ignore[return-value]
 
 
+def _checked_affine(path: Path, image: nib.Nifti1Image) -> np.ndarray:
+    """The image's affine, or ABSURD_SPACING when it is not finite or collapses a dimension (an all-zero sform)."""
+    affine = np.asarray(image.affine, dtype=float)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        raise StudyError(
+            ErrorCode.ABSURD_SPACING, f"{path.name} has a degenerate affine (spacing {spacing.tolist()}).", str(path)
+        )
+    return affine
+
+
 def read_nifti_geometry(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape and RAS+ affine of a NIfTI file from its header only.
 
     Raises:
-        StudyError: NOT_FOUND, NOT_AN_IMAGE, TRUNCATED or UNSUPPORTED_FORMAT (not 3D).
+        StudyError: NOT_FOUND, NOT_AN_IMAGE, TRUNCATED, UNSUPPORTED_FORMAT (not 3D) or ABSURD_SPACING (degenerate
+            affine).
     """
     path = Path(path)
     image = _load(path)
-    return _shape3(path, image.shape), np.asarray(image.affine, dtype=float)
+    return _shape3(path, image.shape), _checked_affine(path, image)
 
 
 def read_nifti(path: str | Path) -> Volume:
@@ -98,12 +110,7 @@ def read_nifti(path: str | Path) -> Volume:
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         count = int(array.size - np.count_nonzero(np.isfinite(array)))
         raise StudyError(ErrorCode.NON_FINITE, f"{path.name} has {count} NaN or infinite voxel value(s).", str(path))
-    affine = np.asarray(image.affine, dtype=float)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        spacing = np.linalg.norm(affine[:3, :3], axis=0)
-        raise StudyError(
-            ErrorCode.ABSURD_SPACING, f"{path.name} has a degenerate affine (spacing {spacing.tolist()}).", str(path)
-        )
+    affine = _checked_affine(path, image)
     slice_axis = through_plane_axis(shape, np.linalg.norm(affine[:3, :3], axis=0))
     meta = {"format": "nifti", "view": guess_view(affine, slice_axis=slice_axis), "slice_axis": slice_axis}
     return Volume(array=array, affine=affine, meta=meta)
