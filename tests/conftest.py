@@ -1,8 +1,23 @@
-"""Shared fixtures: one real local Ray session per test run, and small synthetic datasets made once per run."""
+"""Shared fixtures: one real local Ray session per test run, and small synthetic datasets made once per run.
+
+Markers (registered in pyproject.toml; `make test-fast` leaves out slow, ray, browser, java and heavy):
+
+- ``ray``: added here to every test that uses the ``ray_session`` fixture, directly or through another fixture; by
+  hand to a test that starts Ray some other way (a job run in a subprocess).
+- ``java``: by hand, on tests that score reports with pycocoevalcap (PTB tokenizer, METEOR), directly or through a
+  fixture.
+- ``heavy``: added here to every test that uses one of ``HEAVY_FIXTURES`` (fixtures that take seconds to build:
+  synthetic studies, a model, a trained report writer, ...); by hand to other tests that take more than about 2 s
+  each on the 2-core development machine.
+
+A test that starts Ray or Java in this process without its marker fails with a message naming the marker to add,
+so that `make test-fast` stays free of both.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +31,70 @@ FAST_SYNTH = dict(
     axial_inplane_mm=(0.9, 0.9),
     through_slice_samples=1,
 )
+
+
+# Fixtures that take seconds to build, by name: the session fixtures below, and module fixtures of these tests.
+HEAVY_FIXTURES = {
+    "synth_nifti", "synth_dicom", "tiny_model_file",
+    "draw_500",  # tests/data/test_synth.py: 500 phantom studies
+    "trained",  # tests/reporting/test_generator.py and test_fit.py: a trained report writer
+    "real_cases",  # tests/training/test_mixed.py: real scans preprocessed
+    "studies",  # tests/inference/test_batch.py: study folders and zips to diagnose
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "ray_session" in fixtures:
+            item.add_marker(pytest.mark.ray)
+        if fixtures & HEAVY_FIXTURES:
+            item.add_marker(pytest.mark.heavy)
+
+
+# The marker guard: what the running test (its setup and call) started in this process.
+_guard = {"java": False, "ray_was_up": False}
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event != "subprocess.Popen":
+        return
+    try:  # never let the guard break a subprocess call
+        executable, argv = args[0], args[1]
+        if executable is None:
+            argv = os.fsdecode(argv).split() if isinstance(argv, (str, bytes, os.PathLike)) else list(argv)
+            executable = argv[0] if argv else ""
+        if Path(os.fsdecode(executable)).name == "java":
+            _guard["java"] = True
+    except Exception:  # noqa: BLE001 - an argument shape we do not know: not Java as far as we can tell
+        pass
+
+
+sys.addaudithook(_audit)
+
+
+def _ray_is_up() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
+def pytest_runtest_setup(item):
+    _guard.update(java=False, ray_was_up=_ray_is_up())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield  # a test that failed keeps its own error
+    started = {"java"} if _guard["java"] else set()
+    if not _guard["ray_was_up"] and _ray_is_up():
+        started.add("ray")
+    missing = sorted(name for name in started if item.get_closest_marker(name) is None)
+    if missing:
+        pytest.fail(f"this test starts {' and '.join(missing)} but has no marker for it: add "
+                    + ", ".join(f"@pytest.mark.{name}" for name in missing) + " (see tests/conftest.py)", pytrace=False)
+    return result
 
 
 @pytest.fixture(scope="session")
