@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from lss.config import ModelConfig, PreprocessConfig, SynthConfig
+from lss.data.cases import load_case, read_jsonl
 from lss.data.synth.generate import generate_dataset
 from lss.losses.localisation import AttentionLocalisationLoss, attention_hit_rate, level_regions
 from lss.model import build_model, case_to_sample, collate_samples
 from lss.model.text import build_text_encoder
-from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
+from lss.preprocessing.pipeline import run_preprocessing
 
 
 def _data(out: Path, cases: int) -> list[dict[str, torch.Tensor]]:

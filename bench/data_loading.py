@@ -66,7 +66,7 @@ def main() -> None:
     from ray.train.torch import TorchTrainer
 
     from lss.config import RayConfig
-    from lss.preprocessing.pipeline import load_case, read_jsonl
+    from lss.data.cases import load_case, read_jsonl
     from lss.ray_session import init_ray, shutdown_ray
 
     data = Path(args.data).resolve()

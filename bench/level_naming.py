@@ -33,10 +33,11 @@ import numpy as np
 
 from lss.anatomy import LEVELS, disc_label_for_level, to_structure_mask, vertebra_label
 from lss.config import PreprocessConfig, SynthConfig
+from lss.data.cases import load_case, read_jsonl
 from lss.data.synth.generate import generate_dataset
 from lss.inference.predict import column_spacing, fov_z_of
 from lss.model.level_targets import level_disc_targets
-from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
+from lss.preprocessing.pipeline import run_preprocessing
 from lss.reporting.levels import FOUND, NOT_IN_FIELD_OF_VIEW, name_levels
 
 PRESENT, ABSENT, CUT = "present", "absent", "cut"
@@ -93,7 +94,7 @@ def truth(case: dict, kind: str, fov_z: tuple[int, int] | None) -> tuple[np.ndar
     else:
         discs = level_disc_targets(labels, column_spacing(case["sagittal_affine"], (1, 2)))
     states: dict[str, str] = {}
-    for level, disc in zip(LEVELS, discs):
+    for level, disc in zip(LEVELS, discs, strict=False):
         if disc.any():
             z = np.flatnonzero(disc.any(axis=0))
             states[level] = CUT if z[0] <= first or z[-1] >= last else PRESENT

@@ -62,7 +62,8 @@ def main() -> None:
     for encoder in ("unet", "segresnet"):
         for attention in ("spatial_patch", "global_pool"):
             torch.manual_seed(0)
-            model = build_model(ModelConfig(vision_encoder=encoder, attention=attention, text_encoder=args.text_encoder),
+            model = build_model(ModelConfig(vision_encoder=encoder, attention=attention,
+                                            text_encoder=args.text_encoder),
                                 pre.axial_slices, pre.axial_spacing_mm, text_encoder=text).to(device)
             params = sum(p.numel() for p in model.parameters())
             counter = FlopCounterMode(display=False)
@@ -70,11 +71,11 @@ def main() -> None:
                 model.eval()(sagittal[:1], axial[:1])
             flops = counter.get_total_flops()
             for amp in (False, True) if args.amp else (False,):
-                def forward():
+                def forward(model=model, amp=amp):
                     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                         model.eval()(sagittal, axial)
 
-                def forward_backward():
+                def forward_backward(model=model, amp=amp):
                     model.train()
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                         out = model(sagittal, axial)

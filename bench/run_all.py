@@ -18,7 +18,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
              f"Written by `{' '.join(['python bench/run_all.py', *argv])}` (`{made_by}`"
              + (f", with LSS_BENCH_MODEL={os.environ['LSS_BENCH_MODEL']}" if os.environ.get("LSS_BENCH_MODEL") else "")
              + "); do not edit by hand.",
-             "", f"- Machine: {_machine()}", f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", ""]
+             "", f"- Machine: {_machine()}", f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", ""]
     failed = 0
     for name in chosen:
         command = [sys.executable, str(REPO / "bench" / f"{name}.py")]

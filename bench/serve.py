@@ -75,9 +75,8 @@ def _model(path: str | None, out: Path, text_encoder: str) -> Path:
 
 
 def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> list[float]:
-    from lss.inference import Diagnoser, open_study
-    from lss.inference.diagnose import without_labels
-    from lss.reporting import build_findings
+    """The same chain as the Serve graph (``Diagnoser``: prepare -> segment -> grade -> report), in one process."""
+    from lss.inference import Diagnoser
 
     diagnoser = Diagnoser(model_path, device=device)
     times = []
@@ -86,10 +85,7 @@ def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> list[f
         with tempfile.TemporaryDirectory() as folder:
             archive = Path(folder) / "upload.zip"
             archive.write_bytes(payload)
-            record = without_labels(open_study(archive, folder))
-            case, _ = diagnoser.preprocess(record)
-            prediction = diagnoser.predict(record.study_id, case)
-            diagnoser.grounded.write(build_findings(prediction))
+            diagnoser.diagnose_path(archive)
         if i:  # the first call warms the caches
             times.append(time.perf_counter() - started)
     return times
@@ -99,7 +95,8 @@ def _post(url: str, payload: bytes, retry: bool = False) -> tuple[int, float]:
     started = time.perf_counter()
     for _ in range(2 if retry else 1):
         try:
-            status = requests.post(f"{url}/v1/diagnose", files={"files": ("study.zip", payload)}, timeout=300).status_code
+            status = requests.post(f"{url}/v1/diagnose", files={"files": ("study.zip", payload)},
+                                   timeout=300).status_code
         except requests.RequestException:
             status = 599
         if status < 500:

@@ -91,7 +91,8 @@ def main() -> None:
     gpu = device.type == "cuda"
     config = LSSConfig.model_validate({
         "model": {"text_encoder": args.text_encoder},
-        "train": {"epochs": args.epochs, "batch_size": args.batch, "steps_per_epoch": args.steps, "storage_path": str(out / "runs"),
+        "train": {"epochs": args.epochs, "batch_size": args.batch, "steps_per_epoch": args.steps,
+                  "storage_path": str(out / "runs"),
                   "augment": False, "cpus_per_worker": 2.0 if gpu else 1.0, "use_gpu": gpu, "amp": args.amp}})
     split = load_split(data / "pre", config.train.val_fraction, config.train.test_fraction, config.train.split_seed)
 

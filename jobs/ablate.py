@@ -14,8 +14,8 @@ sagittal macro Dice, the axial canal Dice at Moderate/Severe levels, the dural s
 argmax masks and, as the product measures it, with the canal offset fitted on each run's validation split
 (``lss.model.canal_offset``), the area and AP absolute errors, the balanced accuracy and the Severe recall of the
 model's head and of the rule grade of the measured masks (and, with ``--real-data``, the vertebral-body Dice on
-real scans no run trained on); then Adaptive PID-Tversky against each other variant, paired over the same evaluation studies and
-seeds (paired bootstrap over studies, and a Wilcoxon signed-rank test on per-study macro Dice).
+real scans no run trained on); then Adaptive PID-Tversky against each other variant, paired over the same evaluation
+studies and seeds (paired bootstrap over studies, and a Wilcoxon signed-rank test on per-study macro Dice).
 """
 
 from __future__ import annotations
@@ -29,13 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lss.cli import add_config_arguments
-from lss.config import LSSConfig, PreprocessConfig, SynthConfig, load_config
-from lss.evaluation import evaluate_model
+from lss.cli import add_config_arguments, command_args, evaluate_from_args, setup_logging, train_from_args
+from lss.config import LSSConfig, load_config
 from lss.evaluation.bootstrap import SEVERITY_STATISTICS, paired_bootstrap, study_confusions
-from lss.ray_session import init_ray, shutdown_ray
 from lss.model import load_model
-from lss.training import run_training
+from lss.ray_session import init_ray, shutdown_ray
 from lss.training.canal_offset import fit_model_canal_offset
 
 PID = "Adaptive PID-Tversky"
@@ -83,15 +81,13 @@ def slug_of(variant: str, seed: int) -> str:
     return f"{name}_s{seed}"
 
 
-def _smoke_data(out: Path) -> Path:
-    from lss.data.synth.generate import generate_dataset
-    from lss.preprocessing.pipeline import run_preprocessing
+def _smoke_data(base: LSSConfig, out: Path) -> Path:
+    """The smoke set of ``lss tune --smoke`` (``lss.tuning.make_smoke_dataset``), 10 studies, under OUT/smoke_data."""
+    from lss.tuning import make_smoke_dataset
 
-    synth = SynthConfig(cases=10, seed=9100, format="nifti", sagittal_inplane_mm=(0.9, 0.9),
-                        axial_inplane_mm=(0.9, 0.9), through_slice_samples=1, class_balance="uniform")
-    generate_dataset(synth, out / "synth")
-    run_preprocessing(out / "synth", out / "pre", PreprocessConfig(), engine="serial")
-    return out / "pre"
+    config = base.model_copy(update={"tune": base.tune.model_copy(update={"storage_path": str(out)}),
+                                     "synth": base.synth.model_copy(update={"seed": 9100})})
+    return make_smoke_dataset(config, "smoke", cases=10)
 
 
 def _study_arrays(results: dict) -> dict[str, np.ndarray]:
@@ -127,7 +123,7 @@ def _paired(runs: dict[str, dict[int, dict]], other: str, seeds: list[int]) -> l
         "area MAE (mm2)": lambda x, idx: np.nanmean(x["area_abs"][idx]),
     }
     cells = []
-    for name, figure in figures.items():
+    for figure in figures.values():
         result = paired_bootstrap(over_seeds(a, figure), over_seeds(b, figure), n, resamples=1000)
         p_value = "p < 0.001" if result["p_value"] < 0.001 else f"p = {result['p_value']:.3f}"
         cells.append(f"{result['difference']:+.3f} [{result['low']:+.3f}, {result['high']:+.3f}], {p_value}")
@@ -155,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="reuse the runs already under --out: evaluate (what is not yet evaluated) and tabulate")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()
     out = Path(args.out).resolve()
     started = time.perf_counter()
 
@@ -165,14 +160,14 @@ def main(argv: list[str] | None = None) -> int:
                        "test_fraction": 0.3}, "model": {"base_channels": 8, "attention_dim": 32}} if args.smoke else {}
     if args.data is None and not args.smoke:
         parser.error("--data is required unless --smoke")
-    data = Path(args.data) if args.data else _smoke_data(out / "data")
-    eval_data = Path(args.eval_data) if args.eval_data else data
     base = load_config(args.config, profile=args.profile, overrides=args.overrides)
+    data = Path(args.data) if args.data else _smoke_data(base, out)
+    eval_data = Path(args.eval_data) if args.eval_data else data
     base_dict = _merge(base.model_dump(mode="json"), smoke)
     base_dict["train"]["storage_path"] = str(out / "runs")
 
-    # [2] Seed by seed, every variant: train with Ray Train unless its best model exists, then evaluate it on the
-    #     evaluation set unless that evaluation exists.
+    # [2] Seed by seed, every variant: `lss train --reuse` (Ray Train unless its best model exists), then
+    #     `lss evaluate --no-reports` on the evaluation set unless that evaluation exists.
     if not args.evaluate_only:
         init_ray(base.ray)
     try:
@@ -182,12 +177,12 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 slug = slug_of(variant, seed)
                 run_dir, eval_dir = out / "runs" / slug, out / "eval" / slug
-                if not (run_dir / "best_model.pt").is_file():
-                    if args.evaluate_only:
-                        logging.warning("%s: no trained model under %s, left out", slug, run_dir)
-                        continue
-                    config = LSSConfig.model_validate(_merge(_merge(base_dict, change), {"train": {"seed": seed}}))
-                    run_training(config, data, name=slug)
+                config = LSSConfig.model_validate(_merge(_merge(base_dict, change), {"train": {"seed": seed}}))
+                if args.evaluate_only and not (run_dir / "best_model.pt").is_file():
+                    logging.warning("%s: no trained model under %s, left out", slug, run_dir)
+                    continue
+                if not args.evaluate_only:
+                    train_from_args(command_args("train", ["--data", data, "--name", slug, "--reuse"]), config)
                 if args.train_only:
                     continue
                 if not (eval_dir / "results.json").is_file():
@@ -195,11 +190,13 @@ def main(argv: list[str] | None = None) -> int:
                     if not load_model(run_dir / "best_model.pt").canal_offset.fitted:
                         # A run trained before offsets existed: fit it as run_training now does.
                         fit_model_canal_offset(run_dir / "best_model.pt", data, split["val"])
-                    evaluate_model(run_dir / "best_model.pt", eval_data, eval_dir,
-                                   study_ids=None if args.eval_data else split["test"], reports=False)
+                    test_split = [] if args.eval_data else ["--split", run_dir / "split.json", "--split-key", "test"]
+                    evaluate_from_args(command_args("evaluate", [
+                        "--model", run_dir / "best_model.pt", "--data", eval_data, "--out", eval_dir, "--no-reports",
+                        *test_split]), config)
                 if args.real_data and not (eval_dir / "real.json").is_file():
+                    from lss.data.cases import read_jsonl
                     from lss.evaluation.segmentation import score_segmentation
-                    from lss.preprocessing.pipeline import read_jsonl
 
                     ids = [r["study_id"] for r in read_jsonl(Path(args.real_data) / "preprocessed.jsonl")
                            if r.get("has_sagittal_labels")]

@@ -15,14 +15,22 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import logging
 import sys
 import time
 import zipfile
 from pathlib import Path
 
 from lss.anatomy import LEVELS, SEVERITIES
-from lss.cli import add_config_arguments
+from lss.cli import (
+    add_config_arguments,
+    command_args,
+    evaluate_from_args,
+    format_training,
+    format_tuning,
+    setup_logging,
+    train_from_args,
+    tune_from_args,
+)
 from lss.config import load_config
 from lss.data.synth.generate import generate_dataset
 from lss.preprocessing.pipeline import run_preprocessing
@@ -33,13 +41,22 @@ REAL_SCAN = REPO_ROOT / "data" / "real" / "sct_t2_lumbar" / "t2_lumbar.nii.gz"
 REAL_CARDS = [REPO_ROOT / "data" / "cards" / f"{name}.yaml" for name in ("fastcleverseg_vb2", "vesal_sagittal_2d")]
 
 
+DEFAULT_OUT = "outputs/demo"
+RUN_NAME = "demo"
+
+
+def model_path(out: str | Path) -> Path:
+    """Where the demo's trained model lands (``serve_configs/local.yaml`` serves this file by default)."""
+    return Path(out) / "train" / RUN_NAME / "best_model.pt"
+
+
 def _step(number: int, text: str) -> None:
     print(f"\n[{number}] {text}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--cases", type=int, default=48, help="synthetic studies to make (default: 48)")
     parser.add_argument("--format", default="dicom", choices=["dicom", "nifti"])
     parser.add_argument("--real", default=str(REAL_SCAN), help="a real study (file or folder) to preprocess too")
@@ -56,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the last stage to run (default: all of them)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()
     started = time.perf_counter()
     out = Path(args.out)
 
@@ -71,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                                     # The dashboard (127.0.0.1 only) serves the state API that Ray Train's
                                     # placement-group cleaner polls; without it, it warns every few seconds.
                                     "ray.include_dashboard=true",
-                                    f"train.storage_path={(out / 'train').resolve()}",
+                                    f"train.storage_path={model_path(out).parents[1].resolve()}",
                                     f"tune.num_samples={args.trials}", f"tune.storage_path={(out / 'tune').resolve()}",
                                     *args.overrides])
     print(f"    {config.synth.cases} synthetic studies ({config.synth.format}), {config.train.epochs} training epochs, "
@@ -131,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if failed == 0 else 1
 
 
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
 def _zip_study(record) -> bytes:
     """A study's images (no masks, no reports) as the zip a client would upload."""
     folder = record.resolve(record.sagittal().path).parent
@@ -146,7 +166,7 @@ def _with_real_sets(config, out: Path, args):
     """Preprocesses the labelled real sets of ``--real-cards`` and adds them to ``train.mix`` (a few held out)."""
     from lss.config import MixSource
     from lss.data.adapters.card import card_splits, load_card
-    from lss.preprocessing.pipeline import read_jsonl
+    from lss.data.cases import read_jsonl
 
     mix, held_out = [], {}
     for card_path in args.real_cards:
@@ -182,29 +202,26 @@ def _real_scores(model_path: Path, held_out: dict) -> list[str]:
 
 
 def _model_stages(config, out: Path, args, held_out: dict | None = None) -> dict:
-    """Steps 6-10: train, tune, evaluate, serve and diagnose over HTTP. Returns the summary lines."""
+    """Steps 6-10: train, tune, evaluate, serve and diagnose over HTTP. Returns the summary lines.
+
+    Steps 6-8 are `lss train --reuse`, `lss tune --smoke` and `lss evaluate` (the same option handling, through
+    ``lss.cli``), run with the demo's configuration.
+    """
     import requests
 
     from lss.data.manifest import read_manifest
-    from lss.evaluation import evaluate_model, format_summary
+    from lss.evaluation import format_summary
     from lss.serve import deploy_config, free_port, load_serve_config, resolve_config
-    from lss.training import run_training
-    from lss.tuning import format_trials, run_tuning
 
     summary: dict = {}
     data = out / "preprocessed"
 
-    # [6] Ray Train: a short run (reused when its best model is there).
-    run_dir = Path(config.train.storage_path).resolve() / "demo"
+    # [6] Ray Train: a short run (`lss train --reuse`: reused when its best model is there).
+    run_dir = Path(config.train.storage_path).resolve() / RUN_NAME
     _step(6, f"training with Ray Train ({config.train.epochs} epochs) -> {run_dir}")
-    if (run_dir / "best_model.pt").is_file() and (run_dir / "split.json").is_file():
-        print("    reusing the trained model (delete the folder to train again)")
-        best_model, split = run_dir / "best_model.pt", json.loads((run_dir / "split.json").read_text())
-    else:
-        result = run_training(config, data, name="demo")
-        best_model, split = result.best_model, result.split
-        print(f"    best validation macro Dice {result.best_metrics.get('val_dice_macro', float('nan')):.3f} "
-              f"(epoch {result.best_metrics.get('epoch')})")
+    result, reused = train_from_args(command_args("train", ["--data", data, "--name", RUN_NAME, "--reuse"]), config)
+    print(_indent(format_training(result, reused)))
+    best_model, split = result.best_model, result.split
     summary["model"] = str(best_model)
     for line in _real_scores(best_model, held_out or {}):
         print(f"    real data: {line}")
@@ -214,15 +231,17 @@ def _model_stages(config, out: Path, args, held_out: dict | None = None) -> dict
 
     # [7] Ray Tune + Optuna: a few tiny trials over the PID gains and Tversky weights (resumed when there).
     _step(7, f"tuning the PID-Tversky loss: {config.tune.num_samples} trials (Optuna TPE + ASHA)")
-    tuned = run_tuning(config, data, name="demo_sweep", smoke=True)
-    print(format_trials(tuned.trials, config.tune.metric))
+    tuned = tune_from_args(command_args("tune", ["--data", data, "--name", "demo_sweep", "--smoke"]), config)
+    print(format_tuning(tuned, config))
     summary["sweep"] = str(tuned.table_path)
     if args.stop_after == "tune":
         return summary
 
     # [8] Evaluation of the trained model on its held-out test split (metrics, reports, figures).
     _step(8, f"evaluating on the {len(split['test'])} held-out test studies -> {out / 'evaluation'}")
-    results = evaluate_model(best_model, data, out / "evaluation", study_ids=split["test"])
+    results = evaluate_from_args(command_args("evaluate", [
+        "--model", best_model, "--data", data, "--out", out / "evaluation", "--split", run_dir / "split.json",
+        "--split-key", "test"]), config)
     print(format_summary(results))
     summary["evaluation"] = results["files"]["results_md"]
     if args.stop_after == "evaluate":

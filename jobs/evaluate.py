@@ -1,4 +1,5 @@
-"""Evaluate a saved model on preprocessed studies: metrics, a JSON and Markdown report, and figures.
+"""Evaluate a saved model on preprocessed studies: metrics, a JSON and Markdown report, and figures
+(= ``lss evaluate``).
 
 On the held-out split of a training run::
 
@@ -14,30 +15,27 @@ generator are scored too (NLG metrics and clinical accuracy) in the same files.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from lss.cli import add_config_arguments, add_evaluate_arguments, evaluate_from_args
-from lss.config import load_config
+from lss.cli import add_config_arguments, add_evaluate_arguments, config_from_args, evaluate_from_args, setup_logging
 from lss.evaluation import format_summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    # [1] Arguments: the model file, the preprocessed cases, where the report goes, and which studies (the same
-    #     options as `lss evaluate`).
+    # [1] Arguments: the options of `lss evaluate` (the model file, the preprocessed cases, where the report goes,
+    #     which studies) and the usual configuration options.
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_evaluate_arguments(parser)
     add_config_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()
 
     # [2] Configuration (defaults < profile < file < --set).
-    config = load_config(args.config, profile=args.profile, overrides=args.overrides)
+    config = config_from_args(args)
 
     # [3] Evaluate the split (None = every case): the model in eval mode over the cases, every metric from
-    #     lss.training.metrics; then each study's report from the grounded writer (and the learned generator, if
-    #     given), scored with BLEU/METEOR/ROUGE-L/CIDEr and clinical accuracy.
+    #     lss.metrics; then each study's report from the grounded writer (and the learned generator, if given),
+    #     scored with BLEU/METEOR/ROUGE-L/CIDEr and clinical accuracy.
     results = evaluate_from_args(args, config)
 
     # [4] Where the results are.

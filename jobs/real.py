@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import shutil
 import sys
 import time
@@ -26,12 +25,13 @@ from typing import Any
 import numpy as np
 
 from lss.anatomy import LEVELS, Severity, vertebra_label
-from lss.cli import add_config_arguments
+from lss.cli import add_config_arguments, command_args, setup_logging, train_from_args
 from lss.config import MixSource, load_config
 from lss.data.adapters.card import card_splits, load_card
+from lss.data.cases import read_jsonl
 from lss.data.synth.generate import generate_dataset
 from lss.evaluation.segmentation import bootstrap_interval, score_segmentation
-from lss.preprocessing.pipeline import read_jsonl, run_preprocessing
+from lss.preprocessing.pipeline import run_preprocessing
 from lss.ray_session import init_ray, shutdown_ray
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -55,16 +55,14 @@ def _labelled(data_dir: Path) -> list[str]:
 
 
 def _train(config, data: Path, name: str, mix: list[MixSource]) -> Path:
-    from lss.training import run_training
-
-    run_dir = Path(config.train.storage_path) / name
-    if (run_dir / "best_model.pt").is_file():
-        print(f"    {name}: reusing {run_dir / 'best_model.pt'}")
-        REUSED.append(name)
-        return run_dir / "best_model.pt"
+    """`lss train --reuse` with ``train.mix`` set: a model an earlier run of this job trained is reused."""
     run_config = config.model_copy(update={"train": config.train.model_copy(update={"mix": mix})})
     started = time.perf_counter()
-    result = run_training(run_config, data, name=name)
+    result, reused = train_from_args(command_args("train", ["--data", data, "--name", name, "--reuse"]), run_config)
+    if reused:
+        print(f"    {name}: reusing {result.best_model}")
+        REUSED.append(name)
+        return result.best_model
     print(f"    {name}: best val macro Dice {result.best_metrics.get('val_dice_macro', float('nan')):.3f} "
           f"(epoch {result.best_metrics.get('epoch')}), {time.perf_counter() - started:.0f} s")
     return result.best_model
@@ -140,9 +138,9 @@ def level_safety(model_path: Path, config, card: Path, data_dir: Path, study_ids
     """
     from lss.data.adapters.card import discover
     from lss.inference.diagnose import Diagnoser, without_labels
+    from lss.inference.locate import SpineLocator
     from lss.inference.predict import column_spacing, predict_cases
     from lss.model import load_model
-    from lss.inference.locate import SpineLocator
     from lss.model.level_targets import level_disc_targets
     from lss.preprocessing.transforms import preprocess_study
 
@@ -212,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.folds < 3:
         parser.error("--folds must be at least 3")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(quiet=True)
     started = time.perf_counter()
     out, results = Path(args.out).resolve(), Path(args.results)
 
@@ -350,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
               "validation slices. Anchors: SPINEPS 0.92 / 0.97 (vertebra / disc), FastCleverSeg ~0.94.", ""]
     lines += ["## Per held-out vb2 scan (vertebral-body Dice)", "", "| scan | phantom-only | mixed |", "|---|---|---|"]
     for i, sid in enumerate(sid for fold in test_folds for sid in fold):
-        lines.append(f"| {sid} | {rows['phantom-only']['vb2_body_dice'][i]:.3f} | {rows['mixed']['vb2_body_dice'][i]:.3f} |")
+        lines.append(f"| {sid} | {rows['phantom-only']['vb2_body_dice'][i]:.3f} | "
+                     f"{rows['mixed']['vb2_body_dice'][i]:.3f} |")
     lines += ["", "## Level naming and what is stated on healthy real scans (issue 14)", "",
               "Held-out `fastcleverseg_vb2` scans (healthy subjects). Naming: the disc the model's naming (counted "
               "from the sacrum) puts at each level overlaps the disc between that level's two labelled bodies "

@@ -21,7 +21,8 @@ def test_gpu_profile_and_precedence(tmp_path):
     assert gpu.train.use_gpu and gpu.train.amp and gpu.ray.address == "auto"
     path = tmp_path / "mine.yaml"
     path.write_text("train:\n  epochs: 7\n  batch_size: 2\n")
-    cfg = load_config(path, profile="gpu", overrides=["train.epochs=9", "ray.address=null", "preprocess.axial_shape=[96, 96]"])
+    cfg = load_config(path, profile="gpu",
+                      overrides=["train.epochs=9", "ray.address=null", "preprocess.axial_shape=[96, 96]"])
     assert cfg.train.epochs == 9  # override beats file
     assert cfg.train.batch_size == 2  # file beats profile
     assert cfg.train.use_gpu  # profile beats default

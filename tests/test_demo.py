@@ -6,7 +6,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT
+
+# The job runs in a subprocess with its own embedded Ray, and scores its reports with Java.
+pytestmark = [pytest.mark.ray, pytest.mark.java]
 
 
 def test_demo_job_runs_every_stage_and_reuses_outputs(tmp_path):

@@ -4,7 +4,8 @@ Every other module imports these names; none hard-codes a level name, a label va
 
 Label values on disk follow SPIDER (van der Graaf et al., Sci Data 11:264, 2024): one label per vertebra
 (1-25), one per intervertebral disc (201-225), the spinal canal 100. Vertebrae are numbered caudal to cranial
-starting at the sacrum (S1 = 1, L5 = 2, ... T12 = 7, T11 = 8) and disc ``200 + k`` lies directly cranial to vertebra ``k``,
+starting at the sacrum (S1 = 1, L5 = 2, ... T12 = 7, T11 = 8) and disc ``200 + k`` lies directly cranial to
+vertebra ``k``,
 so disc 201 is L5/S1, matching SPIDER's ``radiological_gradings.csv`` ("IVD label 1 = L5/S1, upward").
 This project adds two ranges SPIDER does not use: ``300 + k`` is the posterior elements (pedicles, laminae, facets,
 spinous process) of vertebra k, so that ``1-25`` is the vertebral body alone in the native convention (the
@@ -313,7 +314,8 @@ def level_for_disc_label(label: int) -> str:
     """
     index = int(label) - DISC_LABEL_OFFSET
     if not 1 <= index < len(VERTEBRAE):
-        raise ValueError(f"label {label} is no disc label (expected {DISC_LABEL_OFFSET + 1}..{DISC_LABEL_OFFSET + len(VERTEBRAE) - 1}).")
+        raise ValueError(f"label {label} is no disc label "
+                         f"(expected {DISC_LABEL_OFFSET + 1}..{DISC_LABEL_OFFSET + len(VERTEBRAE) - 1}).")
     return f"{VERTEBRAE[index]}/{VERTEBRAE[index - 1]}"
 
 
@@ -380,7 +382,8 @@ def label_partition(groups: list[list[str | Structure]] | None) -> np.ndarray:
         if Structure.BACKGROUND in members:
             raise ValueError("the background is never a label group (it is what no label covers).")
         if seen.intersection(members):
-            raise ValueError(f"structures {sorted(s.value for s in seen.intersection(members))} are in two label groups.")
+            raise ValueError(f"structures {sorted(s.value for s in seen.intersection(members))} "
+                             "are in two label groups.")
         seen.update(members)
         for member in members:
             partition[member.index] = members[0].index
@@ -391,7 +394,8 @@ def partition_groups(partition: np.ndarray) -> list[list[Structure]]:
     """The groups of a partition (``label_partition``), background group first: ``[[bg, unlabelled...], ...]``."""
     partition = np.asarray(partition).astype(int)
     structures = list(Structure)
-    return [[structures[c] for c in range(len(partition)) if partition[c] == r] for r in sorted(set(partition.tolist()))]
+    return [[structures[c] for c in range(len(partition)) if partition[c] == r]
+            for r in sorted(set(partition.tolist()))]
 
 
 def to_structure_mask(labels: np.ndarray) -> np.ndarray:
@@ -404,9 +408,11 @@ def to_structure_mask(labels: np.ndarray) -> np.ndarray:
         labels = rounded.astype(np.int32)
     out = np.zeros(labels.shape, dtype=np.uint8)
     out[(labels >= 1) & (labels <= 25)] = Structure.VERTEBRAL_BODY.index
-    out[(labels >= PARTIAL_VERTEBRA_OFFSET + 1) & (labels <= PARTIAL_VERTEBRA_OFFSET + 25)] = Structure.VERTEBRAL_BODY.index
+    out[(labels >= PARTIAL_VERTEBRA_OFFSET + 1)
+        & (labels <= PARTIAL_VERTEBRA_OFFSET + 25)] = Structure.VERTEBRAL_BODY.index
     out[(labels >= DISC_LABEL_OFFSET + 1) & (labels <= DISC_LABEL_OFFSET + 25)] = Structure.DISC.index
-    out[(labels >= POSTERIOR_LABEL_OFFSET + 1) & (labels <= POSTERIOR_LABEL_OFFSET + 25)] = Structure.POSTERIOR_ELEMENTS.index
+    out[(labels >= POSTERIOR_LABEL_OFFSET + 1)
+        & (labels <= POSTERIOR_LABEL_OFFSET + 25)] = Structure.POSTERIOR_ELEMENTS.index
     for structure in list(Structure)[1:]:
         out[labels == UNIDENTIFIED_LABEL_OFFSET + structure.index] = structure.index
     out[labels == CANAL_LABEL] = Structure.CANAL.index

@@ -378,6 +378,8 @@ class ServeConfig(_Section):
         results_ttl_s: evidence older than this is deleted.
         max_batch_size, batch_wait_timeout_s: dynamic batching of the segmentation deployment (``@serve.batch``);
             ``max_batch_size=1`` turns batching off.
+        torch_threads: intra-op threads of each Segmenter replica; None keeps Ray's setting (OMP_NUM_THREADS = the
+            replica's whole CPUs, at least 1, so a replica with num_cpus 0.4 runs the model on one thread).
     """
 
     host: str = "127.0.0.1"
@@ -389,6 +391,7 @@ class ServeConfig(_Section):
     results_ttl_s: float = Field(3600.0, gt=0)
     max_batch_size: int = Field(4, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
+    torch_threads: int | None = Field(None, ge=1)
 
 
 class RayConfig(_Section):

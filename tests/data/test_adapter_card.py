@@ -16,10 +16,11 @@ from lss.anatomy import Structure, disc_label_for_level, label_partition, uniden
 from lss.config import PreprocessConfig
 from lss.data.adapters import build_manifest, detect_kind
 from lss.data.adapters.card import DatasetCard, card_splits, discover, load_card
+from lss.data.cases import load_case, read_jsonl
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.io import axcodes_affine, read_series, read_series_mask, read_volume, with_geometry, write_nifti
 from lss.data.volume import Volume
-from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
+from lss.preprocessing.pipeline import run_preprocessing
 from lss.preprocessing.transforms import preprocess_study
 
 CARDS = REPO_ROOT / "data" / "cards"

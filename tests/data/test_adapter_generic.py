@@ -9,8 +9,7 @@ import pytest
 from helpers_io import axial_axes, image_volume, label_volume, sagittal_axes, write_series
 from pydicom.uid import generate_uid
 
-from lss.data.adapters import KINDS, build_manifest, detect_kind, error_entry
-from lss.data.adapters import generic, native
+from lss.data.adapters import KINDS, build_manifest, detect_kind, error_entry, generic, native
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.io import read_series, read_volume, write_mha, write_nifti
 from lss.data.manifest import LevelRecord, SeriesRecord, StudyRecord, write_manifest

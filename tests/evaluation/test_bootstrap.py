@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lss.evaluation.bootstrap import bootstrap_interval, confusion_statistics, paired_bootstrap, study_confusions
-from lss.training.metrics import severity_metrics
+from lss.metrics import severity_metrics
 
 
 def test_interval_of_a_mean_brackets_it_and_shrinks_with_more_studies():

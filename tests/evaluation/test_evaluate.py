@@ -1,5 +1,5 @@
 """lss.evaluation on a real small model and real preprocessed synthetic studies: the report's files, keys and ranges,
-valid PNGs, the numbers equal to lss.training.metrics on the same predictions, unlabelled studies, splits, the CLI
+valid PNGs, the numbers equal to lss.metrics on the same predictions, unlabelled studies, splits, the CLI
 and the job, and the error paths."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from PIL import Image
 from conftest import REPO_ROOT
 from lss.anatomy import LEVELS, Structure
 from lss.config import PreprocessConfig
+from lss.data.cases import load_case, read_jsonl
 from lss.evaluation import PLOTS, RESULTS_JSON, RESULTS_MD, evaluate_model, read_split
-from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
-from lss.training.metrics import SEVERITY_NAMES, rsna_score, segmentation_metrics, severity_metrics
+from lss.metrics import SEVERITY_NAMES, rsna_score, segmentation_metrics, severity_metrics
+from lss.preprocessing.pipeline import run_preprocessing
 
 SEGMENTATION_KEYS = ({f"dice_{s.value}" for s in list(Structure)[1:]} | {f"hd95_{s.value}" for s in list(Structure)[1:]}
                      | {"dice_macro", "n_cases"})
@@ -68,6 +69,7 @@ def _strict_json(path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
+@pytest.mark.java
 def test_the_report_files_keys_and_ranges(evaluated, preprocessed, model_file):
     _, out = evaluated
     assert (out / RESULTS_JSON).is_file() and (out / RESULTS_MD).is_file()
@@ -130,6 +132,7 @@ def test_the_report_files_keys_and_ranges(evaluated, preprocessed, model_file):
         assert text in markdown
 
 
+@pytest.mark.java
 def test_the_figures_are_valid_pngs(evaluated):
     results, out = evaluated
     assert set(results["files"]["plots"]) == set(PLOTS)
@@ -140,6 +143,7 @@ def test_the_figures_are_valid_pngs(evaluated):
             assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
 
 
+@pytest.mark.java
 def test_reports_are_written_and_scored(evaluated):
     """The grounded writer states the model's grade at each graded level and no grade elsewhere (not assessable or
     withheld): the share of levels its text states is the findings' coverage."""
@@ -165,6 +169,7 @@ def test_reports_are_written_and_scored(evaluated):
     assert "## Reports" in markdown and "clinical accuracy" in markdown and "TECHNIQUE:" in markdown
 
 
+@pytest.mark.java
 def test_the_numbers_are_the_metrics_of_the_same_predictions(evaluated, preprocessed, model_file):
     from lss.model import case_to_sample, collate_samples, load_model
 

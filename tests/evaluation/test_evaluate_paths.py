@@ -11,10 +11,11 @@ import torch
 
 from lss.anatomy import LEVELS
 from lss.config import PreprocessConfig
+from lss.data.cases import load_case, read_jsonl
 from lss.evaluation import RESULTS_JSON, RESULTS_MD, evaluate_model
+from lss.metrics import selective_metrics, severity_metrics
 from lss.model.calibration import SeverityCalibration
-from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
-from lss.training.metrics import selective_metrics, severity_metrics
+from lss.preprocessing.pipeline import run_preprocessing
 
 PATH_KEYS = {"n", "accuracy", "balanced_accuracy", "macro_f1", "rsna_log_loss", "ece", "ece_uncalibrated", "coverage",
              "selective_accuracy", "selective_balanced_accuracy", "n_stated"}

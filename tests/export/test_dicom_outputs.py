@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from conftest import REAL_SCAN, copy_dicom_study
 from lss.anatomy import LEVELS, Structure
 from lss.cli import main
+from lss.colours import STRUCTURE_COLOURS
 from lss.data.volume import LPS_TO_RAS
 from lss.export import (
     STRUCTURES,
@@ -35,7 +36,6 @@ from lss.export import (
 )
 from lss.export.codes import AP_DIAMETER, AREA, LSS_SCHEME, MM, MM2, SEGMENT_LABELS, SEGMENT_TYPES, SEVERITY
 from lss.inference import Diagnoser, open_study
-from lss.reporting.evidence import STRUCTURE_COLOURS
 
 IDENTIFIERS = {
     "PatientName": "Doe^Jane",

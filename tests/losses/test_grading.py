@@ -45,7 +45,7 @@ def test_without_focus_it_is_torch_cross_entropy(weights, weight_tensor, shape, 
 
 def test_rsna_weights_follow_severities_order():
     assert RSNA_SEVERITY_WEIGHTS == (1.0, 2.0, 4.0)
-    weights = dict(zip(SEVERITIES, RSNA_SEVERITY_WEIGHTS))
+    weights = dict(zip(SEVERITIES, RSNA_SEVERITY_WEIGHTS, strict=True))
     assert weights[Severity.NORMAL_MILD] < weights[Severity.MODERATE] < weights[Severity.SEVERE]
 
 

@@ -32,7 +32,7 @@ def test_channels_are_independent():
 def test_constant_positive_error_saturates_at_the_upper_bound_and_stays():
     pid = PIDController(1, kp=0.05, ki=0.02, base=0.5, bounds=(0.3, 0.9))
     out = run(pid, [0.5] * 80)
-    assert all(b >= a for a, b in zip(out, out[1:]))  # monotone
+    assert all(b >= a for a, b in zip(out, out[1:], strict=False))  # monotone
     assert out[0] < 0.9
     saturated = [abs(o - 0.9) < 1e-12 for o in out]
     first = saturated.index(True)

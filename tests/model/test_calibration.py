@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lss.metrics import severity_metrics
 from lss.model.calibration import (
     TEMPERATURE_RANGE,
     SeverityCalibration,
@@ -17,7 +18,6 @@ from lss.model.calibration import (
     fit_temperature,
     selective_metrics,
 )
-from lss.training.metrics import severity_metrics
 
 
 def _sampled(n: int, temperature: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

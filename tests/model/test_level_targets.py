@@ -94,7 +94,7 @@ def test_labelled_discs_win_and_missing_discs_are_derived_from_their_bodies():
     labels[_box(shape, 12, 28, 16, 19)] = disc_label_for_level("L5/S1")
     targets = level_disc_targets(labels, (1.0, 1.0))
     assert targets.shape == (len(LEVELS), *shape)
-    by_level = dict(zip(LEVELS, targets))
+    by_level = dict(zip(LEVELS, targets, strict=True))
     np.testing.assert_array_equal(by_level["L5/S1"], labels == disc_label_for_level("L5/S1"))  # labelled: as is
     assert set(np.nonzero(by_level["L4/L5"])[1].tolist()) == set(range(40, 46))
     assert set(np.nonzero(by_level["L3/L4"])[1].tolist()) == set(range(66, 72))
@@ -159,7 +159,7 @@ def test_a_real_vb2_scan_gets_one_disc_between_each_pair_of_labelled_bodies():
     mid = case["sagittal_labels"][case["sagittal_labels"].shape[0] // 2]
     target = sample["level_target"].numpy()
     centres = {}
-    for level, disc in zip(LEVELS, target):
+    for level, disc in zip(LEVELS, target, strict=True):
         upper_name, lower_name = level.split("/")
         upper, lower = mid == vertebra_label(upper_name), mid == vertebra_label(lower_name)
         if not (upper.any() and lower.any()):

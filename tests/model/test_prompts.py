@@ -28,7 +28,7 @@ FOREGROUND = [s for s in Structure if s is not Structure.BACKGROUND]
 def test_level_prompts_follow_levels(kind, example):
     prompts = level_prompts(kind)
     assert len(prompts) == len(LEVELS)
-    for level, prompt in zip(LEVELS, prompts):
+    for level, prompt in zip(LEVELS, prompts, strict=True):
         assert level in prompt
         # no other level's name sneaks into a prompt
         assert all(other not in prompt for other in LEVELS if other != level)

@@ -1,8 +1,11 @@
-"""Ray Data preprocessing on a real local Ray: shards, checksums, a no-op re-run, listed failures, the real scan."""
+"""Ray Data preprocessing on a real local Ray: shards, checksums, a no-op re-run, listed failures, the real scan,
+and log lines that never name a study."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -15,7 +18,9 @@ import pytest
 from conftest import REAL_SCAN, REPO_ROOT
 from lss.anatomy import CANAL_LABEL, LEVELS
 from lss.config import PreprocessConfig
-from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
+from lss.data.cases import load_case, read_jsonl
+from lss.data.privacy import anonymous_id
+from lss.preprocessing.pipeline import run_preprocessing
 
 CONFIG = PreprocessConfig()
 
@@ -120,6 +125,22 @@ def test_corrupt_inputs_are_listed_and_the_run_goes_on(ray_session, synth_dicom,
     assert again.processed == 0 and again.failed == len(errors)
 
 
+def test_log_lines_name_studies_by_a_hash_only(synth_dicom, tmp_path, caplog):
+    # Folder names of clinical exports can be patient names: the log says "study-<hash>", the files keep the ids.
+    root, records = synth_dicom
+    data = tmp_path / "data"
+    _copy_series(records[0].resolve(records[0].sagittal().path), data / "DOE_JANE")
+    _nifti(data / "SMITH_JOHN" / "sag.nii.gz", (6, 64, 64), (4.0, 0.8, 0.8), fill=np.nan)
+    with caplog.at_level(logging.INFO, logger="lss.preprocessing.pipeline"):
+        summary = run_preprocessing(data, tmp_path / "pre", CONFIG, engine="serial")
+    assert (summary.ok, summary.failed) == (1, 1)
+    assert "DOE_JANE" not in caplog.text and "SMITH_JOHN" not in caplog.text
+    assert anonymous_id("DOE_JANE") in caplog.text and anonymous_id("SMITH_JOHN") in caplog.text
+    ok, errors = _rows(tmp_path / "pre")
+    assert [r["study_id"] for r in ok] == ["DOE_JANE"] and [r["study_id"] for r in errors] == ["SMITH_JOHN"]
+    assert anonymous_id("DOE_JANE") == "study-" + hashlib.sha256(b"DOE_JANE").hexdigest()[:10]
+
+
 def test_missing_sagittal_is_an_error(synth_dicom, tmp_path):
     root, records = synth_dicom
     axial = records[0].resolve(records[0].axials()[0].path)
@@ -149,6 +170,7 @@ def test_serial_and_ray_engines_give_the_same_cases(ray_session, synth_nifti, tm
     assert [r["sha256"] for r in ray_rows] == [r["sha256"] for r in serial_rows]
 
 
+@pytest.mark.ray
 def test_preprocess_job_runs_as_a_script(synth_nifti, tmp_path):
     root, records = synth_nifti
     out = tmp_path / "job"

@@ -20,6 +20,7 @@ from scipy.ndimage import map_coordinates
 from lss.anatomy import CANAL_LABEL, LEVELS, RSNA_CONDITION, Severity, disc_label_for_level, level_key
 from lss.config import PreprocessConfig
 from lss.data.adapters import build_manifest, detect_kind
+from lss.data.cases import load_case, read_jsonl
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.io import (
     list_dicom_series,
@@ -34,7 +35,7 @@ from lss.data.synth.phantom import SpinePhantom, sample_phantom
 from lss.data.synth.render import sample_contrast
 from lss.data.synth.views import axial_grid, render_view, sagittal_grid
 from lss.data.volume import LPS_TO_RAS, Volume, affine_from_axes
-from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
+from lss.preprocessing.pipeline import run_preprocessing
 from lss.preprocessing.transforms import _axial
 
 STUDY, SAG_ID, AX_ID = "4003253", "702807833", "2448190387"

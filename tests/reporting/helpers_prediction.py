@@ -20,7 +20,8 @@ POSTERIOR_Y = (16, 36)  # posterior elements behind the canal, level with each v
 AXIAL_SHAPE = (112, 112)
 
 
-def disc(shape: tuple[int, int], centre: tuple[float, float], radius_mm: float, spacing: tuple[float, float]) -> np.ndarray:
+def disc(shape: tuple[int, int], centre: tuple[float, float], radius_mm: float,
+         spacing: tuple[float, float]) -> np.ndarray:
     """A filled circle of ``radius_mm`` on a grid of ``spacing``."""
     ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     return ((ii - centre[0]) * spacing[0]) ** 2 + ((jj - centre[1]) * spacing[1]) ** 2 <= radius_mm**2

@@ -240,8 +240,8 @@ def evaluated(synth_nifti, tiny_model_file, tmp_path_factory):
     from lss.evaluation.reports import evaluate_reports
     from lss.model import load_model
     from lss.preprocessing.pipeline import run_preprocessing
-    from lss.reporting.fit import study_features
     from lss.reporting.generator import save_generator, train_generator
+    from lss.training.reporter import study_features
 
     root, records = synth_nifti
     data = tmp_path_factory.mktemp("consistency_data")
@@ -260,6 +260,7 @@ def evaluated(synth_nifti, tiny_model_file, tmp_path_factory):
     return evaluate_reports(tiny_model_file, data, generator_path=path)
 
 
+@pytest.mark.java
 def test_the_report_table_has_a_contradiction_rate_for_every_writer(evaluated):
     from lss.evaluation.reports import ORACLE, reports_markdown
 

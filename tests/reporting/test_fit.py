@@ -37,6 +37,7 @@ def test_training_writes_a_loadable_generator_and_its_history(trained):
     assert len(history["train_loss"]) == 2 and len(history["val_loss"]) == 2
 
 
+@pytest.mark.java
 def test_evaluate_scores_both_writers_in_one_table(trained, tmp_path, capsys):
     code = main(["evaluate", "--model", str(trained["model"]), "--data", str(trained["data"]), "--out",
                  str(tmp_path), "--split", str(trained["split"]), "--split-key", "test", "--generator",

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from lss.anatomy import LEVELS
 from lss.config import ModelConfig, ReportConfig
 from lss.data.manifest import LevelRecord
@@ -46,7 +47,7 @@ def one_thread():
 
 def _levels(prototype: int) -> list[LevelRecord]:
     return [LevelRecord(level=level, severity=severity, area_mm2=area)
-            for level, severity, area in zip(LEVELS, SEVERITIES[prototype], AREAS[prototype])]
+            for level, severity, area in zip(LEVELS, SEVERITIES[prototype], AREAS[prototype], strict=True)]
 
 
 def _prototype_data(seed: int = 0):
@@ -73,7 +74,7 @@ def _hand_levels() -> list[LevelRecord]:
         LevelRecord(level=level, severity=severity, area_mm2=area, ap_mm=ap, findings=found)
         for level, severity, area, ap, found in zip(
             LEVELS, ["Normal/Mild", "Normal/Mild", "Moderate", "Severe", None],
-            [198.4, 92.0, 81.7, 54.2, None], [13.3, 10.1, 9.4, 6.0, None], findings)
+            [198.4, 92.0, 81.7, 54.2, None], [13.3, 10.1, 9.4, 6.0, None], findings, strict=True)
     ]
 
 

@@ -93,6 +93,7 @@ def test_the_report_states_exactly_the_findings(seed):
             assert f"central canal stenosis at {level}" not in report.text.split("IMPRESSION:")[1]
 
 
+@pytest.mark.heavy
 def test_evidence_images_are_written_and_linked(tmp_path):
     prediction = known_prediction(probs=_probs(RULE), axial_present=[True, True, True, False, True])
     findings = build_findings(prediction)
@@ -109,6 +110,7 @@ def test_evidence_images_are_written_and_linked(tmp_path):
     assert "axial_L1-L2" in level_sentence.evidence["L1/L2"]["images"]
 
 
+@pytest.mark.heavy
 def test_evidence_images_render_the_same_from_several_threads_at_once():
     # The Reporter renders on GET in worker threads: concurrent renders must not share figure state.
     from concurrent.futures import ThreadPoolExecutor

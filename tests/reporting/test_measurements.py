@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from helpers_prediction import CANAL_Y, DISC_Z, SAGITTAL_SPACING, disc, known_prediction
 
-from lss.anatomy import LEVELS, Structure
+from lss.anatomy import LEVELS
 from lss.reporting import (
     ap_diameter_mm,
     disc_height_mm,
@@ -17,7 +18,6 @@ from lss.reporting import (
     ray_run_mm,
     region_area_mm2,
 )
-from helpers_prediction import CANAL_Y, DISC_Z, SAGITTAL_SPACING, disc, known_prediction
 
 
 @pytest.mark.parametrize("spacing", [(0.3, 0.3), (0.5, 0.8), (0.9, 0.9), (1.2, 0.6)])

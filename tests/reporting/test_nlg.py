@@ -63,6 +63,7 @@ def scored():
     return {"scores": scores, "running": running, "after": _meteor_processes()}
 
 
+@pytest.mark.java
 def test_identical_text_scores_top(scored):
     same = scored["scores"]["identical"]
     for n in range(1, 5):
@@ -75,6 +76,7 @@ def test_identical_text_scores_top(scored):
     assert same["n"] == len(CORPUS)
 
 
+@pytest.mark.java
 def test_scores_order_identical_paraphrase_unrelated(scored):
     scores = scored["scores"]
     for metric in ("meteor", "rouge_l", "bleu_1", "bleu_4", "cider"):
@@ -85,6 +87,7 @@ def test_scores_order_identical_paraphrase_unrelated(scored):
     assert scores["paraphrase"]["cider"] < scores["identical"]["cider"] / 2
 
 
+@pytest.mark.java
 def test_spice_is_explained_not_faked(scored):
     for scores in scored["scores"].values():
         assert scores["spice"] == SPICE_NOT_COMPUTED
@@ -94,11 +97,13 @@ def test_spice_is_explained_not_faked(scored):
         assert all(isinstance(value, (int, float)) for value in numbers.values())
 
 
+@pytest.mark.java
 def test_meteor_java_process_is_closed(scored):
     assert len(scored["running"]) == 1  # the check sees the process while it runs...
     assert scored["after"] == []  # ...and it is gone once the scorer is closed
 
 
+@pytest.mark.java
 def test_tokenizer_matches_pycocoevalcap_and_keeps_reports_on_one_line():
     texts = ["L4/L5: Severe stenosis (dural sac area 62 mm2, AP diameter 7.9 mm).", "Patent canal; no stenosis!",
              "Ünïcode “quotes” at L5-S1."]

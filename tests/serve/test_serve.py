@@ -386,3 +386,90 @@ def test_the_server_still_diagnoses_after_scans_without_a_lumbar_spine(server, t
     response = _post(server, {"files": ("t2_lumbar.nii.gz", REAL_SCAN.read_bytes(), "application/gzip")})
     assert response.status_code == 200, response.text
     assert [lv["level"] for lv in response.json()["levels"]] == list(LEVELS)
+
+
+# ------------------------------------------------------------------------------------------------------------ one chain
+def test_the_api_and_the_cli_run_the_same_chain(server, dicom_zip, tiny_model_file, tmp_path):
+    """The same study through Serve and through ``Diagnoser`` (the stages without Ray): the same grades,
+    probabilities, measurements and report sentences (the request id replaces the study id in Serve)."""
+    from lss.inference import Diagnoser
+
+    archive = tmp_path / "study.zip"
+    archive.write_bytes(dicom_zip)
+    local = Diagnoser(tiny_model_file).diagnose_path(archive)
+    body = _post(server, {"files": ("study.zip", dicom_zip)}).json()
+    assert [lv["level"] for lv in body["levels"]] == [f.level for f in local.findings.levels]
+    for served, finding in zip(body["levels"], local.findings.levels, strict=True):
+        expected = finding.as_dict()
+        assert served["status"] == expected["status"] and served["severity"] == expected["severity"]
+        assert served["probabilities"] == expected["probabilities"]
+        for key in ("area_mm2", "ap_mm", "sagittal_ap_mm", "disc_height_mm"):
+            assert served["measurements"][key] == expected["measurements"][key], key
+    assert [s["text"] for s in body["sentences"]] == [s.text for s in local.report.sentences]
+    assert body["model_version"] == local.info["model_version"]
+
+
+def test_framework_errors_answer_code_and_message(server):
+    response = requests.get(f"{server['url']}/v1/no-such-route", headers=_auth(), timeout=30)
+    assert response.status_code == 404 and set(response.json()) == {"code", "message"}
+    response = requests.post(f"{server['url']}/v1/diagnose", headers=_auth(), timeout=30)  # no files field
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_request" and "files" in response.json()["message"]
+
+
+def test_the_local_config_serves_the_model_make_demo_writes():
+    """`make demo` then `lss serve`: the shipped config's default model is where the demo job saves it."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("demo_job", REPO_ROOT / "jobs" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    data = yaml.safe_load((REPO_ROOT / "serve_configs" / "local.yaml").read_text())
+    assert Path(data["applications"][0]["args"]["model_path"]) == demo.model_path(demo.DEFAULT_OUT)
+
+
+@pytest.mark.parametrize("content, message", [(None, "does not exist"), (b"not a model", "cannot be loaded")])
+def test_lss_serve_names_a_bad_model_file_in_one_line_before_ray_starts(tmp_path, capsys, content, message):
+    from lss.cli import main
+
+    model = tmp_path / "model.pt"
+    if content is not None:
+        model.write_bytes(content)
+    started = time.perf_counter()
+    assert main(["serve", "--model", str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and str(model) in err and len(err.splitlines()) == 1
+    assert time.perf_counter() - started < 20  # no Ray start, no deploy attempt
+
+
+def test_stage_errors_cross_process_boundaries_intact():
+    import pickle
+
+    from lss.data.errors import ErrorCode, StudyError
+    from lss.serve.errors import ServeError, study_error_status
+
+    error = pickle.loads(pickle.dumps(StudyError(ErrorCode.MISSING_SAGITTAL, "no sagittal series.", "a/b")))
+    assert (error.code, error.message, error.path) == (ErrorCode.MISSING_SAGITTAL, "no sagittal series.", "a/b")
+    assert study_error_status(error) == 422
+    assert study_error_status(StudyError(ErrorCode.BAD_ARCHIVE, "x")) == 400
+    served = pickle.loads(pickle.dumps(ServeError(422, "not_dicom", "no DICOM.")))
+    assert (served.status, served.code, served.message) == (422, "not_dicom", "no DICOM.")
+    with pytest.raises(ValueError, match="4xx or 5xx"):
+        ServeError(200, "ok", "fine")
+
+
+@pytest.mark.parametrize("schema, config, field", [
+    ("SegmenterSettings", {"model_path": "m.pt", "max_batch": 4}, "max_batch"),
+    ("SegmenterSettings", {"model_path": "m.pt", "max_batch_size": 0}, "max_batch_size"),
+    ("PreprocessorSettings", {"max_unpacked_mb": 0}, "max_unpacked_mb"),
+    ("ReporterSettings", {"report": {"writer": "poet"}}, "writer"),
+])
+def test_deployment_user_configs_are_validated(schema, config, field):
+    from pydantic import ValidationError
+
+    import lss.serve.schemas as schemas
+
+    with pytest.raises(ValidationError, match=field):
+        getattr(schemas, schema).model_validate(config)

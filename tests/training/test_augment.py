@@ -139,10 +139,10 @@ def test_same_seed_same_draws_and_different_seed_different(labelled):
         return [augment(labelled) for _ in range(3)]
 
     first, again, other = run(TrainingAugment(seed=3)), run(TrainingAugment(seed=3)), run(TrainingAugment(seed=4))
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         for key in a:
             assert equal(a[key], b[key]), key
-    assert any(not torch.equal(a["sagittal"], b["sagittal"]) for a, b in zip(first, other))
+    assert any(not torch.equal(a["sagittal"], b["sagittal"]) for a, b in zip(first, other, strict=True))
     # Re-seeding a used transform (what a worker does) replays its draws.
     used = TrainingAugment(seed=99)
     used(labelled)

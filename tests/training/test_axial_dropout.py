@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lss.config import LSSConfig, PreprocessConfig, TrainConfig
-from lss.preprocessing.pipeline import read_jsonl, run_preprocessing
+from lss.data.cases import read_jsonl
+from lss.preprocessing.pipeline import run_preprocessing
 from lss.training.axial_dropout import drop_axial
 
 TINY = {"base_channels": 8, "attention_dim": 32, "text_encoder": "random-small"}

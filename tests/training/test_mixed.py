@@ -13,8 +13,9 @@ from conftest import REPO_ROOT
 from lss.anatomy import Structure, label_partition
 from lss.config import LSSConfig, MixSource, PreprocessConfig
 from lss.data.adapters.card import discover
+from lss.data.cases import load_case, read_jsonl
 from lss.model import case_to_sample
-from lss.preprocessing.pipeline import load_case, read_jsonl, run_preprocessing
+from lss.preprocessing.pipeline import run_preprocessing
 from lss.training import MixtureSampler, run_training
 
 CARDS = REPO_ROOT / "data" / "cards"

@@ -48,5 +48,9 @@ class StudyError(Exception):
         self.path = path
         super().__init__(f"[{self.code.value}] {message}" + (f" ({path})" if path else ""))
 
+    def __reduce__(self):
+        # Pickled across processes (Ray tasks, Serve replicas): rebuilt from its fields, not from the formatted text.
+        return (type(self), (self.code, self.message, self.path))
+
     def to_dict(self) -> dict[str, str | None]:
         return {"code": self.code.value, "message": self.message, "path": self.path}

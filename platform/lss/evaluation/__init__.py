@@ -1,4 +1,4 @@
-"""Evaluation of a trained model on held-out studies: the metrics of ``lss.training.metrics``, a JSON and Markdown
+"""Evaluation of a trained model on held-out studies: the metrics of ``lss.metrics``, a JSON and Markdown
 report, and figures (confusion matrix, Dice per structure, reliability of the severity probabilities)."""
 
 from lss.evaluation.evaluate import PLOTS, RESULTS_JSON, RESULTS_MD, evaluate_model, format_summary, read_split

@@ -8,7 +8,8 @@ percentile interval of those values (Efron & Tibshirani 1993, ch. 13).
     comparison = paired_bootstrap(stat_a, stat_b, n)   # the difference a - b, its interval and a p-value
 
 The severity figures are recomputed from per-study confusion matrices (``study_confusions``,
-``confusion_statistics``), which sum exactly to the confusion matrix of any resample, so each resample costs a sum, not a pass over the levels.
+``confusion_statistics``), which sum exactly to the confusion matrix of any resample, so each resample costs a sum,
+not a pass over the levels.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def _balanced_accuracy(c: np.ndarray) -> float:
 
 
 def _macro_f1(c: np.ndarray) -> float:
-    # As lss.training.metrics.severity_metrics (and scikit-learn): classes in the truth or the predictions.
+    # As lss.metrics.severity_metrics (and scikit-learn): classes in the truth or the predictions.
     tp = np.diag(c).astype(np.float64)
     support, predicted = c.sum(axis=1), c.sum(axis=0)
     present = (support > 0) | (predicted > 0)

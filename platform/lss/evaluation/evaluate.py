@@ -9,7 +9,7 @@
            the RSNA 2024 score, calibration, a per-level table
         -> OUT/results.json, OUT/results.md, OUT/confusion_matrix.png, OUT/dice.png, OUT/calibration.png
 
-Every number comes from ``lss.training.metrics``, so evaluation, training validation and tuning agree. Studies
+Every number comes from ``lss.metrics``, so evaluation, training validation and tuning agree. Studies
 without labels are evaluated as far as their labels go: a metric with nothing to measure is skipped and the
 reason is written in the report's notes.
 """
@@ -19,23 +19,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from lss.anatomy import LEVELS, SEVERITIES, Severity, Structure, grade_from_measurements
+from lss.data.cases import INDEX_NAME, file_sha256, load_case, read_jsonl, select_indexed_studies
 from lss.evaluation.bootstrap import DEFAULT_RESAMPLES, bootstrap_interval, confusion_statistics, study_confusions
 from lss.inference.predict import column_spacing
 from lss.jsonable import to_jsonable
-from lss.reporting.measurements import (
-    ap_diameter_mm,
-    largest_component,
-    region_area_mm2,
-)
-from lss.training.metrics import (
+from lss.metrics import (
     SEVERITY_NAMES,
     SegmentationMeter,
     calibration_bins,
@@ -43,9 +39,13 @@ from lss.training.metrics import (
     selective_metrics,
     severity_metrics,
 )
+from lss.reporting.measurements import (
+    ap_diameter_mm,
+    largest_component,
+    region_area_mm2,
+)
 
-__all__ = ["RESULTS_JSON", "RESULTS_MD", "PLOTS", "INDEX_NAME", "read_split", "select_indexed_studies", "evaluate_model",
-           "format_summary"]
+__all__ = ["RESULTS_JSON", "RESULTS_MD", "PLOTS", "read_split", "evaluate_model", "format_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ COVERAGE_NOTE = ("coverage: the share of graded levels whose calibrated confiden
                  "model's abstention threshold, so that a grade is stated; the others are withheld (abstained). "
                  "selective accuracy: the accuracy over the stated levels only. accuracy, balanced accuracy and the "
                  "confusion matrix count every level, stated or not.")
-INDEX_NAME = "preprocessed.jsonl"
 
 
 def read_split(path: str | Path, key: str | None = None) -> list[str]:
@@ -100,38 +99,6 @@ def read_split(path: str | Path, key: str | None = None) -> list[str]:
     if not isinstance(data, list) or not all(isinstance(i, (str, int)) for i in data):
         raise ValueError(f"{path}: expected a JSON list of study ids.")
     return [str(i) for i in data]
-
-
-def select_indexed_studies(rows: list[dict[str, Any]], study_ids: list[str] | None,
-                           index: Path) -> tuple[list[dict], list[str]]:
-    """The rows of a preprocessing index for the given study ids, in their order, and the ids it does not hold.
-
-    Args:
-        rows: the rows of ``preprocessed.jsonl``.
-        study_ids: the split; None = every row.
-        index: the index file (for messages).
-
-    Raises:
-        ValueError: for an empty index, an empty split, or a split with no study in the index (missing ids of a
-            partly matching split are a warning).
-    """
-    if not rows:
-        raise ValueError(f"{index} lists no preprocessed case: nothing to evaluate.")
-    if study_ids is None:
-        return rows, []
-    wanted = list(dict.fromkeys(str(s) for s in study_ids))
-    if not wanted:
-        raise ValueError("the split is empty: give at least one study id (or none, to evaluate every case).")
-    by_id = {str(row["study_id"]): row for row in rows}
-    missing = [s for s in wanted if s not in by_id]
-    chosen = [by_id[s] for s in wanted if s in by_id]
-    if not chosen:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(f"none of the {len(wanted)} studies of the split is in {index} ({shown}).")
-    if missing:
-        warnings.warn(f"{len(missing)} studies of the split are not in {index} and are skipped: "
-                      f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", stacklevel=3)
-    return chosen, missing
 
 
 def evaluate_model(
@@ -175,7 +142,6 @@ def evaluate_model(
             ``batch_size`` < 1, or cases whose axial input does not match the model.
     """
     from lss.model import case_to_sample, collate_samples, load_model
-    from lss.preprocessing.pipeline import file_sha256, load_case, read_jsonl
 
     model_path, data_dir, out_dir = Path(model_path), Path(data_dir), Path(out_dir)
     if int(batch_size) < 1:
@@ -202,7 +168,7 @@ def evaluate_model(
     argmax_area_errors: list[float] = []  # without the canal offset: the network's own masks
     ap_errors: list[float] = []
     has_sagittal, has_axial = [], []
-    for start in range(0, len(rows), int(batch_size)):
+    for start in tqdm(range(0, len(rows), int(batch_size)), desc="evaluate", unit="batch", disable=None):
         chunk = rows[start:start + int(batch_size)]
         cases = [load_case(data_dir / row["path"]) for row in chunk]
         for row, case in zip(chunk, cases, strict=True):

@@ -120,7 +120,7 @@ def plot_reliability(
     often the truth is that class).
 
     Args:
-        top_label: ``lss.training.metrics.calibration_bins`` of the top-label confidence.
+        top_label: ``lss.metrics.calibration_bins`` of the top-label confidence.
         per_class: class name -> ``calibration_bins`` of P(class) against "truth is that class".
         path: the PNG to write.
     """

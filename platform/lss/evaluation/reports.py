@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from lss.anatomy import LEVELS, Severity, disc_label_for_level
+from lss.data.cases import INDEX_NAME, load_case, read_jsonl, select_indexed_studies
 
 __all__ = ["evaluate_reports", "reports_markdown"]
 
@@ -95,10 +96,8 @@ def evaluate_reports(
     Raises:
         ValueError: when no evaluated study has reference reports and known grades.
     """
-    from lss.evaluation.evaluate import INDEX_NAME, select_indexed_studies
     from lss.inference.predict import predict_cases
     from lss.model import load_model
-    from lss.preprocessing.pipeline import load_case, read_jsonl
     from lss.reporting.clinical import clinical_accuracy
     from lss.reporting.consistency import contradiction_rates, enforce_consistency
     from lss.reporting.findings import build_findings

@@ -44,15 +44,15 @@ def score_segmentation(model, data_dir: str | Path, study_ids: list[str], batch_
     Raises:
         ValueError: for a study that is not a labelled case of ``data_dir``.
     """
+    from lss.data.cases import INDEX_NAME, load_case, read_jsonl
     from lss.inference.predict import column_spacing
+    from lss.metrics import SegmentationMeter
     from lss.model import case_to_sample, collate_samples, load_model
-    from lss.preprocessing.pipeline import load_case, read_jsonl
-    from lss.training.metrics import SegmentationMeter
 
     if isinstance(model, (str, Path)):
         model = load_model(model, map_location=device)
     model = model.eval()
-    rows = {row["study_id"]: row for row in read_jsonl(Path(data_dir) / "preprocessed.jsonl")}
+    rows = {row["study_id"]: row for row in read_jsonl(Path(data_dir) / INDEX_NAME)}
     missing = [s for s in study_ids if s not in rows or not rows[s].get("has_sagittal_labels")]
     if missing:
         raise ValueError(f"{len(missing)} studies are not labelled cases of {data_dir}: {missing[:5]}.")

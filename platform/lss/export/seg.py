@@ -34,11 +34,11 @@ from numpy.typing import ArrayLike
 from pydicom.dataset import Dataset
 
 from lss.anatomy import LEVELS, Structure, level_key, parse_level
+from lss.colours import STRUCTURE_COLOURS, rgb255
 from lss.data.volume import LPS_TO_RAS
 from lss.export.codes import ANATOMICAL_STRUCTURE, LSS_CODING_SCHEME, SEGMENT_LABELS, SEGMENT_TYPES
 from lss.export.identity import MANUFACTURER, MODEL_NAME, SEG_SERIES_NUMBER, OutputIdentity
 from lss.export.sources import DicomSources, NotDicomError
-from lss.reporting.evidence import STRUCTURE_COLOURS
 
 __all__ = [
     "PlaneGeometry",
@@ -55,11 +55,8 @@ __all__ = [
 # The segmented structures, in segment-number order (segment number = Structure.index).
 STRUCTURES: tuple[Structure, ...] = tuple(s for s in Structure if s is not Structure.BACKGROUND)
 
-# Display colours (RGB 0-255): the evidence images' overlay colours.
-_COLOURS: dict[Structure, tuple[int, int, int]] = {
-    structure: tuple(int(channel * 255 + 0.5) for channel in STRUCTURE_COLOURS[structure.index])
-    for structure in STRUCTURES
-}
+# Display colours (RGB 0-255): the evidence images' overlay colours (``lss.colours``).
+_COLOURS: dict[Structure, tuple[int, int, int]] = {s: rgb255(STRUCTURE_COLOURS[s.index]) for s in STRUCTURES}
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from lss.losses.factory import FOCAL_TVERSKY_GAMMA, build_segmentation_loss
 from lss.losses.grading import RSNA_SEVERITY_WEIGHTS, SeverityLoss
-from lss.losses.partial import PartialLabelLoss, merge_probabilities
 from lss.losses.localisation import AttentionLocalisationLoss, attention_hit_rate, level_regions
+from lss.losses.partial import PartialLabelLoss, merge_probabilities
 from lss.losses.pid import PIDController
 from lss.losses.pid_tversky import AdaptivePIDTverskyLoss
 

@@ -43,7 +43,8 @@ def build_segmentation_loss(config: LossConfig, num_classes: int) -> PartialLabe
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background and at least one structure), got {num_classes}.")
-    return PartialLabelLoss(_base_loss(config, num_classes), num_classes, ce_weight=1.0 if config.name == "dice_ce" else 0.0)
+    return PartialLabelLoss(_base_loss(config, num_classes), num_classes,
+                            ce_weight=1.0 if config.name == "dice_ce" else 0.0)
 
 
 def _base_loss(config: LossConfig, num_classes: int) -> nn.Module:

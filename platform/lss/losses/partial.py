@@ -119,12 +119,15 @@ class PartialLabelLoss(nn.Module):
         offset = offset.reshape(1, *member.shape, *([1] * (log_p.ndim - 2)))
         return torch.logsumexp(log_p.unsqueeze(2) + offset, dim=1)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, partition: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                partition: torch.Tensor | None = None) -> torch.Tensor:
         b, c = logits.shape[:2]
         if c != self.num_classes:
             raise ValueError(f"logits have {c} channels but num_classes={self.num_classes}.")
-        if target.ndim != logits.ndim or target.shape[0] != b or target.shape[1] != 1 or target.shape[2:] != logits.shape[2:]:
-            raise ValueError(f"target must be (B, 1, *spatial) matching logits {tuple(logits.shape)}, got {tuple(target.shape)}.")
+        if (target.ndim != logits.ndim or target.shape[0] != b or target.shape[1] != 1
+                or target.shape[2:] != logits.shape[2:]):
+            raise ValueError(f"target must be (B, 1, *spatial) matching logits {tuple(logits.shape)}, "
+                             f"got {tuple(target.shape)}.")
         if partition is None:
             partition = torch.arange(c, device=logits.device).expand(b, c)
         if partition.shape != (b, c):

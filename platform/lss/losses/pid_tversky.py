@@ -63,7 +63,8 @@ class AdaptivePIDTverskyLoss(_Loss):
     the measured masks that the integral never sees). ``FN_c - FP_c`` equals the true minus the predicted volume, so
     ``e_c > 0`` means class c is under-segmented (more missed voxels than spurious ones) and ``e_c < 0``
     over-segmented. The normalised form is bounded in [-1, 1], does not depend on the size of the class or of the
-    batch (so one set of gains fits a small canal and large vertebrae alike), is 0 exactly when the predicted volume matches the true volume, and stays
+    batch (so one set of gains fits a small canal and large vertebrae alike), is 0 exactly when the predicted volume
+    matches the true volume, and stays
     defined for a class absent from the batch (then every error is a false positive and ``e_c = -1``). Unlike
     "target recall minus recall" it cannot ask for an unreachable value, so the integral has a real fixed point.
     ``target`` shifts the balance aimed at: a negative value asks for more false positives than false negatives
@@ -285,7 +286,8 @@ class AdaptivePIDTverskyLoss(_Loss):
             or int(classes[-1]) >= self.num_classes
         ):
             raise ValueError(
-                f"classes must name the input's {n_pred_ch} channels as increasing classes of 0..{self.num_classes - 1} "
+                f"classes must name the input's {n_pred_ch} channels "
+                f"as increasing classes of 0..{self.num_classes - 1} "
                 f"starting with the background 0, got {classes.tolist()}."
             )
         observe = torch.ones(n_pred_ch, dtype=torch.bool) if observe is None else torch.as_tensor(observe).bool().cpu()

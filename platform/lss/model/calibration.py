@@ -15,7 +15,7 @@ Abstention: a grade is stated only when its calibrated confidence (the largest o
     withheld = calibration.abstains(probs)                               # (B, L) bool
 
 Everything here imports only torch and numpy at module level (``lss.model.vlm`` imports it); the metrics come from
-``lss.training.metrics`` when a function needs them.
+``lss.metrics`` when a function needs them.
 """
 
 from __future__ import annotations
@@ -337,8 +337,8 @@ def choose_abstain_threshold(
 
 
 def selective_metrics(probs: Any, targets: Any, threshold: float) -> dict[str, float | int]:
-    """Coverage and selective accuracy at a threshold (``lss.training.metrics.selective_metrics``)."""
-    from lss.training.metrics import selective_metrics as compute
+    """Coverage and selective accuracy at a threshold (``lss.metrics.selective_metrics``)."""
+    from lss.metrics import selective_metrics as compute
 
     return compute(probs, targets, threshold)
 
@@ -373,7 +373,7 @@ def fit_calibration(
     Raises:
         ValueError: on mismatched shapes or values out of range.
     """
-    from lss.training.metrics import severity_metrics
+    from lss.metrics import severity_metrics
 
     z = _rows(logits)
     t_all = _severities(targets, z.shape[0])

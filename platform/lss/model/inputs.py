@@ -65,7 +65,7 @@ def case_to_sample(case: dict[str, np.ndarray], sagittal_slices: int = 3) -> dic
     """One case's tensors.
 
     Args:
-        case: arrays of ``lss.preprocessing.pipeline.load_case``.
+        case: arrays of ``lss.data.cases.load_case``.
         sagittal_slices: 2.5D context of the sagittal input (odd).
 
     Returns:

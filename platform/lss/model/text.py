@@ -349,7 +349,7 @@ class TextEncoder(nn.Module):
         """
         prompts = _check_prompts(prompts)
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), truncation=False, verbose=False)["input_ids"]]
-        too_long = [p for p, n in zip(prompts, lengths) if n > self._max_length]
+        too_long = [p for p, n in zip(prompts, lengths, strict=True) if n > self._max_length]
         if too_long:
             warnings.warn(
                 f"{len(too_long)} prompt(s) exceed max_length={self._max_length} tokens and are truncated, e.g. "

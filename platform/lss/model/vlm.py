@@ -27,8 +27,8 @@ from lss.model.attention import build_attention
 from lss.model.backbones import build_backbone
 from lss.model.calibration import SeverityCalibration
 from lss.model.canal_offset import CanalOffset
-from lss.model.input_range import InputRange
 from lss.model.heads import SeverityHead
+from lss.model.input_range import InputRange
 from lss.model.prompts import PromptSet, default_prompts
 
 __all__ = ["ModelOutput", "LSSModel", "build_model", "save_model", "load_model", "MODEL_FORMAT_VERSION"]
@@ -193,7 +193,8 @@ class LSSModel(nn.Module):
         area = sagittal_level.new_zeros(b, n_levels)
         present = sagittal_level.new_zeros(b, n_levels)
         if axial is not None:
-            if axial.ndim != 5 or axial.shape[0] != b or axial.shape[1] != n_levels or axial.shape[2] != self.axial_slices:
+            if (axial.ndim != 5 or axial.shape[0] != b or axial.shape[1] != n_levels
+                    or axial.shape[2] != self.axial_slices):
                 raise ValueError(
                     f"axial must be (B={b}, L={n_levels}, S={self.axial_slices}, H, W), got {tuple(axial.shape)}."
                 )

@@ -5,9 +5,11 @@
         -> OUT/preprocessed.jsonl     (one row per case: path, sha256, fingerprint, labels, label_groups, reports)
         -> OUT/errors.jsonl           (one row per failed study: code, message, stage)
 
-A study whose inputs and settings are unchanged since the last run (same fingerprint, shard present with the same
-checksum; or the same failure) is not processed again, so re-running on the same input is a no-op. On a cluster,
-``OUT`` must be storage every node can write (NFS, or a mounted bucket).
+The format of these files is ``lss.data.cases``; this module is the orchestration. A study whose inputs and
+settings are unchanged since the last run (same fingerprint, shard present with the same checksum; or the same
+failure) is not processed again, so re-running on the same input is a no-op. On a cluster, ``OUT`` must be storage
+every node can write (NFS, or a mounted bucket). Log lines name a study by ``lss.data.privacy.anonymous_id``
+(folder names of clinical exports can hold patient names); ``errors.jsonl`` keeps the ids.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from lss.config import PreprocessConfig, RayConfig
 from lss.data.adapters import build_manifest
+from lss.data.cases import ERRORS_NAME, INDEX_NAME, file_sha256, read_jsonl, write_case, write_jsonl
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.manifest import StudyRecord
+from lss.data.privacy import anonymous_id
 
 __all__ = [
     "PREPROCESS_VERSION",
@@ -34,18 +40,12 @@ __all__ = [
     "study_fingerprint",
     "process_record",
     "run_preprocessing",
-    "load_case",
-    "read_jsonl",
-    "file_sha256",
 ]
 
 logger = logging.getLogger(__name__)
 
 PREPROCESS_VERSION = 4  # bump when the transforms change, so old shards are rebuilt (3: label maps, partitions;
 # 4: a labelled span longer than the crop is anchored at its caudal end; info["sagittal_fov_z"])
-CASES_DIR = "cases"
-INDEX_NAME = "preprocessed.jsonl"
-ERRORS_NAME = "errors.jsonl"
 
 
 def _input_files(record: StudyRecord) -> list[Path]:
@@ -77,20 +77,11 @@ def study_fingerprint(record: StudyRecord, config: PreprocessConfig) -> str:
     return digest.hexdigest()[:24]
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def process_record(record: StudyRecord, config: PreprocessConfig, out_dir: Path) -> dict[str, Any]:
-    """Preprocesses one study and writes its shard; never raises for a bad study.
+    """Preprocesses one study and writes its shard (``lss.data.cases.write_case``); never raises for a bad study.
 
     Returns:
-        A result row: ``status`` "ok" (with ``path``, ``sha256``, shapes) or "error" (with ``code``, ``message``).
+        A result row: ``status`` "ok" (with ``path``, ``sha256``, labels) or "error" (with ``code``, ``message``).
     """
     from lss.preprocessing.transforms import preprocess_study
 
@@ -99,22 +90,7 @@ def process_record(record: StudyRecord, config: PreprocessConfig, out_dir: Path)
     started = time.perf_counter()
     try:
         case = preprocess_study(record, config)
-        path = out_dir / CASES_DIR / f"{record.study_id}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **case.arrays())
-        tmp.replace(path)
-        row.update(
-            status="ok",
-            path=f"{CASES_DIR}/{path.name}",
-            sha256=file_sha256(path),
-            has_sagittal_labels=case.sagittal_labels is not None,
-            has_axial_labels=case.axial_labels is not None,
-            label_groups=case.label_groups,
-            axial_present=case.axial_present.tolist(),
-            severity=case.severity.tolist(),
-            info=case.info,
-        )
+        row.update(status="ok", **write_case(case, record.study_id, out_dir))
     except StudyError as error:
         row.update(status="error", stage="preprocess", **error.to_dict())
     except Exception as error:  # noqa: BLE001 - listed, never a crash of the run
@@ -141,18 +117,6 @@ class StudyPreprocessor:
             rows.append(process_record(record, self.config, self.out_dir))
         # Rows are returned as JSON text: result columns differ between ok and error rows.
         return {"study_id": [r["study_id"] for r in rows], "result": [json.dumps(r) for r in rows]}
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
 
 
 @dataclass
@@ -217,7 +181,8 @@ def run_preprocessing(
         config: preprocessing settings (workers and CPUs per worker for the Ray actor pool).
         ray_config: how to get a Ray session (an embedded local Ray by default).
         kind: the dataset layout, or "auto".
-        engine: "ray" (Ray Data actor pool) or "serial" (a plain loop in this process; for comparison).
+        engine: "ray" (Ray Data actor pool) or "serial" (a plain loop in this process, with a progress bar on a
+            terminal; for comparison).
 
     Returns:
         The run's summary; failed studies are listed in ``errors.jsonl``, never raised.
@@ -247,9 +212,10 @@ def run_preprocessing(
 
     results: list[dict[str, Any]] = []
     if todo and engine == "serial":
-        for n, record in enumerate(todo, start=1):
-            results.append(process_record(record, config, out_dir))
-            _log_progress(n, len(todo), results[-1])
+        with logging_redirect_tqdm():  # log lines above the bar, not through it
+            for n, record in enumerate(tqdm(todo, desc="preprocess", unit="study", disable=None), start=1):
+                results.append(process_record(record, config, out_dir))
+                _log_progress(n, len(todo), results[-1])
     elif todo:
         results = _run_ray(todo, config, out_dir, ray_config)
 
@@ -264,11 +230,12 @@ def run_preprocessing(
             ok_rows.append(row)
         else:
             error_rows.append(row)
-    _write_jsonl(ok_rows, out_dir / INDEX_NAME)
-    _write_jsonl(error_rows, out_dir / ERRORS_NAME)
+    write_jsonl(ok_rows, out_dir / INDEX_NAME)
+    write_jsonl(error_rows, out_dir / ERRORS_NAME)
     for row in error_rows:
-        logger.warning("preprocess: %s skipped [%s] %s", row.get("study_id") or row.get("path"), row.get("code"),
-                       row.get("message"))
+        name, message = _anonymised(row)
+        logger.warning("preprocess: %s skipped [%s] %s (details in %s)", name, row.get("code"), message,
+                       ERRORS_NAME)
     return PreprocessSummary(
         out_dir=out_dir,
         total=len(discovered.records) + len(discover_errors),
@@ -281,9 +248,23 @@ def run_preprocessing(
     )
 
 
+def _anonymised(row: dict[str, Any]) -> tuple[str, str]:
+    """A result row's study for a log line (``anonymous_id`` of its id, else of its path; "-" for neither) and its
+    message with the id, the path and the path's last part replaced by that name (the messages are meant to hold no
+    identifier, but a folder name may slip into one)."""
+    study_id, path = str(row.get("study_id") or ""), str(row.get("path") or "")
+    name = anonymous_id(study_id or path) if study_id or path else "-"
+    message = str(row.get("message") or "")
+    for raw in sorted({study_id, path, Path(path).name}, key=len, reverse=True):
+        if len(raw) >= 3:  # a one- or two-character id names no one, and replacing it would garble the message
+            message = message.replace(raw, name)
+    return name, message
+
+
 def _log_progress(done: int, total: int, row: dict[str, Any]) -> None:
     status = "ok" if row["status"] == "ok" else f"FAILED [{row.get('code')}]"
-    logger.info("preprocess: %d/%d %s %s (%.1fs)", done, total, row["study_id"], status, row.get("seconds", 0.0))
+    logger.info("preprocess: %d/%d %s %s (%.1fs)", done, total, anonymous_id(row["study_id"]), status,
+                row.get("seconds", 0.0))
 
 
 def _run_ray(todo: list[StudyRecord], config: PreprocessConfig, out_dir: Path, ray_config: RayConfig | None):
@@ -307,10 +288,3 @@ def _run_ray(todo: list[StudyRecord], config: PreprocessConfig, out_dir: Path, r
         results.append(result)
         _log_progress(n, len(todo), result)
     return results
-
-
-def load_case(path: str | Path) -> dict[str, np.ndarray]:
-    """Loads a preprocessed case shard (see ``PreprocessedStudy`` for the arrays; a case with sagittal labels has
-    ``label_partition`` and ``labelled_span_only`` too)."""
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}

@@ -41,6 +41,10 @@ from lss.preprocessing.locate import Locator
 __all__ = ["PreprocessedStudy", "preprocess_study", "check_volume"]
 
 
+# MONAI's current default, given explicitly: its default is changing to the meta-tensor's space (FutureWarning).
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
 @dataclass
 class PreprocessedStudy:
     """Model-ready arrays of one study.
@@ -286,7 +290,7 @@ def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfi
         data["label"] = _to_meta(mask)
     keys = list(data)
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
-    data = Orientationd(keys=keys, axcodes="RAS")(data)
+    data = Orientationd(keys=keys, axcodes="RAS", labels=RAS_LABELS)(data)
     data = Spacingd(keys=keys, pixdim=config.sagittal_spacing_mm, mode=modes)(data)
     data["image"] = _scale(data["image"], config)
     labels = data["label"][0].numpy().round().astype(np.int16) if "label" in data else None
@@ -357,7 +361,8 @@ def _axial(record: StudyRecord, config: PreprocessConfig, cache: dict[str, tuple
                 check_volume(volume, config, f"axial series {series.series_id}")
                 mask = _read_mask(record, series, f"axial mask {series.series_id}") if series.mask_path else None
                 if mask is not None and mask.shape != volume.shape:
-                    raise StudyError(ErrorCode.BAD_LABELS, f"the mask of axial series {series.series_id} does not match its image.")
+                    raise StudyError(ErrorCode.BAD_LABELS,
+                                     f"the mask of axial series {series.series_id} does not match its image.")
                 cache[series.series_id] = (volume, mask)
             volume, mask = cache[series.series_id]
             centre, distance = _nearest_slices(volume, point if series.level is None else None)
@@ -382,7 +387,7 @@ def _axial(record: StudyRecord, config: PreprocessConfig, cache: dict[str, tuple
             data["label"] = _to_meta(_slab(mask, centre, s))
         keys = list(data)
         modes = ["bilinear" if k == "image" else "nearest" for k in keys]
-        data = Orientationd(keys=keys, axcodes="RAS")(data)
+        data = Orientationd(keys=keys, axcodes="RAS", labels=RAS_LABELS)(data)
         data = Spacingd(keys=keys, pixdim=(*config.axial_spacing_mm, -1.0), mode=modes)(data)
         data["image"] = _scale(data["image"], config)
         slab_labels = data["label"][0].numpy().round().astype(np.int16) if "label" in data else None
@@ -409,7 +414,8 @@ def _axial(record: StudyRecord, config: PreprocessConfig, cache: dict[str, tuple
     return images, (labels if any_mask else None), affines, present, info
 
 
-def preprocess_study(record: StudyRecord, config: PreprocessConfig, locator: Locator | None = None) -> PreprocessedStudy:
+def preprocess_study(record: StudyRecord, config: PreprocessConfig,
+                     locator: Locator | None = None) -> PreprocessedStudy:
     """Reads a study's series and turns them into model-ready arrays.
 
     Args:

@@ -22,10 +22,11 @@ from lss.reporting.measurements import (
     ray_run_mm,
     region_area_mm2,
 )
+from lss.reporting.reporter import StudyReporter
 
 __all__ = [
     "CheckedText", "Contradiction", "contradiction_rates", "enforce_consistency", "find_contradictions",
     "LevelFinding", "StudyFindings", "build_findings", "GroundedReportWriter", "Report", "ReportSentence",
     "LevelMeasurements", "ap_diameter_mm", "disc_height_mm", "largest_component", "level_discs_of",
-    "measure_study", "principal_axes", "ray_run_mm", "region_area_mm2",
+    "measure_study", "principal_axes", "ray_run_mm", "region_area_mm2", "StudyReporter",
 ]

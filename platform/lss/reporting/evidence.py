@@ -23,20 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from lss.anatomy import LEVELS, Structure, format_area_mm2, format_diameter_mm
+from lss.colours import SEVERITY_COLOURS, STRUCTURE_COLOURS, UNSTATED_COLOUR
 from lss.reporting.findings import StudyFindings
 
 __all__ = ["image_id", "evidence_ids", "all_evidence_ids", "sagittal_slice_ids", "link_evidence",
-           "render_evidence_png", "write_evidence_images", "STRUCTURE_COLOURS"]
+           "render_evidence_png", "write_evidence_images"]
 
-STRUCTURE_COLOURS = {
-    Structure.VERTEBRAL_BODY.index: (0.95, 0.85, 0.25),
-    Structure.POSTERIOR_ELEMENTS.index: (0.75, 0.4, 1.0),
-    Structure.DISC.index: (0.25, 0.65, 1.0),
-    Structure.CANAL.index: (1.0, 0.3, 0.3),
-}
 SLICE_PREFIX = "sagittal_slice_"
-SEVERITY_COLOURS = {"Normal/Mild": "#7CFC00", "Moderate": "#FFA500", "Severe": "#FF3030"}
-UNSTATED_COLOUR = "#B0B0B0"  # not assessable / withheld: no grade, so no grade colour
 
 
 def _colour(finding) -> str:

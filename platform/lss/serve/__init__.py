@@ -9,5 +9,6 @@ from lss.serve.deployments import Grader, Preprocessor, Reporter, Segmenter, mod
 from lss.serve.runner import deploy_config, free_port, load_serve_config, resolve_config, run_serve
 
 __all__ = ["DEPLOYMENT_NAMES", "TOKEN_ENV", "LSSApi", "api", "app_builder", "build_app", "Grader", "Preprocessor",
-           "Reporter", "Segmenter", "model_version", "deploy_config", "free_port", "load_serve_config", "resolve_config",
+           "Reporter", "Segmenter", "model_version", "deploy_config", "free_port", "load_serve_config",
+           "resolve_config",
            "run_serve"]

@@ -26,12 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lss.config import LSSConfig, load_config
+from lss.data.errors import StudyError
 from lss.serve.deployments import Grader, Preprocessor, Reporter, Segmenter
+from lss.serve.errors import ServeError, study_error_status
 from lss.serve.schemas import (
     API_VERSION,
     DiagnosisResponse,
@@ -73,6 +77,44 @@ class APIError(Exception):
 async def _api_error(_: Request, error: APIError) -> JSONResponse:
     return JSONResponse(status_code=error.status, content=ErrorResponse(code=error.code, message=error.message)
                         .model_dump())
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    """Framework errors (unknown route, wrong method) in the documented ``{"code", "message"}`` form."""
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    message = error.detail if isinstance(error.detail, str) else _ERRORS.get(error.status_code, "error")
+    return JSONResponse(status_code=error.status_code, content=ErrorResponse(code=code, message=message).model_dump(),
+                        headers=getattr(error, "headers", None))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    """A request that does not fit the route: names the fields only, never echoes what the client sent."""
+    fields = sorted({".".join(str(part) for part in e.get("loc", ()) if part != "body") or "request"
+                     for e in error.errors()})
+    return JSONResponse(status_code=422, content=ErrorResponse(
+        code="invalid_request", message=f"the request does not fit this endpoint: check {', '.join(fields)}.")
+        .model_dump())
+
+
+@api.middleware("http")
+async def _unexpected_error(request: Request, call_next):
+    """Anything else: a coded 500 (503 when a replica died mid-request), with no traceback text and no client data
+    in the answer or the log (an exception's message can hold an uploaded file name). A middleware, not an
+    exception handler: Starlette re-raises after its handler for ``Exception``, and the replica would then log the
+    traceback."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+    try:
+        return await call_next(request)
+    except Exception as error:
+        if isinstance(error, (ActorDiedError, ActorUnavailableError)):
+            status, code, message = 503, "unavailable", "a worker of the service stopped during this request; retry."
+        else:
+            status, code, message = 500, "internal_error", "the request failed inside the service."
+        logger.error("request failed: %s (%d %s)", type(error).__name__, status, code)
+        return JSONResponse(status_code=status, content=ErrorResponse(code=code, message=message).model_dump())
 
 
 def _responses(*statuses: int) -> dict[int, dict[str, Any]]:
@@ -162,7 +204,8 @@ class LSSApi:
     @api.post(f"/{API_VERSION}/diagnose", response_model=DiagnosisResponse,
               responses=_responses(400, 401, 413, 415, 422))
     async def diagnose(self, request: Request, files: list[UploadFile] = File(...),
-                       dicom: bool = Query(False, description="also make DICOM SEG and SR outputs (a DICOM study only); "
+                       dicom: bool = Query(False, description="also make DICOM SEG and SR outputs "
+                                                              "(a DICOM study only); "
                                                               "their URLs come in the answer's `dicom`")
                        ) -> DiagnosisResponse:
         """Diagnose one study: one ``.zip`` (a DICOM study, or NIfTI files) or one or more NIfTI/MHA files."""
@@ -181,23 +224,21 @@ class LSSApi:
                 raise APIError(400, "empty_file", "an uploaded file is empty.")
             payload.append((upload.filename or "", data))
         request_id = uuid.uuid4().hex
-        timings: dict[str, float] = {"upload": time.perf_counter() - started}
+        upload_s = time.perf_counter() - started
 
-        tick = time.perf_counter()
-        prepared = await self.preprocessor.prepare.remote(payload, request_id, dicom)
-        timings["preprocess"] = time.perf_counter() - tick
-        if not prepared["ok"]:
-            raise APIError(prepared["status"], prepared["code"], prepared["message"])
-        tick = time.perf_counter()
-        prediction = await self.segmenter.predict.remote(prepared["arrays"], request_id, prepared["info"])
-        timings["segmentation"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        findings = await self.grader.grade.remote(prediction)
-        timings["grading"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        written = await self.reporter.write.remote(prediction, findings, request_id, prepared.get("dicom"))
-        timings["report"] = time.perf_counter() - tick
-        timings["total"] = time.perf_counter() - started
+        # The graph: each DeploymentResponse goes straight to the next handle, so the arrays travel from stage to
+        # stage through the object store; the ingress awaits only the Reporter's summary.
+        prepared = self.preprocessor.prepare.remote(payload, request_id, dicom)
+        prediction = self.segmenter.predict.remote(prepared)
+        graded = self.grader.grade.remote(prediction)
+        try:
+            written = await self.reporter.write.remote(prediction, graded, prepared, request_id)
+        except StudyError as error:
+            raise APIError(study_error_status(error), error.code.value, error.message) from None
+        except ServeError as error:
+            raise APIError(error.status, error.code, error.message) from None
+        timings = {"upload": upload_s, **{k: float(v or 0.0) for k, v in written["timings"].items()},
+                   "total": time.perf_counter() - started}
 
         images = {image: self._image_url(request_id, image) for image in written["images"]}
         levels = []
@@ -216,19 +257,19 @@ class LSSApi:
         report = written["report"]
         notes = list(written["findings"].notes)
         if dicom and not written.get("dicom"):
-            notes.append(f"No DICOM outputs: {prepared['dicom'].get('error')}")
+            notes.append(f"No DICOM outputs: {written.get('dicom_error')}")
         check = written.get("report_check")
         if check and check["rewritten"]:
             notes.append("The learned report contradicted the findings ("
                          + "; ".join(c["message"] for c in check["contradictions"])
                          + "); it was replaced by the grounded writer's report.")
-        if prepared["axial_matched"]:
-            notes.append("Axial series had no level; they were matched to " + ", ".join(prepared["axial_matched"])
+        if written["axial_matched"]:
+            notes.append("Axial series had no level; they were matched to " + ", ".join(written["axial_matched"])
                          + " by the disc positions found on the sagittal view.")
         logger.info("diagnose %s: %.2f s (%s)", request_id, timings["total"],
                     ", ".join(f"{f.level} {f.severity or f.status}" for f in levels))
         return DiagnosisResponse(
-            request_id=request_id, model_version=prediction.info.get("model_version") or "unknown",
+            request_id=request_id, model_version=written.get("model_version") or "unknown",
             writer=report["writer"], has_axial=written["findings"].has_axial, levels=levels,
             assessable=written["findings"].assessable,
             not_assessable_reasons=list(written["findings"].not_assessable_reasons), report=report["text"],
@@ -261,12 +302,13 @@ class LSSApi:
         self._authorize(request)
         if not _REQUEST_ID.match(request_id) or not _DICOM_NAME.match(name):
             raise APIError(404, "not_found", "no such DICOM output.")
-        data = await self.reporter.dicom.remote(request_id, name)
+        try:
+            data = await self.reporter.dicom.remote(request_id, name)
+        except ServeError as error:
+            raise APIError(error.status, error.code, error.message) from None
         if data is None:
             raise APIError(404, "not_found", "no such DICOM output (outputs are kept for serve.results_ttl_s "
                                              "seconds).")
-        if isinstance(data, dict):
-            raise APIError(data["status"], data["code"], data["message"])
         return Response(content=data, media_type="application/dicom",
                         headers={"Content-Disposition": f'attachment; filename="{name}.dcm"'})
 
@@ -294,7 +336,8 @@ def build_app(model_path: str | Path, config: LSSConfig | None = None,
         "Preprocessor": {"preprocess": config.preprocess.model_dump(mode="json"),
                          "max_unpacked_mb": serve_config.max_unpacked_mb},
         "Segmenter": {"model_path": str(Path(model_path).resolve()), "max_batch_size": serve_config.max_batch_size,
-                      "batch_wait_timeout_s": serve_config.batch_wait_timeout_s},
+                      "batch_wait_timeout_s": serve_config.batch_wait_timeout_s,
+                      "torch_threads": serve_config.torch_threads},
         "Reporter": {"report": config.report.model_dump(mode="json"),
                      "results_dir": str(Path(serve_config.results_dir).resolve()),
                      "results_ttl_s": serve_config.results_ttl_s},

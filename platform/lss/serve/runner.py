@@ -18,7 +18,8 @@ import yaml
 
 from lss.config import LSSConfig
 
-__all__ = ["ServeConfigError", "load_serve_config", "resolve_config", "deploy_config", "run_serve", "free_port"]
+__all__ = ["ServeConfigError", "load_serve_config", "resolve_config", "check_model_files", "deploy_config", "run_serve",
+           "free_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,37 @@ def resolve_config(data: dict[str, Any], model_path: str | None = None,
     return data
 
 
+def check_model_files(data: dict[str, Any]) -> None:
+    """Loads every model file a resolved Serve config names (each application's ``args.model_path`` and any
+    Segmenter ``user_config.model_path``), on the CPU, before Ray starts.
+
+    Without this a missing file shows up ~40 s later as a Segmenter that fails to deploy, its ``FileNotFoundError``
+    buried in the controller's log lines.
+
+    Raises:
+        ServeConfigError: a one-line reason for the first file that is missing or is not an ``lss`` model.
+    """
+    from lss.model import load_model
+
+    paths = []
+    for app in data["applications"]:
+        paths.append(app["args"]["model_path"])
+        for deployment in app.get("deployments") or []:
+            given = (deployment.get("user_config") or {}).get("model_path")
+            if deployment.get("name") == "Segmenter" and given:
+                paths.append(given)
+    for path in dict.fromkeys(Path(p) for p in paths):
+        if not path.is_file():
+            raise ServeConfigError(f"model file {path} does not exist: run `make demo` first (it writes "
+                                   "outputs/demo/train/demo/best_model.pt), or pass --model PATH.")
+        try:
+            load_model(path, map_location="cpu")
+        except Exception as error:  # torch's unpickling errors, a format mismatch, a file of something else
+            raise ServeConfigError(f"model file {path} cannot be loaded as an lss model: "
+                                   f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                                   ) from None
+
+
 def run_serve(config_file: str | Path, config: LSSConfig, model_path: str | None = None, blocking: bool = True,
               address: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Runs the applications of a Serve config file on Ray (``lss serve``).
@@ -145,12 +177,16 @@ def run_serve(config_file: str | Path, config: LSSConfig, model_path: str | None
 
     Returns:
         ``{"url": ..., "applications": [names]}``.
+
+    Raises:
+        ServeConfigError: for a bad config file or a model file that is missing or unreadable, before Ray starts.
     """
     from ray import serve
 
     from lss.ray_session import init_ray
 
     data = resolve_config(load_serve_config(config_file), model_path, overrides)
+    check_model_files(data)
     http = data.setdefault("http_options", {})  # the file's http_options win; serve.host / serve.port fill the gaps
     http.setdefault("host", config.serve.host)
     http.setdefault("port", config.serve.port)

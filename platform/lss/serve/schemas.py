@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from lss.config import PreprocessConfig, ReportConfig
 
 __all__ = [
     "API_VERSION",
@@ -13,6 +15,9 @@ __all__ = [
     "ErrorResponse",
     "HealthResponse",
     "ModelInfo",
+    "PreprocessorSettings",
+    "SegmenterSettings",
+    "ReporterSettings",
 ]
 
 API_VERSION = "v1"
@@ -101,3 +106,34 @@ class ModelInfo(BaseModel):
     segmentation: dict
     report: dict
     preprocessing: dict
+
+
+# ------------------------------------------------------------------------------------ deployments' user_config
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PreprocessorSettings(_Settings):
+    """``user_config`` of the Preprocessor deployment."""
+
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    max_unpacked_mb: int = Field(1024, ge=1, description="largest unpacked content of an uploaded zip")
+
+
+class SegmenterSettings(_Settings):
+    """``user_config`` of the Segmenter deployment; a new ``model_path`` hot-swaps the model in running replicas.
+    Batching settings left out keep their current values (a hot swap may give only ``model_path``)."""
+
+    model_path: str = Field(..., min_length=1, description="a model file of lss.model.save_model")
+    max_batch_size: int | None = Field(None, ge=1, description="studies per forward pass (@serve.batch); 1: off")
+    batch_wait_timeout_s: float | None = Field(None, ge=0)
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads of each replica's model; None keeps "
+                                      "Ray's setting (OMP_NUM_THREADS = the replica's whole CPUs, at least 1)")
+
+
+class ReporterSettings(_Settings):
+    """``user_config`` of the Reporter deployment."""
+
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    results_dir: str = "outputs/serve/results"
+    results_ttl_s: float = Field(3600.0, gt=0)

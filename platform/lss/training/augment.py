@@ -214,7 +214,7 @@ class SpatialAugment(Randomizable):
             grid[None].float(), scale_factor=self.elastic_spacing, mode="bicubic", align_corners=False,
             recompute_scale_factor=True,
         )[0]
-        start = [(g - s) // 2 for g, s in zip(grid.shape[1:], spatial_size)]
+        start = [(g - s) // 2 for g, s in zip(grid.shape[1:], spatial_size, strict=True)]
         return grid[:, start[0] : start[0] + spatial_size[0], start[1] : start[1] + spatial_size[1]]
 
     def __call__(self, sample: Sample) -> Sample:

@@ -33,13 +33,13 @@ def fit_model_canal_offset(model_path: str | Path, data_dir: str | Path, study_i
     Returns:
         The offset (the identity, with a note, when no study has a labelled axial sac).
     """
+    from lss.data.cases import INDEX_NAME, load_case, read_jsonl
     from lss.inference.predict import column_spacing
     from lss.model import case_to_sample, collate_samples, load_model, save_model
-    from lss.preprocessing.pipeline import load_case, read_jsonl
     from lss.reporting.measurements import largest_component, region_area_mm2
 
     model = load_model(model_path).eval()
-    rows = {r["study_id"]: r for r in read_jsonl(Path(data_dir) / "preprocessed.jsonl")}
+    rows = {r["study_id"]: r for r in read_jsonl(Path(data_dir) / INDEX_NAME)}
     chosen = [rows[s] for s in study_ids if s in rows]
     margins, spacings, areas = [], [], []
     for start in range(0, len(chosen), int(batch_size)):

@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from lss.data.cases import INDEX_NAME, load_case, read_jsonl
 from lss.model.inputs import case_to_sample
-from lss.preprocessing.pipeline import load_case, read_jsonl
 
 __all__ = ["split_studies", "load_split", "labelled_studies", "mix_splits", "CaseDataset", "MixtureSampler"]
 
 
-def split_studies(study_ids: list[str], val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, list[str]]:
+def split_studies(study_ids: list[str], val_fraction: float, test_fraction: float,
+                  seed: int = 0) -> dict[str, list[str]]:
     """A deterministic train / val / test split of study ids (by a seeded hash, stable when studies are added).
 
     Raises:
@@ -53,7 +54,7 @@ def load_split(data_dir: str | Path, val_fraction: float, test_fraction: float, 
 
 def labelled_studies(data_dir: str | Path) -> list[str]:
     """Study ids of the cases with sagittal labels in a preprocessed folder."""
-    rows = read_jsonl(Path(data_dir) / "preprocessed.jsonl")
+    rows = read_jsonl(Path(data_dir) / INDEX_NAME)
     return [row["study_id"] for row in rows if row.get("has_sagittal_labels")]
 
 
@@ -142,7 +143,7 @@ class CaseDataset(Dataset):
     def __init__(self, data_dir: str | Path, study_ids: list[str], sagittal_slices: int = 3,
                  augment=None, cache: bool = True) -> None:
         self.data_dir = Path(data_dir)
-        rows = {row["study_id"]: row for row in read_jsonl(self.data_dir / "preprocessed.jsonl")}
+        rows = {row["study_id"]: row for row in read_jsonl(self.data_dir / INDEX_NAME)}
         missing = [s for s in study_ids if s not in rows]
         if missing:
             raise ValueError(f"{len(missing)} studies are not in {self.data_dir}/preprocessed.jsonl: {missing[:5]}.")

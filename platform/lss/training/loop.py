@@ -109,7 +109,7 @@ def validate(model: LSSModel, dataset: CaseDataset, config: LSSConfig, device: t
     import torch.distributed as dist
 
     from lss.losses import attention_hit_rate
-    from lss.training.metrics import SegmentationMeter, severity_metrics
+    from lss.metrics import SegmentationMeter, severity_metrics
 
     model.eval()
     sagittal_meter, axial_meter = SegmentationMeter(), SegmentationMeter()
@@ -165,8 +165,8 @@ def validate(model: LSSModel, dataset: CaseDataset, config: LSSConfig, device: t
 def _calibrate(model: LSSModel, logits: torch.Tensor, paths: torch.Tensor, sagittal_logits: torch.Tensor,
                targets: torch.Tensor, config: LSSConfig) -> dict[str, float]:
     """Fits ``model.calibration`` on both passes' validation logits (N, 3) and returns its metrics."""
+    from lss.metrics import severity_metrics
     from lss.model.calibration import fit_calibration
-    from lss.training.metrics import severity_metrics
 
     calibration = fit_calibration(torch.cat([logits, sagittal_logits]), torch.cat([targets, targets]),
                                   torch.cat([paths, torch.zeros_like(paths)]),
@@ -201,8 +201,8 @@ def _alpha_beta_metrics(name: str, loss: torch.nn.Module) -> dict[str, float]:
 
 def _input_range(paths: list[Path]):
     """``lss.model.input_range.InputRange`` of the mid-sagittal slices of the training cases (unaugmented)."""
+    from lss.data.cases import load_case
     from lss.model.input_range import fit_input_range, image_statistics
-    from lss.preprocessing.pipeline import load_case
 
     rows = []
     for path in paths:
@@ -323,7 +323,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             with torch.autocast(device_type=device.type, enabled=use_amp):
                 out = model(batch["sagittal"], batch["axial"] if train_cfg.use_axial else None,
                             batch["axial_present"] if train_cfg.use_axial else None)
-                terms = compute_losses(out, batch, seg_sagittal, seg_axial, severity_loss, localise, config, level_slice)
+                terms = compute_losses(out, batch, seg_sagittal, seg_axial, severity_loss, localise, config,
+                                       level_slice)
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(terms["total"]).backward()
             scaler.step(optimiser)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lss.anatomy import Structure
+from lss.colours import BACKGROUND_COLOUR, STRUCTURE_COLOURS
 from lss.jsonable import to_jsonable
 
 __all__ = ["RESULTS_MD", "RESULTS_JSON", "PLOTS", "trial_row", "write_report", "plot_gains", "plot_traces",
@@ -130,7 +131,7 @@ def plot_traces(history: Sequence[dict[str, Any]], path: str | Path, title: str 
 
     views = [v for v in views if any(k.startswith(f"beta_{v}_") for row in history for k in row)]
     figure, axes = _figure(6 * max(len(views), 1), 4, ncols=max(len(views), 1))
-    colours = dict(zip(_STRUCTURES, ("tab:grey", "tab:blue", "tab:purple", "tab:orange", "tab:green"), strict=True))
+    colours = {s.value: STRUCTURE_COLOURS.get(s.index, BACKGROUND_COLOUR) for s in Structure}
     epochs = [row["epoch"] for row in history]
     for ax, view in zip(axes, views or ["sagittal"], strict=True):
         for structure in _STRUCTURES:

@@ -165,6 +165,7 @@ def make_smoke_dataset(config: LSSConfig, name: str, cases: int = 8) -> Path:
         ValueError: when ``tune.storage_path`` is a URI (the set is written with local file I/O).
     """
     from lss.config import PreprocessConfig, SynthConfig
+    from lss.data.cases import INDEX_NAME
     from lss.data.synth.generate import generate_dataset
     from lss.preprocessing.pipeline import run_preprocessing
 
@@ -173,7 +174,7 @@ def make_smoke_dataset(config: LSSConfig, name: str, cases: int = 8) -> Path:
                          f"pass a preprocessed folder instead.")
     root = Path(storage_uri(config.tune.storage_path)) / f"{name}_data"
     out = root / "preprocessed"
-    if (out / "preprocessed.jsonl").is_file():
+    if (out / INDEX_NAME).is_file():
         return out
     synth = SynthConfig(cases=cases, seed=config.synth.seed, format="nifti", sagittal_inplane_mm=(0.9, 0.9),
                         axial_inplane_mm=(0.9, 0.9), through_slice_samples=1, class_balance="uniform")

@@ -2,7 +2,8 @@
 ``lss.data.volume.Volume``.
 
 ``read_volume`` reads any of them; the per-format modules hold the details (``dicom``, ``nifti``, ``itk``, ``png``),
-``view`` guesses the acquisition plane and ``geometry`` applies a dataset's spacing / orientation overrides. Every reader raises ``StudyError`` with an ``ErrorCode`` and never puts a
+``view`` guesses the acquisition plane and ``geometry`` applies a dataset's spacing / orientation overrides. Every
+reader raises ``StudyError`` with an ``ErrorCode`` and never puts a
 patient identifier in ``Volume.meta`` or in a message.
 """
 

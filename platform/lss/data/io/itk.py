@@ -8,7 +8,6 @@ transpose of ``sitk.GetArrayFromImage``) and flips the world frame to RAS+: ``af
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from lss.anatomy import LEVELS, SEVERITIES, level_key, rsna_column
 from lss.config import SynthConfig
@@ -227,16 +228,19 @@ def generate_dataset(config: SynthConfig, out_dir: str | Path, workers: int = 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     jobs = [(i, config.model_dump(mode="json"), str(out_dir)) for i in range(config.cases)]
+    # A progress bar over studies (hidden when stderr is not a terminal: logs and CI stay clean).
     records: list[StudyRecord] = []
-    if workers > 1 and config.cases > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for done, record in enumerate(pool.map(_generate_one, jobs), start=1):
-                records.append(record)
-                logger.info("synth: %d/%d studies (%s)", done, config.cases, record.study_id)
-    else:
-        for done, job in enumerate(jobs, start=1):
-            records.append(_generate_one(job))
-            logger.info("synth: %d/%d studies (%s)", done, config.cases, records[-1].study_id)
+    with tqdm(total=config.cases, desc="synth", unit="study", disable=None) as progress:
+        if workers > 1 and config.cases > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for record in pool.map(_generate_one, jobs):
+                    records.append(record)
+                    progress.update(1)
+        else:
+            for job in jobs:
+                records.append(_generate_one(job))
+                progress.update(1)
+    logger.info("synth: %d studies in %.1fs -> %s", len(records), time.perf_counter() - started, out_dir)
     write_manifest(records, out_dir / MANIFEST_NAME)
     for record in records:
         record.root = str(out_dir.resolve())  # paths in the records are relative to the dataset folder

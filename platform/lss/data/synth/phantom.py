@@ -212,7 +212,8 @@ class SpinePhantom:
         tissue[body & ~inner] = Tissue.SUBCUTANEOUS_FAT
         muscle_v = -(p["canal_ap"] + 0.55 * self.muscle_half_ap + 6.0)
         muscle_u = p["canal_halfwidth"] + 0.9 * self.muscle_halfwidth
-        erector = ((np.abs(u) - muscle_u) / self.muscle_halfwidth) ** 2 + ((v - muscle_v) / self.muscle_half_ap) ** 2 <= 1
+        erector = (((np.abs(u) - muscle_u) / self.muscle_halfwidth) ** 2
+                   + ((v - muscle_v) / self.muscle_half_ap) ** 2 <= 1)
         psoas_r = 7.0 + 0.08 * np.clip(mids[-2] - w, 0, None)  # psoas grows caudally
         psoas = ((np.abs(u) - (p["body_width"] / 2 + psoas_r)) ** 2 + (v - p["body_depth"] * 0.55) ** 2) <= psoas_r**2
         psoas &= w > -10
@@ -374,7 +375,8 @@ def _measure(phantom: SpinePhantom, j: int, step: float = _MEASURE_STEP_MM) -> t
     return area, ap
 
 
-def _measure_sac(phantom: SpinePhantom, j: int, step: float = _MEASURE_STEP_MM) -> tuple[float, float, tuple[float, float]]:
+def _measure_sac(phantom: SpinePhantom, j: int,
+                 step: float = _MEASURE_STEP_MM) -> tuple[float, float, tuple[float, float]]:
     """Dural sac area (mm2), midline AP diameter (mm) and centre (u, v) on disc j's mid-plane, from the label
     function itself.
 
@@ -403,7 +405,8 @@ def _measure_sac(phantom: SpinePhantom, j: int, step: float = _MEASURE_STEP_MM) 
     return area, ap_mm, centre
 
 
-def _apply_compression(phantom: SpinePhantom, j: int, c: float, base_lf: float, lf_gain: float, bulge_max: float) -> None:
+def _apply_compression(phantom: SpinePhantom, j: int, c: float, base_lf: float, lf_gain: float,
+                       bulge_max: float) -> None:
     phantom.bulge[j] = c * bulge_max
     phantom.lf_thickness[j] = base_lf + c * lf_gain
 

@@ -6,7 +6,9 @@
         -> OUT/ (the generator, loadable offline) + OUT/history.json
 
 The vision-language model stays frozen: the generator learns to write from what the model already extracts, so a
-report is only as right as the features it reads.
+report is only as right as the features it reads. This is a training stage, beside the model's own: it reads the
+preprocessed cases (``lss.data.cases``) and runs the model (``lss.inference.predict``); the generator itself and
+how it writes are ``lss.reporting.generator``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from lss.config import LSSConfig
+from lss.data.cases import INDEX_NAME, load_case, read_jsonl, select_indexed_studies
 
 __all__ = ["study_features", "fit_report_generator"]
 
@@ -38,9 +41,7 @@ def study_features(
     Returns:
         Study ids, (N, L, F) features, and N mappings style -> reference report.
     """
-    from lss.evaluation.evaluate import INDEX_NAME, select_indexed_studies
     from lss.inference.predict import predict_cases
-    from lss.preprocessing.pipeline import load_case, read_jsonl
 
     data_dir = Path(data_dir)
     rows, _ = select_indexed_studies(read_jsonl(data_dir / INDEX_NAME), study_ids, data_dir / INDEX_NAME)
