@@ -396,7 +396,14 @@ def test_the_api_and_the_cli_run_the_same_chain(server, dicom_zip, tiny_model_fi
 
     archive = tmp_path / "study.zip"
     archive.write_bytes(dicom_zip)
-    local = Diagnoser(tiny_model_file).diagnose_path(archive)
+    # The Segmenter replica runs torch on one thread (Ray's OMP_NUM_THREADS for a fractional CPU); another thread
+    # count sums in another order, and the untrained model's near-tied logits can then flip a pixel of a mask.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = Diagnoser(tiny_model_file).diagnose_path(archive)
+    finally:
+        torch.set_num_threads(threads)
     body = _post(server, {"files": ("study.zip", dicom_zip)}).json()
     assert [lv["level"] for lv in body["levels"]] == [f.level for f in local.findings.levels]
     for served, finding in zip(body["levels"], local.findings.levels, strict=True):

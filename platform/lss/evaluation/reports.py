@@ -96,13 +96,14 @@ def evaluate_reports(
     Raises:
         ValueError: when no evaluated study has reference reports and known grades.
     """
+    from lss.config import ReportConfig
     from lss.inference.predict import predict_cases
     from lss.model import load_model
     from lss.reporting.clinical import clinical_accuracy
-    from lss.reporting.consistency import contradiction_rates, enforce_consistency
+    from lss.reporting.consistency import contradiction_rates
     from lss.reporting.findings import build_findings
-    from lss.reporting.grounded import GroundedReportWriter
     from lss.reporting.nlg import NLGScorer
+    from lss.reporting.reporter import StudyReporter
 
     data_dir = Path(data_dir)
     rows, _ = select_indexed_studies(read_jsonl(data_dir / INDEX_NAME), study_ids, data_dir / INDEX_NAME)
@@ -114,14 +115,12 @@ def evaluate_reports(
     if not usable:
         raise ValueError("no evaluated study has reference reports and known grades: nothing to score reports on.")
     model = load_model(model_path, map_location=device).eval()
-    generator = None
-    if generator_path is not None:
-        from lss.reporting.generator import load_generator
-
-        generator = load_generator(generator_path)
-    grounded = GroundedReportWriter()
+    # The writers as the product runs them (the report stage of lss diagnose and of the Serve Reporter).
+    grounded = StudyReporter()
+    learned = None if generator_path is None else StudyReporter(
+        ReportConfig(writer="learned", generator_path=str(generator_path), style=style))
     written: dict[str, dict[str, str]] = {"grounded": {}}
-    if generator is not None:
+    if learned is not None:
         written["learned"] = {}
     # An upper bound, not a writer: the grounded writer fed the true grades and measurements. The gap between it and
     # "grounded" is what the predictions cost; the gap between it and the references is the wording.
@@ -141,17 +140,16 @@ def evaluate_reports(
         for row, prediction, case in zip(chunk, predictions, cases, strict=True):
             sid = prediction.study_id
             findings = build_findings(prediction)
-            written["grounded"][sid] = grounded.write(findings).text
+            written["grounded"][sid] = grounded.write(findings, prediction)[0].text
             findings_of["grounded"][sid] = findings
-            if generator is not None:
-                features = torch.as_tensor(prediction.level_features, dtype=torch.float32)[None]
-                raw_learned[sid] = generator.generate(features, style)[0]
-                written["learned"][sid] = enforce_consistency(raw_learned[sid], findings, grounded).text
+            if learned is not None:
+                _, checked = learned.write(findings, prediction)
+                raw_learned[sid], written["learned"][sid] = checked.original, checked.text
                 findings_of["learned"][sid] = findings
             styles = row["record"]["reports"]
             references[sid] = [styles[style]] if style in styles else [text for _, text in sorted(styles.items())]
             findings_of[ORACLE][sid] = _true_findings(sid, row["record"])
-            written[ORACLE][sid] = grounded.write(findings_of[ORACLE][sid]).text
+            written[ORACLE][sid] = grounded.grounded.write(findings_of[ORACLE][sid]).text
             all_references[sid] = [text for _, text in sorted(styles.items())]
             truth[sid] = _truth(row)
             labels = case_sagittal_labels(case)
@@ -213,7 +211,7 @@ def evaluate_reports(
                  "(a grade other than the finding's, a grade at a withheld or not-assessable level, a level not among "
                  "the findings); contradicted statements: share of the levels a report states that are contradicted. "
                  "The upper bound is checked against the true findings it was written from.")
-    if generator is not None:
+    if learned is not None:
         notes.append("The learned generator's contradiction rate is that of its raw text; a contradicting text is "
                      "replaced by the grounded writer's report (as `lss diagnose` and the server do), and its other "
                      "scores are those of the checked text, which contradicts nothing.")
