@@ -138,6 +138,36 @@ def test_a_dicom_study_gets_a_complete_answer_and_its_images(server, dicom_zip):
         assert b"ROE" not in got.content and PATIENT_ID.encode() not in got.content
 
 
+# ------------------------------------------------------------------------------------------------------------ one chain
+def test_the_api_and_the_cli_run_the_same_chain(server, dicom_zip, tiny_model_file, tmp_path):
+    """The same study through Serve and through ``Diagnoser`` (the stages without Ray): the same grades,
+    probabilities, measurements and report sentences (the request id replaces the study id in Serve)."""
+    from lss.inference import Diagnoser
+
+    archive = tmp_path / "study.zip"
+    archive.write_bytes(dicom_zip)
+    # The test server's Segmenter runs torch on one thread (Ray's OMP_NUM_THREADS for a fractional CPU): the local
+    # run does too, so that both sum in the same order (the untrained model's logits are nearly tied).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = Diagnoser(tiny_model_file).diagnose_path(archive)
+    finally:
+        torch.set_num_threads(threads)
+    body = _post(server, {"files": ("study.zip", dicom_zip)}).json()
+    # Runs before the hot-swap test below, which leaves the server on another model.
+    assert body["model_version"] == model_version(tiny_model_file)
+    assert [lv["level"] for lv in body["levels"]] == [f.level for f in local.findings.levels]
+    for served, finding in zip(body["levels"], local.findings.levels, strict=True):
+        expected = finding.as_dict()
+        assert served["status"] == expected["status"] and served["severity"] == expected["severity"]
+        assert served["probabilities"] == expected["probabilities"]
+        for key in ("area_mm2", "ap_mm", "sagittal_ap_mm", "disc_height_mm"):
+            assert served["measurements"][key] == expected["measurements"][key], key
+    assert [s["text"] for s in body["sentences"]] == [s.text for s in local.report.sentences]
+    assert body["model_version"] == local.info["model_version"]
+
+
 def test_dicom_outputs_are_made_only_when_asked_for(server, dicom_zip):
     body = _post(server, {"files": ("study.zip", dicom_zip, "application/zip")}).json()
     assert body["dicom"] == {}
@@ -386,34 +416,6 @@ def test_the_server_still_diagnoses_after_scans_without_a_lumbar_spine(server, t
     response = _post(server, {"files": ("t2_lumbar.nii.gz", REAL_SCAN.read_bytes(), "application/gzip")})
     assert response.status_code == 200, response.text
     assert [lv["level"] for lv in response.json()["levels"]] == list(LEVELS)
-
-
-# ------------------------------------------------------------------------------------------------------------ one chain
-def test_the_api_and_the_cli_run_the_same_chain(server, dicom_zip, tiny_model_file, tmp_path):
-    """The same study through Serve and through ``Diagnoser`` (the stages without Ray): the same grades,
-    probabilities, measurements and report sentences (the request id replaces the study id in Serve)."""
-    from lss.inference import Diagnoser
-
-    archive = tmp_path / "study.zip"
-    archive.write_bytes(dicom_zip)
-    # The Segmenter replica runs torch on one thread (Ray's OMP_NUM_THREADS for a fractional CPU); another thread
-    # count sums in another order, and the untrained model's near-tied logits can then flip a pixel of a mask.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        local = Diagnoser(tiny_model_file).diagnose_path(archive)
-    finally:
-        torch.set_num_threads(threads)
-    body = _post(server, {"files": ("study.zip", dicom_zip)}).json()
-    assert [lv["level"] for lv in body["levels"]] == [f.level for f in local.findings.levels]
-    for served, finding in zip(body["levels"], local.findings.levels, strict=True):
-        expected = finding.as_dict()
-        assert served["status"] == expected["status"] and served["severity"] == expected["severity"]
-        assert served["probabilities"] == expected["probabilities"]
-        for key in ("area_mm2", "ap_mm", "sagittal_ap_mm", "disc_height_mm"):
-            assert served["measurements"][key] == expected["measurements"][key], key
-    assert [s["text"] for s in body["sentences"]] == [s.text for s in local.report.sentences]
-    assert body["model_version"] == local.info["model_version"]
 
 
 def test_framework_errors_answer_code_and_message(server):
