@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lss.metrics.utils import to_numpy
+
 __all__ = [
     "SeverityCalibration",
     "TEMPERATURE_RANGE",
@@ -190,18 +192,9 @@ class SeverityCalibration:
 
 
 # ---------------------------------------------------------------------------------------------------- fitting
-def _numpy(values: Any, dtype) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu()
-        if values.dtype in (torch.float16, torch.bfloat16):
-            values = values.float()
-        values = values.numpy()
-    return np.asarray(values, dtype=dtype)
-
-
 def _rows(logits: Any) -> torch.Tensor:
     """(N, 3) float64 logits of any (..., 3) input, checked finite."""
-    z = torch.as_tensor(_numpy(logits, np.float64))
+    z = torch.as_tensor(to_numpy(logits, np.float64))
     if z.ndim < 1 or z.shape[-1] != NUM_SEVERITIES:
         raise ValueError(f"logits must be (N, {NUM_SEVERITIES}), got {tuple(z.shape)}.")
     if not torch.isfinite(z).all():
@@ -211,7 +204,7 @@ def _rows(logits: Any) -> torch.Tensor:
 
 def _severities(targets: Any, n: int) -> torch.Tensor:
     """(N,) long targets, checked against the N logit rows and the range -1..2."""
-    t = torch.as_tensor(_numpy(targets, np.int64)).reshape(-1)
+    t = torch.as_tensor(to_numpy(targets, np.int64)).reshape(-1)
     if t.shape[0] != n:
         raise ValueError(f"targets must hold one severity per logit row ({n}), got {t.shape[0]}.")
     if t.numel() and (t.min() < -1 or t.max() >= NUM_SEVERITIES):
@@ -300,8 +293,8 @@ def choose_abstain_threshold(
     Raises:
         ValueError: on mismatched shapes, confidences outside [0, 1] or arguments out of range.
     """
-    conf = _numpy(confidence, np.float64).reshape(-1)
-    hit = _numpy(correct, bool).reshape(-1)
+    conf = to_numpy(confidence, np.float64).reshape(-1)
+    hit = to_numpy(correct, bool).reshape(-1)
     if conf.shape != hit.shape:
         raise ValueError(f"confidence and correct must both be (N,), got {conf.shape} and {hit.shape}.")
     if conf.size and (not np.all(np.isfinite(conf)) or conf.min() < 0 or conf.max() > 1):
@@ -377,7 +370,7 @@ def fit_calibration(
 
     z = _rows(logits)
     t_all = _severities(targets, z.shape[0])
-    path = torch.as_tensor(_numpy(axial_present, bool)).reshape(-1)
+    path = torch.as_tensor(to_numpy(axial_present, bool)).reshape(-1)
     if path.shape[0] != z.shape[0]:
         raise ValueError(f"axial_present must give the path of each of the {z.shape[0]} logit rows, "
                          f"got {path.shape[0]}.")
