@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "SynthConfig",
+    "InputLimits",
     "PreprocessConfig",
     "ModelConfig",
     "LossConfig",
@@ -104,6 +105,33 @@ class SynthConfig(_Section):
         return _check_range(v, "lordosis (degrees)", 0.0, 90.0)
 
 
+class InputLimits(_Section):
+    """What one uploaded or listed study may cost to read, checked from headers before anything is decoded
+    (``lss.data.io.limits``). A study over a limit is refused with ``ErrorCode.IMAGE_TOO_LARGE`` (a 413 in Serve;
+    in ``lss preprocess`` / ``lss diagnose`` that study is reported and skipped).
+
+    The defaults admit a 512 x 512 x 256 int16 series and every real scan in ``shared/data/real`` with a wide margin,
+    and keep one study's peak memory around a few GiB.
+
+    Attributes:
+        max_voxels: voxels of one image or series as its header declares them (NIfTI/MHA/NRRD dims; DICOM
+            Rows x Columns x frames summed over the series' files).
+        max_decoded_mb: bytes of one image or series once decoded (voxels x bytes per voxel of its stored type);
+            also caps what a compressed container may inflate to (a deflated DICOM file, a NIfTI's header
+            extensions).
+        max_matrix: largest in-plane side (DICOM Rows or Columns, the two largest NIfTI/MHA dims) in pixels.
+        max_frames: largest number of slices (frames) of one image or series.
+        max_resampled_voxels: voxels of one image after resampling to the model's grid (sagittal/axial spacing):
+            coarse voxels over a large field of view upsample into a huge array.
+    """
+
+    max_voxels: int = Field(1 << 26, ge=1)
+    max_decoded_mb: int = Field(512, ge=1)
+    max_matrix: int = Field(2048, ge=1)
+    max_frames: int = Field(2048, ge=1)
+    max_resampled_voxels: int = Field(1 << 25, ge=1)
+
+
 class PreprocessConfig(_Section):
     """Ray Data preprocessing (``lss preprocess``): reorientation, resampling, normalisation and crops.
 
@@ -125,6 +153,7 @@ class PreprocessConfig(_Section):
     )
     min_slices: int = Field(3, ge=1, description="fewer slices than this in a sagittal series is an error")
     spacing_limits_mm: tuple[float, float] = Field((0.1, 12.0), description="voxel sizes outside are absurd")
+    limits: InputLimits = Field(default_factory=InputLimits, description="what one study may cost to read")
 
     @model_validator(mode="after")
     def _odd_slices(self) -> PreprocessConfig:

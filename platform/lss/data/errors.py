@@ -31,6 +31,7 @@ class ErrorCode(str, Enum):
     PREPROCESSING_FAILED = "preprocessing_failed"  # any other failure inside a transform
     BAD_ARCHIVE = "bad_archive"  # an upload that is not a readable zip, or one that is unsafe / too large unpacked
     MULTIPLE_STUDIES = "multiple_studies"  # one study was expected, several were found
+    IMAGE_TOO_LARGE = "image_too_large"  # over a limit of lss.config.InputLimits, found from headers before decoding
 
 
 class StudyError(Exception):

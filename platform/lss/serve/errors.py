@@ -36,5 +36,8 @@ class ServeError(Exception):
 
 
 def study_error_status(error: StudyError) -> int:
-    """400 for an upload that holds no usable image or archive, 422 for a study that cannot be used."""
+    """400 for an upload that holds no usable image or archive, 413 for a study over the reading budget
+    (``lss.config.InputLimits``), 422 for a study that cannot be used."""
+    if error.code is ErrorCode.IMAGE_TOO_LARGE:
+        return 413
     return 400 if error.code in _BAD_REQUEST else 422
