@@ -409,6 +409,14 @@ class ServeConfig(_Section):
             ``max_batch_size=1`` turns batching off.
         torch_threads: intra-op threads of each Segmenter replica; None keeps Ray's setting (OMP_NUM_THREADS = the
             replica's whole CPUs, at least 1, so a replica with num_cpus 0.4 runs the model on one thread).
+        body_idle_timeout_s: a client silent this long while sending its upload gets a 408 and is disconnected.
+        upload_timeout_s: longest time to send a whole upload (408 after it).
+        max_concurrent_uploads: uploads received at once over all clients (503 ``busy`` above it); keep it below the
+            ingress' ``max_ongoing_requests`` so that health and finished uploads always find a slot.
+        max_uploads_per_client: uploads received at once from one client address (429 above it). Behind a reverse
+            proxy every client has the proxy's address: raise it there.
+        results_max_mb: evidence kept on disk at most; the oldest studies' evidence goes first.
+        sweep_interval_s: how often each replica removes expired evidence and upload folders left by a dead replica.
     """
 
     host: str = "127.0.0.1"
@@ -421,6 +429,19 @@ class ServeConfig(_Section):
     max_batch_size: int = Field(4, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     torch_threads: int | None = Field(None, ge=1)
+    body_idle_timeout_s: float = Field(15.0, gt=0)
+    upload_timeout_s: float = Field(300.0, gt=0)
+    max_concurrent_uploads: int = Field(16, ge=1)
+    max_uploads_per_client: int = Field(4, ge=1)
+    results_max_mb: int = Field(2048, ge=1)
+    sweep_interval_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _uploads(self) -> ServeConfig:
+        if self.max_uploads_per_client > self.max_concurrent_uploads:
+            raise ValueError(f"max_uploads_per_client ({self.max_uploads_per_client}) cannot exceed "
+                             f"max_concurrent_uploads ({self.max_concurrent_uploads}).")
+        return self
 
 
 class RayConfig(_Section):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import socket
 import threading
 import time
 import zipfile
@@ -49,7 +51,9 @@ def _serve_config(port: int, model: Path, results: Path, segmenter_user_config: 
     app = data["applications"][0]
     app["args"]["model_path"] = str(model)
     app["args"]["overrides"] += [f"serve.api_token={TOKEN}", "serve.max_upload_mb=12", "serve.max_unpacked_mb=40",
-                                 f"serve.results_dir={results}"]
+                                 f"serve.results_dir={results}", "serve.body_idle_timeout_s=2",
+                                 "serve.max_uploads_per_client=4", "serve.max_concurrent_uploads=8",
+                                 "serve.sweep_interval_s=1"]
     app["deployments"] = [{"name": name, **SMALL, "num_replicas": 1} for name in
                           ("LSSApi", "Preprocessor", "Segmenter", "Grader", "Reporter")]
     if segmenter_user_config:
@@ -195,7 +199,9 @@ def test_health_model_info_and_openapi(server):
     info = requests.get(f"{server['url']}/v1/model", headers=_auth(), timeout=30).json()
     assert info["segmentation"]["model_version"] == model_version(server["model"])
     assert info["report"]["writer"] == "grounded"
-    schema = requests.get(f"{server['url']}/openapi.json", timeout=30).json()
+    assert requests.get(f"{server['url']}/openapi.json", timeout=30).status_code == 401
+    assert requests.get(f"{server['url']}/docs", timeout=30).status_code == 401
+    schema = requests.get(f"{server['url']}/openapi.json", headers=_auth(), timeout=30).json()
     assert {"/v1/diagnose", "/v1/health", "/v1/model"} <= set(schema["paths"])
     assert "DiagnosisResponse" in schema["components"]["schemas"]
 
@@ -281,6 +287,130 @@ def test_every_endpoint_but_health_needs_the_token(server, dicom_zip):
     assert requests.get(image, headers=_auth(), timeout=30).status_code == 404
     assert requests.get(f"{server['url']}/v1/studies/..%2F..%2Fetc/images/passwd", headers=_auth(),
                         timeout=30).status_code == 404
+
+
+def _raw(server, data: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server["port"]), timeout=30)
+    sock.sendall(data)
+    return sock
+
+
+def _raw_status(sock: socket.socket, timeout: float = 30.0) -> tuple[int, dict, bool]:
+    """(status, JSON body, whether the server closed the connection after it)."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, OSError):
+            return int(head.split(b" ", 2)[1]), {}, False
+        if not chunk:
+            break
+        body += chunk
+    if b"chunked" in head.lower():  # the proxy may re-chunk the body: keep the JSON between the chunk sizes
+        body = body[body.index(b"{"):body.rindex(b"}") + 1]
+    return int(head.split(b" ", 2)[1]), json.loads(body or b"{}"), True
+
+
+def _upload_head(length: int, token: str | None = TOKEN) -> bytes:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    return (f"POST /v1/diagnose HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {length}\r\n"
+            "Content-Type: multipart/form-data; boundary=b0\r\n\r\n").encode()
+
+
+SLOW_OPENING = (b'--b0\r\nContent-Disposition: form-data; name="files"; filename="a.nii"\r\n'
+                b"Content-Type: application/octet-stream\r\n\r\n" + b"z" * 1024)
+
+
+def test_a_client_without_a_token_is_refused_before_its_body(server):
+    """A 5 GiB upload announced without a token is answered 401 after its headers alone, and disconnected."""
+    sock = _raw(server, _upload_head(5 << 30, token=None))
+    status, body, closed = _raw_status(sock)
+    sock.close()
+    assert status == 401 and body["code"] == "unauthorized" and closed
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body(server):
+    sock = _raw(server, _upload_head(300 << 20))
+    status, body, closed = _raw_status(sock)
+    sock.close()
+    assert status == 413 and body["code"] == "too_large" and closed
+
+
+def test_slow_clients_cannot_take_the_service_down(server, dicom_zip):
+    """Ten connections that send their headers and 1 KiB, then nothing: four hold this client's upload slots, the
+    rest are refused at once (429); health answers meanwhile; the slow four get a 408 and are disconnected after the
+    idle timeout; a valid study is then diagnosed."""
+    slow = [_raw(server, _upload_head(5 << 20) + SLOW_OPENING) for _ in range(10)]
+    statuses = [_raw_status(sock, timeout=20) for sock in slow]
+    for sock in slow:
+        sock.close()
+    codes = sorted(status for status, _, _ in statuses)
+    assert codes.count(429) == 6 and codes.count(408) == 4, codes
+    assert all(closed for *_, closed in statuses)
+    started = time.perf_counter()
+    assert requests.get(f"{server['url']}/v1/health", timeout=30).status_code == 200
+    assert time.perf_counter() - started < 5
+    assert _post(server, {"files": ("study.zip", dicom_zip)}).status_code == 200
+
+
+def test_health_answers_while_slow_uploads_hold_their_slots(server):
+    slow = [_raw(server, _upload_head(5 << 20) + SLOW_OPENING) for _ in range(4)]
+    try:
+        time.sleep(0.5)
+        started = time.perf_counter()
+        assert requests.get(f"{server['url']}/v1/health", timeout=30).status_code == 200
+        assert requests.get(f"{server['url']}/v1/model", headers=_auth(), timeout=30).status_code == 200
+        assert time.perf_counter() - started < 5
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def _replica(deployment: str):
+    import ray
+
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["namespace"] == "serve" and f"#{deployment}#" in a["name"]]
+    assert len(names) == 1, names
+    return ray.get_actor(names[0], namespace="serve")
+
+
+def test_requests_in_flight_survive_a_replica_killed_under_them(server, dicom_zip):
+    """The Preprocessor replica is killed (as the OOM killer would) while three valid studies are in flight: each is
+    run again on the replacement replica and answered 200, and the upload folder the dead replica left is swept."""
+    import tempfile
+
+    import ray
+
+    from lss.serve.housekeeping import UPLOAD_PREFIX
+
+    statuses: list[int] = []
+    workers = [threading.Thread(target=lambda: statuses.append(
+        _post(server, {"files": ("study.zip", dicom_zip)}, timeout=180).status_code)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    replica = _replica("Preprocessor")
+    pid = ray.get(replica.__ray_call__.remote(lambda self: __import__("os").getpid()))
+    time.sleep(0.3)
+    ray.kill(replica, no_restart=True)
+    for worker in workers:
+        worker.join(timeout=240)
+    assert statuses == [200, 200, 200]
+    # What a replica killed mid-upload leaves (it may not have got that far here): the new replica's sweeper (every
+    # serve.sweep_interval_s = 1 s) removes it although it is fresh, because its process is gone.
+    left = Path(tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{pid}_"))
+    (left / "study.dcm").write_bytes(b"DICM")
+    deadline = time.time() + 30
+    while time.time() < deadline and list(Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}{pid}_*")):
+        time.sleep(0.5)
+    assert not list(Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}{pid}_*"))
 
 
 def test_no_patient_identifier_in_the_logs(server, dicom_zip):

@@ -9,14 +9,15 @@
     GET  /docs, /openapi.json                  the OpenAPI document
 
 Every error is ``{"code", "message"}`` with a 4xx status; a bad upload never takes a replica down. When a token is
-set (``LSS_API_TOKEN`` or ``serve.api_token``), every endpoint but health needs ``Authorization: Bearer <token>``.
-No DICOM patient identifier is read, logged or returned: the study gets the request's random id.
+set (``LSS_API_TOKEN`` or ``serve.api_token``), every endpoint but health and the viewer's static page needs
+``Authorization: Bearer <token>`` (the docs and the OpenAPI document too), checked before any byte of a body is
+read (``lss.serve.guard``, which also bounds each upload's size, pace and concurrency). No DICOM patient
+identifier is read, logged or returned: the study gets the request's random id.
 
 (No ``from __future__ import annotations`` here: FastAPI resolves the route signatures at import.)
 """
 
 
-import hmac
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ from lss.config import LSSConfig, load_config
 from lss.data.errors import StudyError
 from lss.serve.deployments import Grader, Preprocessor, Reporter, Segmenter
 from lss.serve.errors import ServeError, study_error_status
+from lss.serve.guard import GuardSettings, RequestGuard
 from lss.serve.schemas import (
     API_VERSION,
     DiagnosisResponse,
@@ -56,8 +58,12 @@ DEPLOYMENT_NAMES = ("LSSApi", "Preprocessor", "Segmenter", "Grader", "Reporter")
 _REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DICOM_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
-_ERRORS = {400: "bad request", 401: "unauthorized", 404: "not found", 413: "too large", 415: "unsupported",
-           422: "unusable study"}
+_ERRORS = {400: "bad request", 401: "unauthorized", 404: "not found", 408: "upload too slow", 413: "too large",
+           415: "unsupported", 422: "unusable study", 429: "too many uploads from this client",
+           503: "busy or a worker stopped"}
+# A request whose chain lost a replica (killed, out of memory) is run again this many times: every stage is a pure
+# function of the upload, so a retry is safe, and the other requests in flight with a dying replica still succeed.
+REPLICA_DEATH_RETRIES = 2
 
 api = FastAPI(
     title="LSS: explainable lumbar spinal stenosis diagnosis",
@@ -82,7 +88,8 @@ async def _api_error(_: Request, error: APIError) -> JSONResponse:
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
     """Framework errors (unknown route, wrong method) in the documented ``{"code", "message"}`` form."""
-    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    code = getattr(error, "code", None) or {404: "not_found", 405: "method_not_allowed"}.get(error.status_code,
+                                                                                            "http_error")
     message = error.detail if isinstance(error.detail, str) else _ERRORS.get(error.status_code, "error")
     return JSONResponse(status_code=error.status_code, content=ErrorResponse(code=code, message=message).model_dump(),
                         headers=getattr(error, "headers", None))
@@ -98,23 +105,40 @@ async def _validation_error(_: Request, error: RequestValidationError) -> JSONRe
         .model_dump())
 
 
+def replica_died(error: BaseException) -> bool:
+    """True when ``error`` is, or was caused by, a replica's death: Serve raises the upstream ``ActorDiedError`` of a
+    chained ``DeploymentResponse`` wrapped in a ``RayServeException``."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+    seen: BaseException | None = error
+    for _ in range(8):  # causes form a short chain; never loop on a cyclic one
+        if seen is None:
+            return False
+        if isinstance(seen, (ActorDiedError, ActorUnavailableError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @api.middleware("http")
 async def _unexpected_error(request: Request, call_next):
     """Anything else: a coded 500 (503 when a replica died mid-request), with no traceback text and no client data
     in the answer or the log (an exception's message can hold an uploaded file name). A middleware, not an
     exception handler: Starlette re-raises after its handler for ``Exception``, and the replica would then log the
     traceback."""
-    from ray.exceptions import ActorDiedError, ActorUnavailableError
-
     try:
         return await call_next(request)
     except Exception as error:
-        if isinstance(error, (ActorDiedError, ActorUnavailableError)):
+        if replica_died(error):
             status, code, message = 503, "unavailable", "a worker of the service stopped during this request; retry."
         else:
             status, code, message = 500, "internal_error", "the request failed inside the service."
         logger.error("request failed: %s (%d %s)", type(error).__name__, status, code)
         return JSONResponse(status_code=status, content=ErrorResponse(code=code, message=message).model_dump())
+
+
+_GUARD_SETTINGS = [GuardSettings()]  # this replica's; LSSApi.reconfigure replaces it
+api.add_middleware(RequestGuard, settings=lambda: _GUARD_SETTINGS[0])
 
 
 def _responses(*statuses: int) -> dict[int, dict[str, Any]]:
@@ -153,7 +177,7 @@ async def viewer_file(name: str) -> FileResponse:
     return FileResponse(STATIC_DIR / name, media_type=_STATIC[name], headers=_STATIC_HEADERS)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32)
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress(api)
 class LSSApi:
     """The ingress: checks the request, runs the graph, shapes the answer."""
@@ -167,22 +191,17 @@ class LSSApi:
         from lss.config import ServeConfig
 
         config = ServeConfig.model_validate(serve_config)
-        self.max_upload_bytes = config.max_upload_mb << 20
         token = os.environ.get(TOKEN_ENV) or config.api_token
-        self.token = token.encode() if token else None
+        _GUARD_SETTINGS[0] = GuardSettings(
+            token=token.encode() if token else None, max_upload_bytes=config.max_upload_mb << 20,
+            body_idle_timeout_s=config.body_idle_timeout_s, upload_timeout_s=config.upload_timeout_s,
+            max_concurrent_uploads=config.max_concurrent_uploads,
+            max_uploads_per_client=config.max_uploads_per_client)
 
     def check_health(self) -> None:
         return None
 
     # ------------------------------------------------------------------------------------------------ helpers
-    def _authorize(self, request: Request) -> None:
-        if self.token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
-            raise APIError(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required.")
-
     def _image_url(self, request_id: str, image: str) -> str:
         return f"/{API_VERSION}/studies/{request_id}/images/{image}"
 
@@ -195,44 +214,31 @@ class LSSApi:
         return HealthResponse()
 
     @api.get(f"/{API_VERSION}/model", response_model=ModelInfo, responses=_responses(401))
-    async def model(self, request: Request) -> ModelInfo:
-        self._authorize(request)
+    async def model(self) -> ModelInfo:
         return ModelInfo(segmentation=await self.segmenter.version.remote(),
                          report=await self.reporter.version.remote(),
                          preprocessing=await self.preprocessor.version.remote())
 
     @api.post(f"/{API_VERSION}/diagnose", response_model=DiagnosisResponse,
-              responses=_responses(400, 401, 413, 415, 422))
-    async def diagnose(self, request: Request, files: list[UploadFile] = File(...),
+              responses=_responses(400, 401, 408, 413, 415, 422, 429, 503))
+    async def diagnose(self, files: list[UploadFile] = File(...),
                        dicom: bool = Query(False, description="also make DICOM SEG and SR outputs "
                                                               "(a DICOM study only); "
                                                               "their URLs come in the answer's `dicom`")
                        ) -> DiagnosisResponse:
         """Diagnose one study: one ``.zip`` (a DICOM study, or NIfTI files) or one or more NIfTI/MHA files."""
-        self._authorize(request)
+        # The guard has checked the token, the size and the pace of the body before FastAPI parsed it into `files`.
         started = time.perf_counter()
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_upload_bytes + (1 << 20):
-            raise APIError(413, "too_large", f"the upload is larger than {self.max_upload_bytes >> 20} MiB.")
-        payload, total = [], 0
+        payload = []
         for upload in files:
             data = await upload.read()
-            total += len(data)
-            if total > self.max_upload_bytes:
-                raise APIError(413, "too_large", f"the upload is larger than {self.max_upload_bytes >> 20} MiB.")
             if not data:
                 raise APIError(400, "empty_file", "an uploaded file is empty.")
             payload.append((upload.filename or "", data))
         request_id = uuid.uuid4().hex
         upload_s = time.perf_counter() - started
-
-        # The graph: each DeploymentResponse goes straight to the next handle, so the arrays travel from stage to
-        # stage through the object store; the ingress awaits only the Reporter's summary.
-        prepared = self.preprocessor.prepare.remote(payload, request_id, dicom)
-        prediction = self.segmenter.predict.remote(prepared)
-        graded = self.grader.grade.remote(prediction)
         try:
-            written = await self.reporter.write.remote(prediction, graded, prepared, request_id)
+            written = await self._run_chain(payload, request_id, dicom)
         except StudyError as error:
             raise APIError(study_error_status(error), error.code.value, error.message) from None
         except ServeError as error:
@@ -281,11 +287,27 @@ class LSSApi:
             dicom={name: self._dicom_url(request_id, name) for name in written.get("dicom", [])},
         )
 
+    async def _run_chain(self, payload: list[tuple[str, bytes]], request_id: str, dicom: bool) -> dict[str, Any]:
+        """The graph: each DeploymentResponse goes straight to the next handle, so the arrays travel from stage to
+        stage through the object store; the ingress awaits only the Reporter's summary. Run again when a replica
+        died under it (``REPLICA_DEATH_RETRIES``): the death may be another request's doing."""
+        for attempt in range(REPLICA_DEATH_RETRIES + 1):
+            prepared = self.preprocessor.prepare.remote(payload, request_id, dicom)
+            prediction = self.segmenter.predict.remote(prepared)
+            graded = self.grader.grade.remote(prediction)
+            try:
+                return await self.reporter.write.remote(prediction, graded, prepared, request_id)
+            except Exception as error:
+                if attempt == REPLICA_DEATH_RETRIES or not replica_died(error):
+                    raise
+                logger.warning("diagnose %s: a replica stopped (%s); running the chain again (%d of %d)",
+                               request_id, type(error).__name__, attempt + 1, REPLICA_DEATH_RETRIES)
+        raise AssertionError("unreachable")
+
     @api.get(f"/{API_VERSION}/studies/{{request_id}}/images/{{image_id}}", response_class=Response,
              responses={200: {"content": {"image/png": {}}}, **_responses(401, 404)})
-    async def image(self, request: Request, request_id: str, image_id: str) -> Response:
+    async def image(self, request_id: str, image_id: str) -> Response:
         """An evidence image of a diagnosis (``image_id`` as in the diagnosis' ``images``)."""
-        self._authorize(request)
         if not _REQUEST_ID.match(request_id) or not _IMAGE_ID.match(image_id):
             raise APIError(404, "not_found", "no such image.")
         png = await self.reporter.image.remote(request_id, image_id)
@@ -295,11 +317,10 @@ class LSSApi:
 
     @api.get(f"/{API_VERSION}/studies/{{request_id}}/dicom/{{name}}", response_class=Response,
              responses={200: {"content": {"application/dicom": {}}}, **_responses(401, 404, 422)})
-    async def dicom(self, request: Request, request_id: str, name: str) -> Response:
+    async def dicom(self, request_id: str, name: str) -> Response:
         """A DICOM output of a diagnosis (``name`` as in the diagnosis' ``dicom``): a Segmentation of the predicted
         masks (``seg_sagittal``, ``seg_axial_<level>``) or the TID 1500 measurement report (``sr``). Only for a DICOM
         upload (422 ``not_dicom`` otherwise); no patient identifier is in them."""
-        self._authorize(request)
         if not _REQUEST_ID.match(request_id) or not _DICOM_NAME.match(name):
             raise APIError(404, "not_found", "no such DICOM output.")
         try:
@@ -334,13 +355,15 @@ def build_app(model_path: str | Path, config: LSSConfig | None = None,
     serve_config = config.serve
     defaults = {
         "Preprocessor": {"preprocess": config.preprocess.model_dump(mode="json"),
-                         "max_unpacked_mb": serve_config.max_unpacked_mb},
+                         "max_unpacked_mb": serve_config.max_unpacked_mb,
+                         "sweep_interval_s": serve_config.sweep_interval_s},
         "Segmenter": {"model_path": str(Path(model_path).resolve()), "max_batch_size": serve_config.max_batch_size,
                       "batch_wait_timeout_s": serve_config.batch_wait_timeout_s,
                       "torch_threads": serve_config.torch_threads},
         "Reporter": {"report": config.report.model_dump(mode="json"),
                      "results_dir": str(Path(serve_config.results_dir).resolve()),
-                     "results_ttl_s": serve_config.results_ttl_s},
+                     "results_ttl_s": serve_config.results_ttl_s, "results_max_mb": serve_config.results_max_mb,
+                     "sweep_interval_s": serve_config.sweep_interval_s},
         "LSSApi": serve_config.model_dump(mode="json"),
     }
 

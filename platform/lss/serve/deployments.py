@@ -22,7 +22,6 @@ import asyncio
 import logging
 import re
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from ray.serve.handle import DeploymentHandle
 
 from lss.inference.segment import model_version
 from lss.serve.errors import ServeError
+from lss.serve.housekeeping import Sweeper, new_upload_folder, prune_results, sweep_uploads
 from lss.serve.schemas import PreprocessorSettings, ReporterSettings, SegmenterSettings
 
 __all__ = ["Preprocessor", "Segmenter", "Grader", "GradedStudy", "Reporter", "model_version", "SAFE_NAME"]
@@ -42,8 +42,6 @@ logger = logging.getLogger("ray.serve")
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".raw", ".nrrd", ".dcm")
-UPLOAD_PREFIX = "lss_upload_"
-STALE_UPLOAD_S = 3600.0
 
 
 def _store_upload(files: list[tuple[str, bytes]], folder: Path, max_unpacked_bytes: int) -> Path:
@@ -93,16 +91,17 @@ class Preprocessor:
     def __init__(self, segmenter: DeploymentHandle) -> None:
         self.segmenter = segmenter
         self.settings = PreprocessorSettings()
-        # A replica killed mid-request cannot run its `finally`: a new one removes upload dirs left for an hour.
-        cutoff = time.time() - STALE_UPLOAD_S
-        for stale in Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*"):
-            if stale.is_dir() and stale.stat().st_mtime < cutoff:
-                shutil.rmtree(stale, ignore_errors=True)
+        # A replica killed mid-request cannot run its `finally`: the live ones remove what it left.
+        sweep_uploads()
+        self.sweeper = Sweeper(sweep_uploads, self.settings.sweep_interval_s, "lss-upload-sweeper")
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.settings = PreprocessorSettings.model_validate(user_config)
+        self.sweeper.interval_s = self.settings.sweep_interval_s
 
     def check_health(self) -> None:
+        import tempfile
+
         if not Path(tempfile.gettempdir()).is_dir():
             raise RuntimeError("no temporary directory to unpack uploads into.")
 
@@ -121,7 +120,7 @@ class Preprocessor:
         from lss.inference.prepare import StudyPreparer
         from lss.inference.study_input import open_study
 
-        folder = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX))  # mode 0700: private to this user
+        folder = new_upload_folder()  # mode 0700: private to this user
         try:
             root = _store_upload(files, folder, self.settings.max_unpacked_mb << 20)
             record = open_study(root)
@@ -245,17 +244,18 @@ class Reporter:
         from lss.reporting.reporter import StudyReporter
 
         self.stage = StudyReporter()
-        self.results_dir = Path("outputs/serve/results")
-        self.results_ttl_s = 3600.0
+        self.settings = ReporterSettings()
+        self.results_dir = Path(self.settings.results_dir).resolve()
+        self.sweeper = Sweeper(self._prune, self.settings.sweep_interval_s, "lss-evidence-sweeper")
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         from lss.reporting.reporter import StudyReporter
 
-        settings = ReporterSettings.model_validate(user_config)
-        self.stage = StudyReporter(settings.report)
-        self.results_dir = Path(settings.results_dir).resolve()
-        self.results_ttl_s = settings.results_ttl_s
+        self.settings = ReporterSettings.model_validate(user_config)
+        self.stage = StudyReporter(self.settings.report)
+        self.results_dir = Path(self.settings.results_dir).resolve()
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.sweeper.interval_s = self.settings.sweep_interval_s
 
     def check_health(self) -> None:
         if not self.results_dir.is_dir():
@@ -264,11 +264,8 @@ class Reporter:
     def version(self) -> dict[str, Any]:
         return self.stage.describe()
 
-    def _prune(self) -> None:
-        cutoff = time.time() - self.results_ttl_s
-        for folder in self.results_dir.iterdir():
-            if folder.is_dir() and folder.stat().st_mtime < cutoff:
-                shutil.rmtree(folder, ignore_errors=True)
+    def _prune(self) -> int:
+        return prune_results(self.results_dir, self.settings.results_ttl_s, self.settings.results_max_mb << 20)
 
     def _write(self, prediction, graded: GradedStudy, prepared, request_id: str) -> dict[str, Any]:
         import pickle
@@ -293,7 +290,6 @@ class Reporter:
 
             dicom_names = dicom_output_names(prediction, dicom["sources"])
         report, check = self.stage.write(findings, prediction)
-        self._prune()
         return {"report": report.as_dict(), "findings": findings, "images": all_evidence_ids(),
                 "sagittal_slices": sagittal_slice_ids(prediction), "sagittal_slice": int(prediction.sagittal_slice),
                 "dicom": dicom_names, "dicom_error": dicom.get("error"),
@@ -333,7 +329,10 @@ class Reporter:
 
     async def image(self, request_id: str, key: str) -> bytes | None:
         """The PNG of one evidence image (rendered on first request, then kept), or None when unknown/expired."""
-        return await asyncio.to_thread(self._image, request_id, key)
+        try:
+            return await asyncio.to_thread(self._image, request_id, key)
+        except FileNotFoundError:  # pruned (expired or over results_max_mb) while being read
+            return None
 
     def _dicom(self, request_id: str, name: str) -> bytes | None:
         import pickle
@@ -373,4 +372,7 @@ class Reporter:
             ServeError: 422 ``not_dicom`` when the study was not DICOM, ``dicom_unavailable`` when its outputs
                 cannot be built.
         """
-        return await asyncio.to_thread(self._dicom, request_id, name)
+        try:
+            return await asyncio.to_thread(self._dicom, request_id, name)
+        except FileNotFoundError:  # pruned while being read
+            return None

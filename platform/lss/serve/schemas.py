@@ -118,6 +118,7 @@ class PreprocessorSettings(_Settings):
 
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     max_unpacked_mb: int = Field(1024, ge=1, description="largest unpacked content of an uploaded zip")
+    sweep_interval_s: float = Field(60.0, gt=0, description="how often upload folders of dead replicas are removed")
 
 
 class SegmenterSettings(_Settings):
@@ -137,3 +138,5 @@ class ReporterSettings(_Settings):
     report: ReportConfig = Field(default_factory=ReportConfig)
     results_dir: str = "outputs/serve/results"
     results_ttl_s: float = Field(3600.0, gt=0)
+    results_max_mb: int = Field(2048, ge=1, description="evidence kept on disk at most (least recently used goes)")
+    sweep_interval_s: float = Field(60.0, gt=0, description="how often expired or excess evidence is removed")
