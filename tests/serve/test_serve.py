@@ -417,6 +417,10 @@ def test_no_patient_identifier_in_the_logs(server, dicom_zip):
     import ray
 
     assert _post(server, {"files": ("study.zip", dicom_zip)}).status_code == 200
+    # Names that break the unpacking (a file and a folder of the same name): refused, and the name is in no log.
+    hostile = _zip({f"{PATIENT_NAME}_x": b"a file", f"{PATIENT_NAME}_x/b.dcm": b"DICM"})
+    response = _post(server, {"files": (f"{PATIENT_ID}.zip", hostile)})
+    assert response.status_code == 400 and PATIENT_NAME not in response.text and PATIENT_ID not in response.text
     time.sleep(1.0)  # let the replicas flush their log files
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     text = "".join(p.read_text(errors="ignore") for p in logs.rglob("*") if p.is_file() and p.suffix in
@@ -424,6 +428,8 @@ def test_no_patient_identifier_in_the_logs(server, dicom_zip):
     assert "diagnose" in text  # the replicas did log this request...
     for secret in (PATIENT_NAME, PATIENT_ID, "RICHARD", "5551234"):
         assert secret not in text  # ...but never who it was
+    assert "Refused: bad_archive (an expected error; no traceback)." in text
+    assert "lss.data.errors.StudyError" not in text  # no traceback of an expected refusal
 
 
 # ------------------------------------------------------------------------------------------------------------ hot swap

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lss.config import LSSConfig, load_config
 from lss.data.errors import StudyError
 from lss.serve.deployments import Grader, Preprocessor, Reporter, Segmenter
-from lss.serve.errors import ServeError, study_error_status
+from lss.serve.errors import ServeError, install_log_redaction, study_error_status
 from lss.serve.guard import GuardSettings, RequestGuard
 from lss.serve.schemas import (
     API_VERSION,
@@ -184,6 +184,7 @@ class LSSApi:
 
     def __init__(self, preprocessor: DeploymentHandle, segmenter: DeploymentHandle, grader: DeploymentHandle,
                  reporter: DeploymentHandle, serve_config: dict[str, Any]) -> None:
+        install_log_redaction()
         self.preprocessor, self.segmenter, self.grader, self.reporter = preprocessor, segmenter, grader, reporter
         self.reconfigure(serve_config)
 

@@ -32,7 +32,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from lss.inference.segment import model_version
-from lss.serve.errors import ServeError
+from lss.serve.errors import ServeError, install_log_redaction
 from lss.serve.housekeeping import Sweeper, new_upload_folder, prune_results, sweep_uploads
 from lss.serve.schemas import PreprocessorSettings, ReporterSettings, SegmenterSettings
 
@@ -89,6 +89,7 @@ class Preprocessor:
     Segmenter (it holds the model)."""
 
     def __init__(self, segmenter: DeploymentHandle) -> None:
+        install_log_redaction()
         self.segmenter = segmenter
         self.settings = PreprocessorSettings()
         # A replica killed mid-request cannot run its `finally`: the live ones remove what it left.
@@ -151,6 +152,7 @@ class Segmenter:
     attention, for a batch of studies at a time."""
 
     def __init__(self) -> None:
+        install_log_redaction()
         self.stage = None
         self.max_batch_size = 4
         self.batch_wait_timeout_s = 0.01
@@ -216,6 +218,9 @@ class Grader:
     """Measurements in mm / mm2 from the predicted masks, the rule grade, and review flags
     (``lss.reporting.findings.build_findings``)."""
 
+    def __init__(self) -> None:
+        install_log_redaction()
+
     def check_health(self) -> None:
         return None
 
@@ -243,6 +248,7 @@ class Reporter:
     def __init__(self) -> None:
         from lss.reporting.reporter import StudyReporter
 
+        install_log_redaction()
         self.stage = StudyReporter()
         self.settings = ReporterSettings()
         self.results_dir = Path(self.settings.results_dir).resolve()

@@ -7,9 +7,12 @@ file name.
 
 from __future__ import annotations
 
+import logging
+import traceback
+
 from lss.data.errors import ErrorCode, StudyError
 
-__all__ = ["ServeError", "study_error_status"]
+__all__ = ["ServeError", "study_error_status", "RedactingFilter", "install_log_redaction"]
 
 # Codes of uploads that are not a study at all (400); every other StudyError is a study that cannot be used (422).
 _BAD_REQUEST = frozenset({ErrorCode.BAD_ARCHIVE, ErrorCode.UNSUPPORTED_FORMAT, ErrorCode.NO_IMAGE,
@@ -41,3 +44,38 @@ def study_error_status(error: StudyError) -> int:
     if error.code is ErrorCode.IMAGE_TOO_LARGE:
         return 413
     return 400 if error.code in _BAD_REQUEST else 422
+
+
+class RedactingFilter(logging.Filter):
+    """Keeps tracebacks and exception messages out of the replicas' logs.
+
+    Serve logs every exception a deployment method raises as "Request failed." with its traceback, and asyncio logs
+    "Task exception was never retrieved" with the task's repr (which quotes the message) for Serve's internal tasks
+    that were resolving a failed stage's response for the next stage. A record keeps its first line only; an
+    expected refusal (``StudyError``, ``ServeError``) gets its code and no traceback; any other exception keeps its
+    frames (file and line, for whoever debugs it) but not its message, which can quote an uploaded file name or a
+    DICOM value.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or record.exc_info[1] is None:
+            return True
+        kind, error, trace = record.exc_info
+        first_line = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        record.args, record.exc_info = (), None
+        if isinstance(error, StudyError | ServeError):
+            code = error.code.value if isinstance(error, StudyError) else error.code
+            record.msg, record.exc_text = f"{first_line} Refused: {code} (an expected error; no traceback).", None
+        else:
+            record.msg = first_line
+            record.exc_text = f"Traceback (most recent call last):\n{''.join(traceback.format_tb(trace))}" \
+                              f"{kind.__name__} (message withheld: it can hold client data)"
+        return True
+
+
+def install_log_redaction(logger_names: tuple[str, ...] = ("ray.serve", "asyncio")) -> None:
+    """Adds one ``RedactingFilter`` to each logger (Serve's own, and asyncio's) in this process; idempotent."""
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
