@@ -185,5 +185,5 @@ class Diagnoser:
             NotDicomError: when ``dicom_out`` is given for a study that is not DICOM.
         """
         with tempfile.TemporaryDirectory(prefix="lss_diagnose_") as workdir:
-            record = open_study(path, workdir, max_unpacked_bytes)
+            record = open_study(path, workdir, max_unpacked_bytes, limits=self.config.preprocess.limits)
             return self.diagnose_record(record, out_dir, dicom_out=dicom_out)

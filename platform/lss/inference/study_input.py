@@ -3,17 +3,21 @@
 Zips are unpacked with the checks an upload needs (no absolute paths or ``..`` entries, no links, a cap on the
 unpacked size, checked against the archive's declared sizes before anything is written and against the bytes
 actually written while unpacking). The study is then found by the generic adapter
-(``lss.data.adapters.generic``), which knows nothing of patients: ids come from file and folder names.
+(``lss.data.adapters.generic``), which knows nothing of patients: ids come from file and folder names, so no message
+here quotes one. The adapter reads the image headers within the reading budget (``limits``; see
+``lss.data.io.limits``).
 """
 
 from __future__ import annotations
 
+import lzma
 import shutil
 import stat
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from lss.config import InputLimits
 from lss.data.adapters.generic import discover
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.manifest import StudyRecord
@@ -63,36 +67,41 @@ def unpack_zip(archive: str | Path, dest: str | Path, max_unpacked_bytes: int = 
                         target.mkdir(parents=True, exist_ok=True)
                         continue
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    # Declared sizes can lie (a zip bomb): count what is really written.
-                    with zf.open(entry) as source, open(target, "wb") as sink:
-                        while chunk := source.read(_CHUNK):
-                            written += len(chunk)
-                            if written > max_unpacked_bytes:
-                                raise StudyError(ErrorCode.BAD_ARCHIVE, "the archive unpacks to more than the limit "
-                                                 f"of {max_unpacked_bytes / 2**20:.0f} MiB.")
-                            sink.write(chunk)
+                    sink = open(target, "wb")  # noqa: SIM115 - closed by the `with` below
                 except OSError:
                     # A name too long for the file system, a file and a folder of the same name, a duplicate entry.
                     raise StudyError(ErrorCode.BAD_ARCHIVE, f"archive entry {number} cannot be unpacked (a name too "
                                      "long, or a file and a folder of the same name).") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error):
-        # The library's message can quote an entry name: say what kind of failure it was, not what it said.
+                # Declared sizes can lie (a zip bomb): count what is really written.
+                with sink, zf.open(entry) as source:
+                    while chunk := source.read(_CHUNK):
+                        written += len(chunk)
+                        if written > max_unpacked_bytes:
+                            raise StudyError(ErrorCode.BAD_ARCHIVE, "the archive unpacks to more than the limit "
+                                             f"of {max_unpacked_bytes / 2**20:.0f} MiB.")
+                        sink.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error,
+            lzma.LZMAError, OSError):
+        # A corrupt or unsupported entry (deflate, bzip2 and lzma each raise their own), or a disk that is full. The
+        # library's message can quote an entry name: say what kind of failure it was, not what it said.
         raise StudyError(ErrorCode.BAD_ARCHIVE, "the zip archive cannot be read (corrupt, encrypted or an "
                          "unsupported compression).") from None
     return dest
 
 
-def open_study(path: str | Path, workdir: str | Path | None = None, max_unpacked_bytes: int = 1 << 30) -> StudyRecord:
+def open_study(path: str | Path, workdir: str | Path | None = None, max_unpacked_bytes: int = 1 << 30, *,
+               limits: InputLimits | None = None) -> StudyRecord:
     """The one study at ``path``.
 
     Args:
         path: a DICOM folder, a ``.zip`` of one, a NIfTI/MHA file, or a folder of image files.
         workdir: where a zip is unpacked (required for zips; the caller owns and removes it).
         max_unpacked_bytes: limit on a zip's unpacked size.
+        limits: the reading budget of the headers the adapter reads (``preprocess.limits``); None for the defaults.
 
     Raises:
-        StudyError: NOT_FOUND / NO_IMAGE / BAD_ARCHIVE, MISSING_SAGITTAL (or the reader's code) when the study is
-            unusable, MULTIPLE_STUDIES when the path holds several studies.
+        StudyError: NOT_FOUND / NO_IMAGE / BAD_ARCHIVE, MISSING_SAGITTAL (or the reader's code, IMAGE_TOO_LARGE
+            included) when the study is unusable, MULTIPLE_STUDIES when the path holds several studies.
     """
     path = Path(path)
     if not path.exists():
@@ -104,11 +113,11 @@ def open_study(path: str | Path, workdir: str | Path | None = None, max_unpacked
         if root.exists():
             shutil.rmtree(root)
         path = unpack_zip(path, root, max_unpacked_bytes)
-    result = discover(path)
+    result = discover(path, limits=limits)
     if len(result.records) > 1:
-        ids = ", ".join(r.study_id for r in result.records[:5])
-        raise StudyError(ErrorCode.MULTIPLE_STUDIES, f"expected one study, found {len(result.records)} ({ids}); "
-                         "give one study's folder or file.")
+        # Counted, not listed: study ids are folder and file names.
+        raise StudyError(ErrorCode.MULTIPLE_STUDIES, f"expected one study, found {len(result.records)}; give one "
+                         "study's folder or file.")
     if not result.records:
         if result.errors:
             first = result.errors[0]

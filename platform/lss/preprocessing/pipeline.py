@@ -10,6 +10,10 @@ settings are unchanged since the last run (same fingerprint, shard present with 
 failure) is not processed again, so re-running on the same input is a no-op. On a cluster, ``OUT`` must be storage
 every node can write (NFS, or a mounted bucket). Log lines name a study by ``lss.data.privacy.anonymous_id``
 (folder names of clinical exports can hold patient names); ``errors.jsonl`` keeps the ids.
+
+Reading budget: ``config.limits`` (``lss.config.InputLimits``) bounds what discovery reads of the headers and what
+each study may cost to read and resample (``lss.data.io.limits``); a study over it is an error row with code
+``image_too_large`` (its path stays in ``errors.jsonl``, a local file), and the run goes on.
 """
 
 from __future__ import annotations
@@ -196,7 +200,7 @@ def run_preprocessing(
         raise ValueError(f"engine must be 'ray' or 'serial', got {engine!r}.")
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    discovered = build_manifest(in_dir, kind=kind)
+    discovered = build_manifest(in_dir, kind=kind, limits=config.limits)
     discover_errors = [{**dict(e), "status": "error", "stage": "discover"} for e in discovered.errors]
     previous = _previous(out_dir)
 

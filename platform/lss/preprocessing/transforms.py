@@ -19,6 +19,13 @@ one stack of a multi-stack DICOM series, ``"{id}#stack{i}"``, is read alone; whe
 the one whose middle slice is nearest it wins) -> ``Orientationd`` RAS -> in-plane
 ``Spacingd`` (slice spacing kept) -> percentile scaling -> an ``axial_shape`` crop centred on the canal (mask) or
 the level point, else the image centre.
+
+Reading budget (``config.limits``, ``lss.config.InputLimits``): the series and masks are read with it (each reader
+checks its headers before decoding), and before ``Spacingd`` runs the size of the resampled image is checked
+against ``max_resampled_voxels`` (``lss.data.io.limits.check_resampled``): the whole sagittal volume at
+``sagittal_spacing_mm`` (after a single slice is tiled), each axial slab at the in-plane ``axial_spacing_mm`` with
+its slices kept. Messages name series by view and number ("axial series 2": the record's axial series in order),
+never by id: a series id can be a file name.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from lss.anatomy import CANAL_LABEL, LEVELS, Structure, label_partition, structu
 from lss.config import PreprocessConfig
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.io import read_series, read_series_mask
+from lss.data.io.limits import check_declared_image, check_resampled
 from lss.data.manifest import SeriesRecord, StudyRecord
 from lss.data.volume import Volume
 from lss.preprocessing.locate import Locator
@@ -134,14 +142,16 @@ def _to_meta(volume: Volume):
                       affine=torch.as_tensor(volume.affine))
 
 
-def _read_mask(record: StudyRecord, series: SeriesRecord, what: str, image: Volume | None = None) -> Volume:
+def _read_mask(record: StudyRecord, series: SeriesRecord, what: str, config: PreprocessConfig,
+               image: Volume | None = None) -> Volume:
     """A series' mask with the series' geometry overrides, its values translated to native labels.
 
     Raises:
-        StudyError: a reader's error; BAD_LABELS when it is off ``image``'s grid (if given) or holds unmapped values.
+        StudyError: a reader's error (IMAGE_TOO_LARGE over ``config.limits``); BAD_LABELS when it is off ``image``'s
+            grid (if given) or holds unmapped values.
     """
     try:
-        mask = read_series_mask(series, record.root)
+        mask = read_series_mask(series, record.root, limits=config.limits)
     except StudyError as error:
         error.message = f"{what}: {error.message}"
         raise
@@ -215,11 +225,12 @@ def _tile_slice(volume: Volume, axis: int, count: int) -> Volume:
     return Volume(array, affine, volume.meta)
 
 
-def _read_series(record: StudyRecord, series: SeriesRecord, what: str) -> Volume:
+def _read_series(record: StudyRecord, series: SeriesRecord, what: str, config: PreprocessConfig) -> Volume:
     """A series' image through ``read_series``, which honours its ``series_id``: the SeriesInstanceUID in a folder
-    of several DICOM series, and ``"{id}#stack{i}"`` for one stack of a multi-stack series."""
+    of several DICOM series, and ``"{id}#stack{i}"`` for one stack of a multi-stack series; read within
+    ``config.limits``."""
     try:
-        return read_series(series, record.root)  # the same path as record.resolve(series.path)
+        return read_series(series, record.root, limits=config.limits)  # the same path as record.resolve(series.path)
     except StudyError as error:
         error.message = f"{what}: {error.message}"
         raise
@@ -265,7 +276,7 @@ def _spine_centre(labels: np.ndarray | None, shape: tuple[int, ...], structure_l
 def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfig, locator: Locator | None = None):
     from monai.transforms import Orientationd, Spacingd
 
-    volume = _read_series(record, series, "sagittal series")
+    volume = _read_series(record, series, "sagittal series", config)
     lr_axis = _left_right_axis(volume)
     single = volume.shape[lr_axis] == 1 and sorted(volume.shape)[1] > 1  # a 2D sagittal slice
     if single and not series.mask_path:
@@ -276,13 +287,20 @@ def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfi
     check_volume(volume, config, "sagittal series", min_slices=1 if single else config.min_slices)
     mask, groups = None, None
     if series.mask_path:
-        mask = _read_mask(record, series, "sagittal mask", image=volume)
+        mask = _read_mask(record, series, "sagittal mask", config, image=volume)
         groups = _case_label_groups(mask.array, series, "sagittal mask")
+    shape = list(volume.shape)
     if single:
         # Enough copies to fill the crop after resampling to the sagittal slice spacing: real 2.5D neighbours.
         thickness = float(volume.spacing[lr_axis])
         count = max(config.sagittal_shape[0], int(np.ceil(config.sagittal_shape[0] * config.sagittal_spacing_mm[0]
                                                           / thickness)) + 2)
+        shape[lr_axis] = count
+        # A thin slice is copied many times: the copies count as read voxels (float32), before they are made.
+        check_declared_image(shape, 4, config.limits, "the sagittal slice, tiled to fill the crop")
+    # Coarse voxels over a wide field of view upsample into a huge array: refused before Spacingd allocates it.
+    check_resampled(shape, volume.affine, config.sagittal_spacing_mm, config.limits, "the sagittal series")
+    if single:
         volume = _tile_slice(volume, lr_axis, count)
         mask = None if mask is None else _tile_slice(mask, lr_axis, count)
     data = {"image": _to_meta(volume)}
@@ -348,6 +366,8 @@ def _axial(record: StudyRecord, config: PreprocessConfig, cache: dict[str, tuple
     any_mask = False
     info: dict[str, Any] = {}
     axials = record.axials()
+    # Messages name an axial series by its number among the record's axial series: its id can be a file name.
+    names = {id(series): f"axial series {number}" for number, series in enumerate(axials, start=1)}
     for li, level in enumerate(LEVELS):
         level_record = record.level(level)
         point = np.asarray(level_record.point_ras) if level_record and level_record.point_ras else None
@@ -357,12 +377,16 @@ def _axial(record: StudyRecord, config: PreprocessConfig, cache: dict[str, tuple
         best = None
         for series in candidates:
             if series.series_id not in cache:
-                volume = _read_series(record, series, f"axial series {series.series_id}")
-                check_volume(volume, config, f"axial series {series.series_id}")
-                mask = _read_mask(record, series, f"axial mask {series.series_id}") if series.mask_path else None
+                name = names[id(series)]
+                volume = _read_series(record, series, name, config)
+                check_volume(volume, config, name)
+                # What Spacingd will make of a slab of this series: its slices kept, the plane at axial_spacing_mm.
+                slab = (*volume.shape[:2], s)
+                check_resampled(slab, volume.affine, (*config.axial_spacing_mm, None), config.limits,
+                                f"a slab of {s} slices of {name}")
+                mask = _read_mask(record, series, f"mask of {name}", config) if series.mask_path else None
                 if mask is not None and mask.shape != volume.shape:
-                    raise StudyError(ErrorCode.BAD_LABELS,
-                                     f"the mask of axial series {series.series_id} does not match its image.")
+                    raise StudyError(ErrorCode.BAD_LABELS, f"the mask of {name} does not match its image.")
                 cache[series.series_id] = (volume, mask)
             volume, mask = cache[series.series_id]
             centre, distance = _nearest_slices(volume, point if series.level is None else None)
@@ -425,7 +449,8 @@ def preprocess_study(record: StudyRecord, config: PreprocessConfig,
             coarse pass of the model over the whole field of view); None: the field of view's centre.
 
     Raises:
-        StudyError: MISSING_SAGITTAL, a reader's error, BAD_LABELS (a mask off its image's grid, or holding a value
+        StudyError: MISSING_SAGITTAL, a reader's error, IMAGE_TOO_LARGE (a series over ``config.limits``, as read
+            or once resampled to the model's grid), BAD_LABELS (a mask off its image's grid, or holding a value
             its ``label_map`` does not map), EMPTY_LABELS (a required structure absent, or nothing labelled), or
             PREPROCESSING_FAILED for anything a transform raised.
     """
@@ -440,7 +465,9 @@ def preprocess_study(record: StudyRecord, config: PreprocessConfig,
     except StudyError:
         raise
     except Exception as error:  # noqa: BLE001 - any transform failure becomes a listed, coded error
-        raise StudyError(ErrorCode.PREPROCESSING_FAILED, f"{type(error).__name__}: {error}") from error
+        # The type only: a library's message can quote a path or a header value. The cause stays chained for
+        # whoever debugs it locally (Serve's logs drop exception messages).
+        raise StudyError(ErrorCode.PREPROCESSING_FAILED, f"a transform failed ({type(error).__name__}).") from error
     severity = np.full(len(LEVELS), -1, dtype=np.int8)
     area = np.full(len(LEVELS), np.nan, dtype=np.float32)
     ap = np.full(len(LEVELS), np.nan, dtype=np.float32)

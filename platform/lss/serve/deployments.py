@@ -124,7 +124,7 @@ class Preprocessor:
         folder = new_upload_folder()  # mode 0700: private to this user
         try:
             root = _store_upload(files, folder, self.settings.max_unpacked_mb << 20)
-            record = open_study(root)
+            record = open_study(root, limits=self.settings.preprocess.limits)
             prepared = StudyPreparer(self.settings.preprocess, self._predict, self._locate)(record, request_id)
             # The DICOM outputs (rendered on GET) reference the source images: their de-identified headers are read
             # now, while the upload exists, and only when asked for (reading every header again costs ~0.15 s, and

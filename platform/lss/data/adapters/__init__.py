@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from lss.config import InputLimits
 from lss.data.adapters import card, generic, native, rsna, spider
 from lss.data.adapters.base import AdapterError, AdapterResult, check_root, error_entry
 from lss.data.manifest import MANIFEST_NAME
@@ -33,6 +34,8 @@ ADAPTERS: dict[str, Callable[[str | Path], AdapterResult]] = {
     "generic": generic.discover,
 }
 KINDS: tuple[str, ...] = tuple(ADAPTERS)
+# The adapters that read image headers, and so take the reading budget (``lss.data.io.limits``).
+_READ_HEADERS = frozenset({"generic", "rsna2024"})
 
 
 def detect_kind(root: str | Path) -> str:
@@ -61,13 +64,15 @@ def detect_kind(root: str | Path) -> str:
     return "generic"
 
 
-def build_manifest(root: str | Path, kind: str = "auto") -> AdapterResult:
+def build_manifest(root: str | Path, kind: str = "auto", *, limits: InputLimits | None = None) -> AdapterResult:
     """Builds the manifest records of a dataset with the adapter of its layout.
 
     Args:
         root: the dataset folder (or, for "generic", a single image file; for "native", the manifest file; for
             "card", the dataset card).
         kind: "auto" (``detect_kind``) or one of ``KINDS``.
+        limits: the reading budget of the image headers an adapter reads ("generic", "rsna2024"); None for the
+            defaults.
 
     Returns:
         The adapter's ``AdapterResult``.
@@ -79,4 +84,6 @@ def build_manifest(root: str | Path, kind: str = "auto") -> AdapterResult:
     if kind != "auto" and kind not in ADAPTERS:
         raise ValueError(f"unknown dataset kind {kind!r}; expected 'auto' or one of {KINDS}.")
     chosen = detect_kind(root) if kind == "auto" else kind
+    if chosen in _READ_HEADERS:
+        return ADAPTERS[chosen](root, limits=limits)  # type: ignore[call-arg]
     return ADAPTERS[chosen](root)

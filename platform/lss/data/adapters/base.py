@@ -4,6 +4,10 @@ Every adapter module has one entry point with the same signature::
 
     discover(root: str | Path) -> AdapterResult
 
+(the adapters that read image headers, "generic" and "rsna2024", also take ``limits``, the reading budget of
+``lss.data.io.limits``). Error messages name no file or folder of a study and quote no DICOM text value: they may be
+shown to whoever uploaded the study; the entry's ``path`` is for local logs.
+
 ``AdapterResult`` is a named tuple, so both ``result.records`` and ``records, errors = discover(root)`` work.
 ``records`` are ``StudyRecord``s with absolute paths; ``errors`` are plain dicts (JSON-ready, one per problem)::
 
@@ -71,5 +75,5 @@ def check_root(root: str | Path) -> Path:
     """
     path = Path(root).expanduser()
     if not path.exists():
-        raise StudyError(ErrorCode.NOT_FOUND, f"dataset root {path.name} does not exist.", str(path))
+        raise StudyError(ErrorCode.NOT_FOUND, "the dataset root does not exist.", str(path))
     return path.resolve()

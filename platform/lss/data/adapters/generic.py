@@ -20,6 +20,9 @@ description or file name) before others; axial series follow, with level None. C
 non-MR series are not listed. A file named ``{stem}_mask``/``_seg``/``_label``/``_labels`` is the mask of ``{stem}``.
 A study without a sagittal series gives a "missing_sagittal" error entry, an unreadable one an entry with its
 reader's code; neither stops the others. Folder and file names become study ids: rename any that carry patient data.
+Error messages name neither (nor a SeriesDescription): series and files are numbered ("DICOM series 2", "image file
+3"), so they can be shown to whoever uploaded the study. Headers are read within ``limits`` (``lss.data.io.limits``):
+an image file over it gives an "image_too_large" entry and is left out.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lss.config import InputLimits
 from lss.data.adapters.base import AdapterError, AdapterResult, check_root, error_entry
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.io.detect import read_image_geometry
 from lss.data.io.dicom import DicomSeriesInfo, is_dicom_file, list_dicom_series, stack_series_id
+from lss.data.io.dicom.headers import quoted_modality
 from lss.data.io.itk import ITK_SUFFIXES
 from lss.data.io.nifti import is_nifti_path
 from lss.data.io.view import guess_view, through_plane_axis
@@ -89,15 +94,17 @@ def _direct_images(folder: Path) -> bool:
 class _Study:
     """The images of one study, gathered before the record is built."""
 
-    def __init__(self, study_id: str, location: Path) -> None:
+    def __init__(self, study_id: str, location: Path, limits: InputLimits | None = None) -> None:
         self.study_id = study_id
         self.location = location
+        self.limits = limits
         self.dicom: list[DicomSeriesInfo] = []
         self.files: list[Path] = []
 
     @classmethod
-    def scan(cls, study_id: str, location: Path, errors: list[AdapterError]) -> _Study | None:
-        study = cls(study_id, location)
+    def scan(cls, study_id: str, location: Path, errors: list[AdapterError],
+             limits: InputLimits | None = None) -> _Study | None:
+        study = cls(study_id, location, limits)
         if location.is_file():
             if _is_volume_file(location):
                 study.files.append(location)
@@ -113,7 +120,7 @@ class _Study:
     def _scan_dicom(self, location: Path, errors: list[AdapterError]) -> bool:
         """Lists the DICOM series under ``location``; False (with an error entry) when the study is unusable."""
         try:
-            self.dicom = list_dicom_series(location)
+            self.dicom = list_dicom_series(location, limits=self.limits)
         except StudyError as error:
             if error.code == ErrorCode.NO_IMAGE and self.files:
                 return True  # no DICOM here; the image files make the study
@@ -124,14 +131,13 @@ class _Study:
 
 def _dicom_candidates(study: _Study, errors: list[AdapterError]) -> list[_Candidate]:
     candidates = []
-    for info in study.dicom:
-        name = info.description or info.series_uid
+    for number, info in enumerate(study.dicom, start=1):
         if info.modality and info.modality != "MR":
             errors.append(
                 error_entry(
                     study.study_id,
                     ErrorCode.WRONG_MODALITY,
-                    f"series {name} has Modality {info.modality!r}; not listed.",
+                    f"DICOM series {number} has Modality {quoted_modality(info.modality)}; not listed.",
                     info.files[0].parent,
                 )
             )
@@ -164,12 +170,15 @@ def _file_candidates(study: _Study, errors: list[AdapterError]) -> list[_Candida
             masks[base] = path
         else:
             images.append((stem, path))
+    numbers = {path: number for number, path in enumerate(study.files, start=1)}
     candidates = []
     for stem, path in images:
         try:
-            shape, affine = read_image_geometry(path)
+            shape, affine = read_image_geometry(path, limits=study.limits)
         except StudyError as error:
-            errors.append(error_entry(study.study_id, error))
+            entry = error_entry(study.study_id, error, path=path)
+            entry["message"] = f"image file {numbers[path]} of the study: {error.message}"
+            errors.append(entry)
             continue
         spacing = [float(v) for v in (affine[:3, :3] ** 2).sum(axis=0) ** 0.5]
         slice_axis = through_plane_axis(shape, spacing)
@@ -205,8 +214,7 @@ def _record(study: _Study, errors: list[AdapterError]) -> StudyRecord | None:
             error_entry(
                 study.study_id,
                 ErrorCode.MISSING_SAGITTAL,
-                f"study {study.study_id} has no sagittal series (found: {views or 'no usable series'}); "
-                "it is left out.",
+                f"the study has no sagittal series (found: {views or 'no usable series'}); it is left out.",
                 study.location,
             )
         )
@@ -215,11 +223,12 @@ def _record(study: _Study, errors: list[AdapterError]) -> StudyRecord | None:
     return StudyRecord(study_id=study.study_id, source=source, series=series)
 
 
-def discover(root: str | Path) -> AdapterResult:
+def discover(root: str | Path, *, limits: InputLimits | None = None) -> AdapterResult:
     """Builds one record per study found under ``root`` (see the module docstring for what a study is).
 
     Args:
         root: a DICOM folder, a NIfTI/MHA file, or a folder of study folders.
+        limits: the reading budget of the headers read here (``lss.data.io.limits``); None for the defaults.
 
     Returns:
         ``AdapterResult`` with absolute paths.
@@ -238,15 +247,17 @@ def discover(root: str | Path) -> AdapterResult:
             if p.is_dir() and not p.name.startswith(".") and _holds_images(p)
         ]
     if not locations:
-        raise StudyError(ErrorCode.NO_IMAGE, f"no DICOM, NIfTI or MetaImage file under {root.name}.", str(root))
+        raise StudyError(ErrorCode.NO_IMAGE, "no DICOM, NIfTI or MetaImage file was found.", str(root))
     studies = [
-        s for s in (_Study.scan(study_id, location, errors) for study_id, location in locations) if s is not None
+        s
+        for s in (_Study.scan(study_id, location, errors, limits) for study_id, location in locations)
+        if s is not None
     ]
 
     # Series folders of one DICOM study: merge them into a study named after root.
     study_uids = {info.study_uid for s in studies for info in s.dicom}
     if len(studies) > 1 and len(study_uids) == 1 and "" not in study_uids and not any(s.files for s in studies):
-        merged = _Study(root.name, root)
+        merged = _Study(root.name, root, limits)
         merged.dicom = [info for s in studies for info in s.dicom]
         studies = [merged]
 

@@ -32,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from lss.anatomy import LEVELS, RSNA_CONDITION, Severity, parse_level, rsna_column
+from lss.config import InputLimits
 from lss.data.adapters.base import AdapterError, AdapterResult, check_root, error_entry
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.io.dicom import dicom_pixel_to_ras, list_dicom_series, stack_series_id
+from lss.data.io.dicom.headers import read_file
 from lss.data.io.view import view_of_normal
 from lss.data.manifest import LevelRecord, SeriesRecord, StudyRecord
 
@@ -77,18 +78,20 @@ def _view_of_description(description: str) -> tuple[str | None, int]:
     return None, 3
 
 
-def _header_of_first(folder: Path) -> pydicom.Dataset | None:
+def _header_of_first(folder: Path, limits: InputLimits | None) -> pydicom.Dataset | None:
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         try:
-            return pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, EOFError, OSError, ValueError):
+            header = read_file(path, stop_before_pixels=True, limits=limits)  # a deflated file inflates capped
+        except StudyError:
             continue
+        if header is not None:
+            return header
     return None
 
 
-def _describe_from_headers(folder: Path) -> tuple[str, str | None]:
+def _describe_from_headers(folder: Path, limits: InputLimits | None) -> tuple[str, str | None]:
     """(description, view) of a series folder from its first DICOM header."""
-    header = _header_of_first(folder)
+    header = _header_of_first(folder, limits)
     if header is None:
         return "", None
     description = str(header.get("SeriesDescription", "") or "")
@@ -101,19 +104,19 @@ def _describe_from_headers(folder: Path) -> tuple[str, str | None]:
 
 
 def _axial_records(
-    folder: Path, series_id: str, description: str, record_id: str, errors: list[AdapterError]
+    folder: Path, series_id: str, description: str, record_id: str, errors: list[AdapterError],
+    limits: InputLimits | None,
 ) -> list[SeriesRecord]:
     """The records of an axial series folder: one, or one per axial stack when its slices form several."""
     whole = SeriesRecord(series_id=series_id, view="axial", path=str(folder), format="dicom", description=description)
     try:
-        found = list_dicom_series(folder)
+        found = list_dicom_series(folder, limits=limits)
     except StudyError as error:
         errors.append(
             error_entry(
                 record_id,
                 error.code,
-                f"axial series {series_id} ({description or 'no description'}) cannot be listed: {error.message} "
-                "It is left out.",
+                f"axial series {series_id} cannot be listed: {error.message} It is left out.",
                 folder,
             )
         )
@@ -150,31 +153,36 @@ def _severity(value: str, study_id: str, column: str, errors: list[AdapterError]
 
 
 def _point(
-    images: Path, study: str, row: dict[str, str], record_id: str, errors: list[AdapterError]
+    images: Path, study: str, row: dict[str, str], record_id: str, errors: list[AdapterError],
+    limits: InputLimits | None,
 ) -> tuple[float, float, float] | None:
     path = images / study / row["series_id"]
     try:
         path = path / f"{int(float(row['instance_number']))}.dcm"
-        header = pydicom.dcmread(path, stop_before_pixels=True)
+        header = read_file(path, stop_before_pixels=True, limits=limits, label="the annotated instance")
+        if header is None:
+            raise ValueError("not a DICOM file")
         ras = dicom_pixel_to_ras(header, float(row["x"]), float(row["y"]))
-    except (InvalidDicomError, OSError, EOFError, ValueError) as error:
+    except (OSError, EOFError, ValueError) as error:
         errors.append(
             error_entry(
                 record_id,
-                ErrorCode.NOT_FOUND if isinstance(error, FileNotFoundError) else ErrorCode.NOT_AN_IMAGE,
-                f"the annotated instance {path.name} of level {row['level']} cannot be read "
-                f"({type(error).__name__}); the level has no point.",
+                ErrorCode.NOT_AN_IMAGE,
+                f"the annotated instance of level {row['level']} cannot be read ({type(error).__name__}); the level "
+                "has no point.",
                 path,
             )
         )
         return None
     except StudyError as error:
-        errors.append(error_entry(record_id, error))
+        errors.append(error_entry(record_id, error.code, f"the annotated instance of level {row['level']}: "
+                                  f"{error.message} The level has no point.", path))
         return None
     return tuple(float(v) for v in ras)  # type: ignore[return-value]
 
 
-def _discover_split(root: Path, split: str, errors: list[AdapterError]) -> list[StudyRecord]:
+def _discover_split(root: Path, split: str, errors: list[AdapterError], limits: InputLimits | None
+                    ) -> list[StudyRecord]:
     images = root / f"{split}_images"
     descriptions_path = root / f"{split}_series_descriptions.csv"
     # study -> [(series_id, description)]
@@ -188,7 +196,7 @@ def _discover_split(root: Path, split: str, errors: list[AdapterError]) -> list[
             if study_dir.is_dir():
                 for series_dir in study_dir.iterdir():
                     if series_dir.is_dir():
-                        description, view = _describe_from_headers(series_dir)
+                        description, view = _describe_from_headers(series_dir, limits)
                         series_of[study_dir.name].append((series_dir.name, view, description))
     if not series_of:
         return []
@@ -218,8 +226,7 @@ def _discover_split(root: Path, split: str, errors: list[AdapterError]) -> list[
                     error_entry(
                         record_id,
                         ErrorCode.UNSUPPORTED_FORMAT,
-                        f"series {series_id} ({description or 'no description'}) is neither sagittal nor axial; "
-                        "skipped.",
+                        f"series {series_id} is neither sagittal nor axial; skipped.",
                         folder,
                     )
                 )
@@ -229,14 +236,14 @@ def _discover_split(root: Path, split: str, errors: list[AdapterError]) -> list[
                     error_entry(
                         record_id,
                         ErrorCode.NOT_FOUND,
-                        f"{view} series {series_id} ({description}) has no image folder.",
+                        f"{view} series {series_id} has no image folder.",
                         folder,
                     )
                 )
                 continue
             rank = _view_of_description(description)[1] if description else (0 if view == "sagittal" else 2)
             if view == "axial":
-                items = _axial_records(folder, series_id, description, record_id, errors)
+                items = _axial_records(folder, series_id, description, record_id, errors, limits)
             else:
                 items = [
                     SeriesRecord(
@@ -280,18 +287,19 @@ def _discover_split(root: Path, split: str, errors: list[AdapterError]) -> list[
             severity = (
                 _severity(label_row.get(column, ""), record_id, column, errors, labels_path) if label_row else None
             )
-            point = _point(images, study, points[level], record_id, errors) if level in points else None
+            point = _point(images, study, points[level], record_id, errors, limits) if level in points else None
             if label_row is not None or point is not None:
                 levels.append(LevelRecord(level=level, severity=severity, point_ras=point))
         records.append(StudyRecord(study_id=record_id, source="rsna2024", series=series, levels=levels))
     return records
 
 
-def discover(root: str | Path) -> AdapterResult:
+def discover(root: str | Path, *, limits: InputLimits | None = None) -> AdapterResult:
     """Builds one record per RSNA 2024 study, from the train split and the test split when present.
 
     Args:
         root: the competition folder.
+        limits: the reading budget of the headers read here (``lss.data.io.limits``); None for the defaults.
 
     Returns:
         ``AdapterResult``: records of studies with a sagittal series; error entries for studies without one
@@ -304,5 +312,5 @@ def discover(root: str | Path) -> AdapterResult:
     errors: list[AdapterError] = []
     records: list[StudyRecord] = []
     for split in SPLITS:
-        records.extend(_discover_split(root, split, errors))
+        records.extend(_discover_split(root, split, errors, limits))
     return AdapterResult(records, errors)

@@ -3,8 +3,9 @@
 
 ``read_volume`` reads any of them; the per-format modules hold the details (``dicom``, ``nifti``, ``itk``, ``png``),
 ``view`` guesses the acquisition plane and ``geometry`` applies a dataset's spacing / orientation overrides. Every
-reader raises ``StudyError`` with an ``ErrorCode`` and never puts a
-patient identifier in ``Volume.meta`` or in a message.
+reader raises ``StudyError`` with an ``ErrorCode`` and never puts a patient identifier, a file or folder name in
+``Volume.meta`` or in a message. Every reader takes ``limits`` (``lss.config.InputLimits``, defaults when None) and
+checks what the headers declare against it before decoding any voxel (``limits``: IMAGE_TOO_LARGE).
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 ITK stores geometry in LPS+: ``itk_affine[:3, :3] = Direction @ diag(Spacing)``, ``itk_affine[:3, 3] = Origin``, in
 ITK index order (x, y, z). The ``Volume`` keeps that index order (``array[i, j, k]`` = ITK index (i, j, k), i.e. the
 transpose of ``sitk.GetArrayFromImage``) and flips the world frame to RAS+: ``affine = LPS_TO_RAS @ itk_affine``.
+
+Reading budget (``lss.data.io.limits``): the size, pixel type and components come from
+``ImageFileReader.ReadImageInformation`` (the header only) and are checked against ``InputLimits`` before
+``Execute`` decodes (and, for compressed data, inflates) the voxels.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lss.config import InputLimits
 from lss.data.errors import ErrorCode, StudyError
+from lss.data.io.limits import check_declared_image
 from lss.data.io.view import guess_view, through_plane_axis
 from lss.data.volume import LPS_TO_RAS, Volume
 
@@ -40,9 +46,9 @@ def _itk_affine(direction: tuple[float, ...], spacing: tuple[float, ...], origin
 
 def _check_path(path: Path) -> None:
     if not path.exists():
-        raise StudyError(ErrorCode.NOT_FOUND, f"{path.name} does not exist.", str(path))
+        raise StudyError(ErrorCode.NOT_FOUND, "the MetaImage/NRRD file does not exist.", str(path))
     if not path.is_file():
-        raise StudyError(ErrorCode.NOT_AN_IMAGE, f"{path.name} is not a file.", str(path))
+        raise StudyError(ErrorCode.NOT_AN_IMAGE, "the MetaImage/NRRD path is not a file.", str(path))
 
 
 _HEADER_BYTES = 1 << 16  # a MetaImage / NRRD header is a few hundred bytes of text
@@ -81,7 +87,7 @@ def _check_external_data(path: Path) -> None:
     file-name pattern.
 
     Raises:
-        StudyError: UNSUPPORTED_FORMAT naming the header file only.
+        StudyError: UNSUPPORTED_FORMAT (naming neither the header nor the data file).
     """
     target = _external_data_file(path)
     if target is None:
@@ -96,60 +102,131 @@ def _check_external_data(path: Path) -> None:
         if candidate.is_absolute() or resolved.parent != folder or (folder / candidate).is_symlink():
             reason = "a data file outside its own folder"
         elif not resolved.is_file():
-            raise StudyError(ErrorCode.TRUNCATED, f"the data file the header {path.name} names is missing.", str(path))
+            raise StudyError(ErrorCode.TRUNCATED, "the data file the MetaImage/NRRD header names is missing.",
+                             str(path))
     if reason is not None:
-        raise StudyError(ErrorCode.UNSUPPORTED_FORMAT, f"the header {path.name} points to {reason}; only voxel data "
-                         "in the header's file or a file beside it is read.", str(path))
+        raise StudyError(ErrorCode.UNSUPPORTED_FORMAT, f"the MetaImage/NRRD header points to {reason}; only voxel "
+                         "data in the header's file or a file beside it is read.", str(path))
+
+
+def _declared_dimensions(path: Path) -> list[str]:
+    """The values of every dimension field of a MetaImage (``NDims``) or NRRD (``dimension``) header, as text."""
+    with open(path, "rb") as handle:
+        head = handle.read(_HEADER_BYTES)
+    if path.suffix.lower() in (".nrrd", ".nhdr"):
+        lines, separator, key = head.split(b"\n\n", 1)[0].decode("latin-1").splitlines(), ":", "dimension"
+    else:
+        lines, separator, key = head.decode("latin-1").splitlines(), "=", "ndims"
+    values = []
+    for line in lines:
+        name, sep, value = line.partition(separator)
+        if sep and name.strip().lower() == key:
+            values.append(value.lstrip("=").strip())
+    return values
+
+
+def _check_declared_dimension(path: Path) -> None:
+    """Refuses a header that declares anything but 3 dimensions before SimpleITK parses it: ITK's MetaImage reader
+    corrupts its heap (and the process dies) on an ``NDims`` beyond its fixed arrays."""
+    for value in _declared_dimensions(path):
+        if value != "3":
+            shown = value if value.isdigit() and len(value) <= 3 else "another number of"
+            raise StudyError(ErrorCode.UNSUPPORTED_FORMAT, f"the MetaImage/NRRD header declares {shown} dimensions; "
+                             "a 3D volume is needed.", str(path))
 
 
 def _reader(path: Path) -> sitk.ImageFileReader:
     """A reader whose header has been read (and whose data file, if separate, is beside it): NOT_AN_IMAGE when
     SimpleITK cannot parse it."""
     _check_external_data(path)
+    _check_declared_dimension(path)
     reader = _sitk().ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        # SimpleITK's message carries no reason worth showing (and the full path); name the file only.
+        # SimpleITK's message carries no reason worth showing (and the full path).
         raise StudyError(
-            ErrorCode.NOT_AN_IMAGE, f"SimpleITK cannot read the header of {path.name}.", str(path)
+            ErrorCode.NOT_AN_IMAGE, "SimpleITK cannot read the header of the MetaImage/NRRD file.", str(path)
         ) from None
     return reader
+
+
+def _bytes_per_voxel(pixel_id: int, components: int) -> int:
+    """Bytes of one voxel of a SimpleITK pixel type (all components), from a one-voxel image of that type."""
+    components = max(int(components), 1)
+    try:
+        sitk_ = _sitk()
+        probe = sitk_.Image([1, 1, 1], pixel_id, components) if components > 1 else sitk_.Image([1, 1, 1], pixel_id)
+        return int(probe.GetSizeOfPixelComponent()) * components
+    except (RuntimeError, TypeError, ValueError):  # an unknown pixel type: assume the widest scalar
+        return 16 * components
+
+
+def _checked_affine(path: Path, reader: sitk.ImageFileReader) -> np.ndarray:
+    """The RAS+ affine of the header, or ABSURD_SPACING when it is not finite or collapses a dimension."""
+    affine = _itk_affine(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin())
+    with np.errstate(all="ignore"):
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        det = np.linalg.det(affine[:3, :3]) if np.all(np.isfinite(affine)) else np.nan
+    if not np.all(np.isfinite(affine)) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0) or not (
+        np.isfinite(det) and abs(det) >= 1e-9
+    ):
+        raise StudyError(
+            ErrorCode.ABSURD_SPACING, f"the MetaImage/NRRD image has degenerate spacing {spacing.tolist()}.", str(path)
+        )
+    return affine
+
+
+def _check_budget(reader: sitk.ImageFileReader, limits: InputLimits | None) -> None:
+    """The size and pixel type the header declares against the budget, before ``Execute`` reads any voxel."""
+    bytes_per_voxel = _bytes_per_voxel(reader.GetPixelID(), reader.GetNumberOfComponents())
+    check_declared_image(tuple(reader.GetSize()), bytes_per_voxel, limits, "the MetaImage/NRRD image")
 
 
 def _check_dimension(path: Path, dimension: int, components: int) -> None:
     if dimension != 3:
         raise StudyError(
-            ErrorCode.UNSUPPORTED_FORMAT, f"{path.name} is a {dimension}D image; a 3D volume is needed.", str(path)
+            ErrorCode.UNSUPPORTED_FORMAT, f"the MetaImage/NRRD image is {dimension}D; a 3D volume is needed.",
+            str(path),
         )
     if components != 1:
         raise StudyError(
             ErrorCode.UNSUPPORTED_FORMAT,
-            f"{path.name} has {components} components per voxel; only scalar images are supported.",
+            f"the MetaImage/NRRD image has {components} components per voxel; only scalar images are supported.",
             str(path),
         )
 
 
-def read_itk_geometry(path: str | Path) -> tuple[tuple[int, int, int], np.ndarray]:
+def read_itk_geometry(
+    path: str | Path, *, limits: InputLimits | None = None
+) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape and RAS+ affine of an ITK image from its header only (no voxel data is read).
 
+    Args:
+        path: a .mha, .mhd, .nrrd or .nhdr file.
+        limits: the reading budget the declared image must fit (``lss.data.io.limits``); None for the defaults.
+
     Raises:
-        StudyError: NOT_FOUND, NOT_AN_IMAGE, or UNSUPPORTED_FORMAT (not 3D scalar).
+        StudyError: NOT_FOUND, NOT_AN_IMAGE, UNSUPPORTED_FORMAT (not 3D scalar), ABSURD_SPACING (degenerate
+            geometry) or IMAGE_TOO_LARGE (over ``limits``).
     """
     path = Path(path)
     _check_path(path)
     reader = _reader(path)
     _check_dimension(path, reader.GetDimension(), reader.GetNumberOfComponents())
+    _check_budget(reader, limits)
     shape = tuple(int(n) for n in reader.GetSize())
-    return shape, _itk_affine(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin())  # type: ignore[return-value]
+    return shape, _checked_affine(path, reader)  # type: ignore[return-value]
 
 
-def read_itk(path: str | Path) -> Volume:
+def read_itk(path: str | Path, *, limits: InputLimits | None = None) -> Volume:
     """Reads a 3D scalar MetaImage / NRRD file.
 
     Args:
         path: a .mha, .mhd, .nrrd or .nhdr file.
+        limits: the reading budget, checked from the header before any voxel is read or inflated
+            (``lss.data.io.limits``); None for the defaults.
 
     Returns:
         A ``Volume`` with the file's dtype (label maps stay integer), array (I, J, K) in ITK index order, RAS+
@@ -158,28 +235,30 @@ def read_itk(path: str | Path) -> Volume:
     Raises:
         StudyError: NOT_FOUND, NOT_AN_IMAGE (header not readable), TRUNCATED (header
             reads, voxel data does not), UNSUPPORTED_FORMAT (not 3D
-            scalar), ABSURD_SPACING (degenerate geometry), NON_FINITE (NaN or infinite voxels).
+            scalar), ABSURD_SPACING (degenerate geometry), NON_FINITE (NaN or infinite voxels), IMAGE_TOO_LARGE
+            (over ``limits``).
     """
     path = Path(path)
     _check_path(path)
     reader = _reader(path)
     _check_dimension(path, reader.GetDimension(), reader.GetNumberOfComponents())
+    _check_budget(reader, limits)
+    affine = _checked_affine(path, reader)
     try:
         image = reader.Execute()
     except RuntimeError:
         raise StudyError(
             ErrorCode.TRUNCATED,
-            f"the header of {path.name} reads but its voxel data does not (file ends early?).",
+            "the MetaImage/NRRD header reads but its voxel data does not (file ends early?).",
             str(path),
         ) from None
     array = np.ascontiguousarray(_sitk().GetArrayFromImage(image).transpose(2, 1, 0))
-    affine = _itk_affine(image.GetDirection(), image.GetSpacing(), image.GetOrigin())
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         count = int(array.size - np.count_nonzero(np.isfinite(array)))
-        raise StudyError(ErrorCode.NON_FINITE, f"{path.name} has {count} NaN or infinite voxel value(s).", str(path))
+        raise StudyError(
+            ErrorCode.NON_FINITE, f"the MetaImage/NRRD image has {count} NaN or infinite voxel value(s).", str(path)
+        )
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    if not np.all(np.isfinite(affine)) or np.any(spacing <= 0) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise StudyError(ErrorCode.ABSURD_SPACING, f"{path.name} has degenerate spacing {spacing.tolist()}.", str(path))
     slice_axis = through_plane_axis(array.shape, spacing)
     meta = {
         "format": "nrrd" if path.suffix.lower() in (".nrrd", ".nhdr") else "mha",

@@ -15,7 +15,10 @@ RAS: ``row_cosine * PixelSpacing[1]``, ``column_cosine * PixelSpacing[0]``, the 
 ImagePositionPatient values (``normal * slice spacing`` for an unsheared stack), origin = ImagePositionPatient of
 slice 0. This is what nibabel/dcm2niix-style readers give before any reorientation, and the affine is always
 right-handed. Nothing here reads or returns patient identifiers: ``Volume.meta`` holds only series-level,
-non-identifying attributes and error messages name files by their base name and DICOM attributes by keyword.
+non-identifying attributes, and error messages name files by number ("file 3 of the series"), never by name, and
+DICOM attributes by keyword. Reading budget: every file is read through ``headers.read_file`` (a deflated file is
+inflated with a cap first) and a series is checked against ``lss.config.InputLimits`` from its headers before any
+pixel data is read (``read_dicom_series(..., limits=...)``; ``lss.data.io.limits``).
 
 Stacks. One series may hold several *stacks*: groups of slices with their own ImageOrientationPatient, such as the
 axial T2 of many lumbar exams (RSNA 2024 included), acquired as one stack angled along each disc. Slices whose

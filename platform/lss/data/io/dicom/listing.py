@@ -3,6 +3,11 @@
 A series is the files that share a SeriesInstanceUID; a stack is the slices of one series that share an
 ImageOrientationPatient (within ``STACK_ORIENTATION_TOL``), numbered cranial first. See the package docstring for
 the conventions; ``stack_series_id`` / ``split_stack_series_id`` name one stack in a manifest.
+
+Each file's ``DicomFootprint`` (what its pixels cost once decoded) is kept in ``DicomSeriesInfo.footprints``, so the
+reader checks a series against the reading budget (``lss.data.io.limits``) before reading any pixel data. Messages
+name files by number ("file 3": the third file under the folder in natural order, or of the files given), never by
+name, and series by number, never by description.
 """
 
 from __future__ import annotations
@@ -17,9 +22,19 @@ from typing import Any, NamedTuple
 import numpy as np
 from pydicom.dataset import Dataset
 
+from lss.config import InputLimits
 from lss.data.errors import ErrorCode, StudyError
 from lss.data.io.dicom.geometry import pixel_to_lps, slice_normal
-from lss.data.io.dicom.headers import cut_short, floats_of, int_of, read_file, text_of, truncated
+from lss.data.io.dicom.headers import (
+    DicomFootprint,
+    cut_short,
+    floats_of,
+    footprint_of,
+    int_of,
+    read_file_sized,
+    text_of,
+    truncated,
+)
 from lss.data.io.view import view_of_normal
 from lss.data.volume import LPS_TO_RAS
 
@@ -81,6 +96,8 @@ class DicomSeriesInfo:
         series_number: SeriesNumber, if present.
         stacks: the series' stacks (see the package docstring), cranial first; one for a single-orientation series,
             none when no slice has an orientation. Slices without a valid ImageOrientationPatient are in no stack.
+        footprints: each file's ``DicomFootprint`` (Rows, Columns, frames, samples, bytes per sample, bytes as
+            read), for the reading budget.
     """
 
     series_uid: str
@@ -91,6 +108,7 @@ class DicomSeriesInfo:
     view: str = "unknown"
     series_number: int | None = None
     stacks: list[DicomStackInfo] = field(default_factory=list)
+    footprints: dict[Path, DicomFootprint] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_files(self) -> int:
@@ -239,35 +257,40 @@ def _iter_files(folder: Path) -> Iterable[Path]:
     return sorted((p for p in folder.rglob("*") if p.is_file()), key=_natural_key)
 
 
-def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
+def list_dicom_series(folder: str | Path, *, limits: InputLimits | None = None) -> list[DicomSeriesInfo]:
     """Groups the DICOM image files under a folder (recursively) by SeriesInstanceUID.
 
     Files that are not DICOM are skipped; so are DICOM files without image geometry (DICOMDIR, reports).
 
     Args:
         folder: the folder to search.
+        limits: the reading budget: a deflated file is inflated with a cap at ``max_decoded_mb`` before pydicom
+            reads its header (``lss.data.io.dicom.headers.read_file``); None for the defaults. Series sizes are
+            checked when a series is read, not here.
 
     Returns:
         One ``DicomSeriesInfo`` per series, ordered by SeriesNumber then description then UID.
 
     Raises:
         StudyError: NOT_FOUND when ``folder`` does not exist; NO_IMAGE when it holds no DICOM image;
-            TRUNCATED when a file has the DICOM preamble but its header cannot be parsed.
+            TRUNCATED when a file has the DICOM preamble but its header cannot be parsed; IMAGE_TOO_LARGE for a
+            deflated file that inflates past ``max_decoded_mb``.
     """
     folder = Path(folder)
     if not folder.exists():
-        raise StudyError(ErrorCode.NOT_FOUND, f"folder {folder.name} does not exist.", str(folder))
+        raise StudyError(ErrorCode.NOT_FOUND, "the DICOM folder does not exist.", str(folder))
     files = [folder] if folder.is_file() else list(_iter_files(folder))
     groups: dict[str, DicomSeriesInfo] = {}
     views: dict[str, list[str | None]] = {}
     geometry: dict[str, list[_SliceGeometry]] = {}
-    for path in files:
-        ds = read_file(path, stop_before_pixels=True)
+    for number, path in enumerate(files, start=1):
+        label = f"file {number}" if len(files) > 1 else "the DICOM file"
+        ds, stored = read_file_sized(path, stop_before_pixels=True, limits=limits, label=label)
         if ds is None:
             continue
         if "SeriesInstanceUID" not in ds or "Rows" not in ds:
             if cut_short(path, ds):
-                raise truncated(path, "its header stops before SeriesInstanceUID / Rows")
+                raise truncated(path, "its header stops before SeriesInstanceUID / Rows", label)
             continue  # a DICOMDIR, a report, or another non-image object
         uid = text_of(ds, "SeriesInstanceUID")
         info = groups.get(uid)
@@ -282,11 +305,12 @@ def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
             views[uid] = []
             geometry[uid] = []
         info.files.append(path)
+        info.footprints[path] = footprint_of(ds, stored)
         views[uid].append(_slice_view(ds))
         geometry[uid].append(_slice_geometry(path, ds))
     if not groups:
         raise StudyError(
-            ErrorCode.NO_IMAGE, f"no DICOM image among the {len(files)} file(s) in {folder.name}.", str(folder)
+            ErrorCode.NO_IMAGE, f"no DICOM image among the {len(files)} file(s) in the folder.", str(folder)
         )
     for uid, info in groups.items():
         info.files.sort(key=_natural_key)
@@ -299,7 +323,11 @@ def list_dicom_series(folder: str | Path) -> list[DicomSeriesInfo]:
     )
 
 
-def _series_of_files(paths: list[Path]) -> list[DicomSeriesInfo]:
+def _given_label(number: int, count: int) -> str:
+    return f"file {number} of those given" if count > 1 else "the DICOM file"
+
+
+def _series_of_files(paths: list[Path], limits: InputLimits | None) -> list[DicomSeriesInfo]:
     """The series among given files, in order of first appearance (files in the order given, stacks numbered).
 
     Unlike ``list_dicom_series`` every file must be DICOM, and ``view`` / ``series_number`` are not filled in.
@@ -307,12 +335,13 @@ def _series_of_files(paths: list[Path]) -> list[DicomSeriesInfo]:
     series: list[DicomSeriesInfo] = []
     by_uid: dict[str, DicomSeriesInfo] = {}
     geometry: dict[str, list[_SliceGeometry]] = {}
-    for path in paths:
-        ds = read_file(path, stop_before_pixels=True)
+    for number, path in enumerate(paths, start=1):
+        label = _given_label(number, len(paths))
+        ds, stored = read_file_sized(path, stop_before_pixels=True, limits=limits, label=label)
         if ds is None:
-            raise StudyError(ErrorCode.NOT_AN_IMAGE, f"file {path.name} is not a DICOM file.", str(path))
+            raise StudyError(ErrorCode.NOT_AN_IMAGE, f"{label} is not a DICOM file.", str(path))
         if "SeriesInstanceUID" not in ds and cut_short(path, ds):
-            raise truncated(path, "its header stops before SeriesInstanceUID")
+            raise truncated(path, "its header stops before SeriesInstanceUID", label)
         uid = text_of(ds, "SeriesInstanceUID")
         if uid not in by_uid:
             by_uid[uid] = DicomSeriesInfo(
@@ -321,6 +350,7 @@ def _series_of_files(paths: list[Path]) -> list[DicomSeriesInfo]:
             geometry[uid] = []
             series.append(by_uid[uid])
         by_uid[uid].files.append(path)
+        by_uid[uid].footprints[path] = footprint_of(ds, stored)
         geometry[uid].append(_slice_geometry(path, ds))
     for uid, info in by_uid.items():
         info.stacks = _stacks_in_file_order(geometry[uid])
@@ -328,15 +358,19 @@ def _series_of_files(paths: list[Path]) -> list[DicomSeriesInfo]:
 
 
 def _series_summary(series: Sequence[DicomSeriesInfo]) -> str:
-    return ", ".join(f"{s.description or 'no description'} ({s.n_files} files, {s.view})" for s in series)
+    # By number, view and size only: a SeriesDescription is free text and can hold anything.
+    return ", ".join(f"series {n} ({s.n_files} files, {s.view})" for n, s in enumerate(series, start=1))
 
 
-def select_series(source: str | Path | Sequence[str | Path], series_uid: str | None) -> DicomSeriesInfo:
+def select_series(
+    source: str | Path | Sequence[str | Path], series_uid: str | None, *, limits: InputLimits | None = None
+) -> DicomSeriesInfo:
     """The one series (files and stacks) that ``source`` holds, or the one with ``series_uid``.
 
     Args:
         source: a folder (searched recursively), one file, or a list of files.
         series_uid: the SeriesInstanceUID to pick; None when ``source`` must hold a single series.
+        limits: the reading budget for the headers (see ``list_dicom_series``); None for the defaults.
 
     Raises:
         StudyError: as ``list_dicom_series``; NO_IMAGE for an empty file list; NOT_FOUND for a missing file or
@@ -345,30 +379,31 @@ def select_series(source: str | Path | Sequence[str | Path], series_uid: str | N
     """
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         folder = Path(source)
-        series = list_dicom_series(folder)
+        series = list_dicom_series(folder, limits=limits)
     else:
         paths = [Path(source)] if isinstance(source, (str, Path)) else [Path(p) for p in source]
         if not paths:
             raise StudyError(ErrorCode.NO_IMAGE, "no DICOM file was given.")
-        for path in paths:
+        for number, path in enumerate(paths, start=1):
             if not path.exists():
-                raise StudyError(ErrorCode.NOT_FOUND, f"file {path.name} does not exist.", str(path))
+                raise StudyError(ErrorCode.NOT_FOUND, f"{_given_label(number, len(paths))} does not exist.",
+                                 str(path))
         folder = paths[0].parent
-        series = _series_of_files(paths)
+        series = _series_of_files(paths, limits)
     where = str(source) if isinstance(source, (str, Path)) else str(folder)
     if series_uid is not None:
         match = [s for s in series if s.series_uid == str(series_uid)]
         if not match:
             raise StudyError(
                 ErrorCode.NOT_FOUND,
-                f"no series with SeriesInstanceUID {series_uid} in {folder.name} (found {len(series)} series).",
+                f"no series has the SeriesInstanceUID asked for (found {len(series)} series).",
                 where,
             )
         return match[0]
     if len(series) > 1:
         raise StudyError(
             ErrorCode.INCONSISTENT_GEOMETRY,
-            f"{folder.name} holds {len(series)} DICOM series: {_series_summary(series)}; "
+            f"the folder holds {len(series)} DICOM series: {_series_summary(series)}; "
             "choose one with read_dicom_series(folder, series_uid=...) (list them with list_dicom_series).",
             where,
         )
@@ -376,13 +411,17 @@ def select_series(source: str | Path | Sequence[str | Path], series_uid: str | N
 
 
 def list_dicom_stacks(
-    folder_or_files: str | Path | Sequence[str | Path], series_uid: str | None = None
+    folder_or_files: str | Path | Sequence[str | Path],
+    series_uid: str | None = None,
+    *,
+    limits: InputLimits | None = None,
 ) -> list[DicomStackInfo]:
     """The stacks of one DICOM series (from headers only), cranial first (see the package docstring).
 
     Args:
         folder_or_files: a folder (searched recursively), one file, or a list of files of one series.
         series_uid: the SeriesInstanceUID of the series, when the files hold several.
+        limits: the reading budget for the headers (see ``list_dicom_series``); None for the defaults.
 
     Returns:
         One ``DicomStackInfo`` per distinct ImageOrientationPatient; ``stacks[i]`` is what
@@ -393,5 +432,5 @@ def list_dicom_stacks(
             the files hold several series and ``series_uid`` is not given.
     """
     if isinstance(folder_or_files, (str, Path)) and not Path(folder_or_files).exists():
-        raise StudyError(ErrorCode.NOT_FOUND, f"{Path(folder_or_files).name} does not exist.", str(folder_or_files))
-    return select_series(folder_or_files, series_uid).stacks
+        raise StudyError(ErrorCode.NOT_FOUND, "the DICOM path does not exist.", str(folder_or_files))
+    return select_series(folder_or_files, series_uid, limits=limits).stacks
