@@ -143,7 +143,7 @@ class DicomSources:
             NotDicomError: when the series was not read from DICOM files (or is unknown).
         """
         if series_id not in self.series:
-            raise NotDicomError(f"series {series_id!r} has no DICOM headers (known: {sorted(self.series)}).")
+            raise NotDicomError(f"a series has no DICOM headers ({len(self.series)} series have them).")
         return self.series[series_id]
 
     def image(self, series_id: str, index: int) -> Dataset:
@@ -184,11 +184,11 @@ def _series_files(series: SeriesRecord, root: str | None, cache: dict[Path, list
         found = list_dicom_series(path)
         chosen = found[0] if found else None
     if chosen is None:
-        raise NotDicomError(f"series {series.series_id!r} was not found among the DICOM files of its folder.")
+        raise NotDicomError("a series was not found among the DICOM files of its folder.")
     if stack is None:
         return list(chosen.files)
     if stack >= len(chosen.stacks):
-        raise NotDicomError(f"series {series.series_id!r}: stack {stack} does not exist.")
+        raise NotDicomError(f"stack {stack} of a series does not exist.")
     return list(chosen.stacks[stack].files)
 
 
@@ -223,7 +223,7 @@ def collect_dicom_sources(record: StudyRecord) -> DicomSources:
                             "source DICOM images to reference.")
     cache: dict[Path, list[DicomSeriesInfo]] = {}
     series: dict[str, list[Dataset]] = {}
-    for item in [sagittal, *record.axials()]:
+    for number, item in enumerate([sagittal, *record.axials()], start=1):
         if item.format != "dicom":
             continue
         try:
@@ -232,7 +232,9 @@ def collect_dicom_sources(record: StudyRecord) -> DicomSources:
             raise
         except (StudyError, OSError, AttributeError, ValueError) as error:
             # Only the error's type: its text could quote a path or a header value.
-            raise NotDicomError(f"the headers of series {item.series_id!r} cannot be read "
-                                f"({type(error).__name__}).") from None
+            # Series by number, never by id (a UID links to the patient); the error by type (its text can quote
+            # a path or a header value).
+            raise NotDicomError(f"the headers of series {number} (1: sagittal, then the axial series) cannot be "
+                                f"read ({type(error).__name__}).") from None
         series[item.series_id] = headers
     return DicomSources(series=series, sagittal_series=sagittal.series_id)
