@@ -385,7 +385,8 @@ def test_deflated_dicom_file_is_refused_before_pydicom_inflates_it(tmp_path, mon
 
 def test_deflated_dicom_zip_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
     """The attack at full scale: a ~30 KB zip of 14 deflated 4096 x 4096 slices (470 MB once inflated; decoding
-    them took 48 s and 7.6 GB). Each file's inflate is capped; the series is refused from its headers."""
+    them took 48 s and 7.6 GB). Each file's inflate is capped, and the first file over the budget refuses the
+    study at the listing; with a matrix limit that lets each file through, the series is refused from its headers."""
     files = _series(tmp_path / "src" / NAME, 14, 4096, 4096, syntax=DeflatedExplicitVRLittleEndian)
     archive = tmp_path / "upload.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -394,12 +395,17 @@ def test_deflated_dicom_zip_bomb_is_refused_before_decoding(tmp_path, monkeypatc
     assert archive.stat().st_size < 100_000
     root = unpack_zip(archive, tmp_path / "unpacked")
     assert sum(p.stat().st_size for p in root.rglob("*.dcm")) < 1 * MB
-    record = open_study(root)  # the listing inflates each header capped (32 MB each: under max_decoded_mb)
-    assert record.sagittal() is not None
     _no_pixels_read(monkeypatch)
     rss = _rss_mb()
     started = time.perf_counter()
-    error = _refused(read_volume, root / NAME)
+    error = _refused(open_study, root)  # its first file inflates (capped) to 32 MB, then is refused
+    assert time.perf_counter() - started < 5 and _rss_mb() - rss < 200
+    assert "file 1 has an in-plane side of 4,096 pixels" in error.message
+    wide = InputLimits(max_matrix=4096)
+    record = open_study(root, limits=wide)  # each header inflated capped (32 MB each: under max_decoded_mb)
+    assert record.sagittal() is not None
+    started = time.perf_counter()
+    error = _refused(read_volume, root / NAME, limits=wide)
     assert time.perf_counter() - started < 10 and _rss_mb() - rss < 500
     assert "234,881,024 voxels" in error.message and "the series" in error.message
     # Scaled down: a per-file inflate cap below one file refuses it at the listing already.

@@ -26,7 +26,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from lss.config import InputLimits
 from lss.data.errors import ErrorCode, StudyError
-from lss.data.io.limits import check_inflated_size
+from lss.data.io.limits import check_declared_size, check_inflated_size
 
 __all__ = [
     "DicomFootprint",
@@ -97,6 +97,26 @@ def footprint_of(ds: Dataset, stored_bytes: int) -> DicomFootprint:
         bytes_per_sample=max(math.ceil(bits / 8), 1),
         stored_bytes=max(int(stored_bytes), 0),
     )
+
+
+def checked_footprint(
+    path: Path, ds: Dataset, stored_bytes: int, limits: InputLimits | None, label: str
+) -> DicomFootprint:
+    """``footprint_of``, refusing at once a file that alone is over the reading budget: no series holding it could
+    be read, and a study of many such files is refused at its first (not after inflating them all).
+
+    Raises:
+        StudyError: IMAGE_TOO_LARGE (``lss.data.io.limits.check_declared_size``), naming the file by ``label``.
+    """
+    footprint = footprint_of(ds, stored_bytes)
+    try:
+        check_declared_size(voxels=footprint.voxels, decoded_bytes=footprint.decoded_bytes,
+                            matrix=max(footprint.rows, footprint.columns), frames=footprint.frames, limits=limits,
+                            what=label)
+    except StudyError as error:
+        error.path = str(path)
+        raise
+    return footprint
 
 
 def is_dicom_file(path: str | Path) -> bool:

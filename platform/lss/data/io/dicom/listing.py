@@ -27,9 +27,9 @@ from lss.data.errors import ErrorCode, StudyError
 from lss.data.io.dicom.geometry import pixel_to_lps, slice_normal
 from lss.data.io.dicom.headers import (
     DicomFootprint,
+    checked_footprint,
     cut_short,
     floats_of,
-    footprint_of,
     int_of,
     read_file_sized,
     text_of,
@@ -305,7 +305,7 @@ def list_dicom_series(folder: str | Path, *, limits: InputLimits | None = None) 
             views[uid] = []
             geometry[uid] = []
         info.files.append(path)
-        info.footprints[path] = footprint_of(ds, stored)
+        info.footprints[path] = checked_footprint(path, ds, stored, limits, label)
         views[uid].append(_slice_view(ds))
         geometry[uid].append(_slice_geometry(path, ds))
     if not groups:
@@ -350,7 +350,7 @@ def _series_of_files(paths: list[Path], limits: InputLimits | None) -> list[Dico
             geometry[uid] = []
             series.append(by_uid[uid])
         by_uid[uid].files.append(path)
-        by_uid[uid].footprints[path] = footprint_of(ds, stored)
+        by_uid[uid].footprints[path] = checked_footprint(path, ds, stored, limits, label)
         geometry[uid].append(_slice_geometry(path, ds))
     for uid, info in by_uid.items():
         info.stacks = _stacks_in_file_order(geometry[uid])
