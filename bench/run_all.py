@@ -1,13 +1,14 @@
 """Runs every benchmark and writes bench/results.md from what they print (``make bench``).
 
     python bench/run_all.py                   # all of them (~25 min on 2 cores) -> bench/results.md
-    python bench/run_all.py model serve       # some of them
+    python bench/run_all.py model serve       # some of them: their sections are replaced, the others kept
     LSS_BENCH_MODEL=outputs/train/RUN/best_model.pt python bench/run_all.py serve   # serve a trained model
     python bench/run_all.py --device cuda model train serve     # on a GPU -> bench/results_gpu.md (bench/gpu.sh)
 
 Each benchmark runs in its own process, in the order below (later ones reuse the studies earlier ones make); its
-printed lines go into the file verbatim, with the command and its wall time, under a description of the machine.
-Every number in the file is a ratio or a rate measured in that one run: compare within the file, not across machines.
+printed lines go into the file verbatim, with the command, its date and wall time, under a description of the
+machine. Every number in a section is a ratio or a rate measured in that one run: compare within a section, not
+across sections run on other days or machines.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "data_loading": "reading cases in a Train worker: cached dataset vs Ray Dataset shard",
     "attention": "level-prompt attention hit rate: Spatial Patch Cross-Attention vs global pooling",
     "serve": "serving: in-process vs Serve at concurrency 1/4/16, batching, load, replica kill",
+    "hostile": "hostile clients: a slow-client flood, no token with 5 GiB announced, memory amplification",
 }
 # What a benchmark is given on a GPU: batches that keep the device busy, mixed precision, one Train worker per GPU.
 GPU_ARGS = {
@@ -45,6 +47,30 @@ def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{cpu}, {os.cpu_count()} CPUs, {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def _sections(path: Path) -> dict[str, list[str]]:
+    """The ``## name: ...`` sections of an earlier results file, by benchmark name."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    date = ""  # files written before sections carried their own date had one for the whole file
+    for line in path.read_text().splitlines():
+        if line.startswith("- Date: "):
+            date = line.removeprefix("- Date: ")
+        if line.startswith("`python bench/") and " UTC, " not in line and date:
+            line = line.replace("` — ", f"` — {date}, ", 1)
+        if line.startswith("## "):
+            name = line[3:].split(":", 1)[0]
+            current = sections[name] = [] if name in BENCHMARKS else None
+        if current is not None:
+            current.append(line)
+    return sections
+
+
+def _write(path: Path, head: list[str], sections: dict[str, list[str]]) -> None:
+    """The file: the head, then the sections in the order of ``BENCHMARKS``."""
+    body = [line for name in BENCHMARKS if name in sections for line in sections[name]]
+    path.write_text("\n".join([*head, *body]).rstrip("\n") + "\n")
 
 
 def main(argv: list[str]) -> int:
@@ -63,11 +89,11 @@ def main(argv: list[str]) -> int:
         return 2
     written = Path(args.out) if args.out else REPO / "bench" / ("results_gpu.md" if gpu else "results.md")
     made_by = "bench/gpu.sh" if gpu else "make bench"
-    lines = ["# Benchmarks" + (" on a GPU" if gpu else ""), "",
-             f"Written by `{' '.join(['python bench/run_all.py', *argv])}` (`{made_by}`"
-             + (f", with LSS_BENCH_MODEL={os.environ['LSS_BENCH_MODEL']}" if os.environ.get("LSS_BENCH_MODEL") else "")
-             + "); do not edit by hand.",
-             "", f"- Machine: {_machine()}", f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", ""]
+    head = ["# Benchmarks" + (" on a GPU" if gpu else ""), "",
+            f"Written by `python bench/run_all.py` (`{made_by}`); a section rerun on its own "
+            "(`python bench/run_all.py NAME`) replaces only that section. Do not edit by hand.", "",
+            f"- Machine: {_machine()}", ""]
+    sections = _sections(written) if written.exists() else {}
     failed = 0
     for name in chosen:
         command = [sys.executable, str(REPO / "bench" / f"{name}.py")]
@@ -86,14 +112,16 @@ def main(argv: list[str]) -> int:
         print("\n".join(printed), flush=True)
         shown = " ".join(["python", *[str(Path(c).relative_to(REPO)) if c.startswith(str(REPO)) else c
                                       for c in command[1:]]])
-        lines += [f"## {name}: {BENCHMARKS[name]}", "", f"`{shown}` — {wall:.0f} s"
-                  + ("" if run.returncode == 0 else f", **failed (exit {run.returncode})**"), "", "```text", *printed]
+        model = (f", with LSS_BENCH_MODEL={os.environ['LSS_BENCH_MODEL']}"
+                 if name == "serve" and os.environ.get("LSS_BENCH_MODEL") else "")
+        lines = [f"## {name}: {BENCHMARKS[name]}", "",
+                 f"`{shown}`{model} — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {wall:.0f} s"
+                 + ("" if run.returncode == 0 else f", **failed (exit {run.returncode})**"), "", "```text", *printed]
         if run.returncode != 0:
             failed += 1
             lines += [*run.stderr.splitlines()[-15:]]
-        lines += ["```", ""]
-        written.write_text("\n".join(lines) + "\n")  # after each benchmark: a later one that hangs loses nothing
-    written.write_text("\n".join(lines) + "\n")
+        sections[name] = [*lines, "```", ""]
+        _write(written, head, sections)  # after each benchmark: a later one that hangs loses nothing
     print(f"written: {written}")
     return 1 if failed else 0
 
