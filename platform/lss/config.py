@@ -123,6 +123,9 @@ class InputLimits(_Section):
         max_frames: largest number of slices (frames) of one image or series.
         max_resampled_voxels: voxels of one image after resampling to the model's grid (sagittal/axial spacing):
             coarse voxels over a large field of view upsample into a huge array.
+        max_listing_inflated_mb: bytes that the deflated DICOM files of one folder may inflate to together while
+            it is listed. Their headers lie inside the deflate stream, so listing inflates each (each capped by
+            ``max_decoded_mb``); this bounds the time a folder of many such files costs.
     """
 
     max_voxels: int = Field(1 << 26, ge=1)
@@ -130,6 +133,7 @@ class InputLimits(_Section):
     max_matrix: int = Field(2048, ge=1)
     max_frames: int = Field(2048, ge=1)
     max_resampled_voxels: int = Field(1 << 25, ge=1)
+    max_listing_inflated_mb: int = Field(2048, ge=1)
 
 
 class PreprocessConfig(_Section):

@@ -412,6 +412,18 @@ def test_deflated_dicom_zip_bomb_is_refused_before_decoding(tmp_path, monkeypatc
     _refused(open_study, root, limits=InputLimits(max_decoded_mb=16))
 
 
+def test_many_deflated_files_are_refused_once_they_inflate_past_the_listing_budget(tmp_path, monkeypatch):
+    """Each file under max_decoded_mb, but listing must inflate them all (their headers are inside the deflate
+    stream): the folder's inflate budget stops the listing, in time bounded by that budget, not by the file count."""
+    folder = tmp_path / "study"
+    _series(folder, 12, 1024, 1024, syntax=DeflatedExplicitVRLittleEndian)  # 2 MB each once inflated
+    _no_pixels_read(monkeypatch)
+    assert len(list_dicom_series(folder)[0].files) == 12  # 24 MB: within the default budget
+    error = _refused(list_dicom_series, folder, limits=InputLimits(max_listing_inflated_mb=9))
+    assert "max_listing_inflated_mb (9 MB)" in error.message
+    _refused(open_study, folder, limits=InputLimits(max_listing_inflated_mb=9))
+
+
 def test_jpeg_compressed_dicom_is_refused_from_its_header(tmp_path, monkeypatch):
     folder = tmp_path / NAME
     _series(folder, 3, 4096, 4096, syntax=JPEGBaseline8Bit)

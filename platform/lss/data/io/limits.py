@@ -31,6 +31,7 @@ __all__ = [
     "resampled_shape",
     "check_resampled",
     "check_inflated_size",
+    "InflateBudget",
 ]
 
 CONFIG_KEY = "preprocess.limits"  # where the limits live in the settings, as messages name them
@@ -178,8 +179,26 @@ def check_resampled(
     return out
 
 
-def check_inflated_size(stream: BinaryIO, limits: InputLimits | None, what: str, *, wbits: int = -zlib.MAX_WBITS
-                        ) -> int:
+class InflateBudget:
+    """What the deflated files read in one folder listing may still inflate to, together
+    (``max_listing_inflated_mb``); ``check_inflated_size`` draws on it.
+
+    Args:
+        limits: the budget; None for the defaults.
+    """
+
+    def __init__(self, limits: InputLimits | None) -> None:
+        self.limits = resolve_limits(limits)
+        self.remaining = self.limits.max_listing_inflated_mb * MIB
+
+    def refusal(self) -> StudyError:
+        return StudyError(ErrorCode.IMAGE_TOO_LARGE, "the deflated DICOM files of the folder inflate to more than "
+                          f"{CONFIG_KEY}.max_listing_inflated_mb ({self.limits.max_listing_inflated_mb:,} MB) "
+                          "together; they are not read.")
+
+
+def check_inflated_size(stream: BinaryIO, limits: InputLimits | None, what: str, *, wbits: int = -zlib.MAX_WBITS,
+                        budget: InflateBudget | None = None) -> int:
     """Inflates a deflate stream piece by piece, keeping nothing, and refuses it as soon as its output passes
     ``max_decoded_mb``: a few KB of deflate can declare GBs, which a one-go ``zlib.decompress`` would allocate.
 
@@ -192,16 +211,20 @@ def check_inflated_size(stream: BinaryIO, limits: InputLimits | None, what: str,
         what: the subject of the message, e.g. "file 3 (deflated DICOM)" (no file name).
         wbits: zlib's window bits: negative for raw deflate (DICOM's Deflated Explicit VR Little Endian), 15 for
             a zlib stream, 31 for gzip.
+        budget: a budget shared with other files (one folder listing): the output counts against it too, and is
+            taken from it.
 
     Returns:
         The inflated size in bytes.
 
     Raises:
-        StudyError: IMAGE_TOO_LARGE when the output passes ``max_decoded_mb``; TRUNCATED when the data is not a
-            complete deflate stream.
+        StudyError: IMAGE_TOO_LARGE when the output passes ``max_decoded_mb`` (or what is left of ``budget``);
+            TRUNCATED when the data is not a complete deflate stream.
     """
     limits = resolve_limits(limits)
     limit = limits.max_decoded_mb * MIB
+    if budget is not None:
+        limit = min(limit, budget.remaining)
     inflater = zlib.decompressobj(wbits)
     total = 0
     try:
@@ -211,10 +234,14 @@ def check_inflated_size(stream: BinaryIO, limits: InputLimits | None, what: str,
             produced = len(inflater.decompress(data, _INFLATE_CHUNK))
             total += produced
             if total > limit:
+                if limit < limits.max_decoded_mb * MIB:
+                    raise budget.refusal()
                 raise StudyError(ErrorCode.IMAGE_TOO_LARGE, f"{what} inflates to more than {CONFIG_KEY}.max_decoded_mb "
                                  f"({limits.max_decoded_mb:,} MB); it is not read.")
             if not data and not produced:
                 raise StudyError(ErrorCode.TRUNCATED, f"the compressed data of {what} ends early.")
     except zlib.error:
         raise StudyError(ErrorCode.TRUNCATED, f"the compressed data of {what} is damaged.") from None
+    if budget is not None:
+        budget.remaining -= total
     return total

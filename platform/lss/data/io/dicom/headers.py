@@ -26,7 +26,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from lss.config import InputLimits
 from lss.data.errors import ErrorCode, StudyError
-from lss.data.io.limits import check_declared_size, check_inflated_size
+from lss.data.io.limits import InflateBudget, check_declared_size, check_inflated_size
 
 __all__ = [
     "DicomFootprint",
@@ -147,7 +147,8 @@ class _BoundedFile(io.BufferedReader):
         return super().read(size)
 
 
-def _inflated_size(path: Path, limits: InputLimits | None, label: str) -> int | None:
+def _inflated_size(path: Path, limits: InputLimits | None, label: str, budget: InflateBudget | None
+                   ) -> int | None:
     """The bytes a deflated file's dataset takes once inflated, found by inflating it with a cap (keeping nothing);
     None when the file is not deflated.
 
@@ -157,8 +158,8 @@ def _inflated_size(path: Path, limits: InputLimits | None, label: str) -> int | 
     Anything it cannot parse is left to ``dcmread``, which fails on the same bytes before inflating.
 
     Raises:
-        StudyError: IMAGE_TOO_LARGE when the dataset inflates past ``max_decoded_mb``; TRUNCATED when the deflate
-            stream is damaged or ends early.
+        StudyError: IMAGE_TOO_LARGE when the dataset inflates past ``max_decoded_mb`` (or what is left of
+            ``budget``); TRUNCATED when the deflate stream is damaged or ends early.
     """
     try:
         with _BoundedFile(path) as handle:
@@ -168,7 +169,7 @@ def _inflated_size(path: Path, limits: InputLimits | None, label: str) -> int | 
                 return None
             _read_command_set_elements(handle)
             start = handle.tell()
-            return start + check_inflated_size(handle, limits, f"{label} (deflated DICOM)")
+            return start + check_inflated_size(handle, limits, f"{label} (deflated DICOM)", budget=budget)
     except StudyError as error:
         error.path = str(path)
         raise
@@ -177,9 +178,12 @@ def _inflated_size(path: Path, limits: InputLimits | None, label: str) -> int | 
 
 
 def read_file_sized(
-    path: Path, *, stop_before_pixels: bool, limits: InputLimits | None = None, label: str = "the DICOM file"
+    path: Path, *, stop_before_pixels: bool, limits: InputLimits | None = None, label: str = "the DICOM file",
+    budget: InflateBudget | None = None,
 ) -> tuple[Dataset | None, int]:
     """``read_file``, with the bytes its dataset takes once read in full (``DicomFootprint.stored_bytes``).
+
+    ``budget`` is shared by the files of one folder listing: a deflated file's inflated bytes are taken from it.
 
     Returns:
         (the dataset, or None when the file is no DICOM file at all; the inflated size of a deflated file, else the
@@ -188,7 +192,7 @@ def read_file_sized(
     Raises:
         StudyError: as ``read_file``.
     """
-    inflated = _inflated_size(path, limits, label)
+    inflated = _inflated_size(path, limits, label, budget)
     try:
         with _BoundedFile(path) as handle:
             ds = pydicom.dcmread(handle, stop_before_pixels=stop_before_pixels)

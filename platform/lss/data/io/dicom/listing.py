@@ -35,6 +35,7 @@ from lss.data.io.dicom.headers import (
     text_of,
     truncated,
 )
+from lss.data.io.limits import InflateBudget
 from lss.data.io.view import view_of_normal
 from lss.data.volume import LPS_TO_RAS
 
@@ -274,18 +275,20 @@ def list_dicom_series(folder: str | Path, *, limits: InputLimits | None = None) 
     Raises:
         StudyError: NOT_FOUND when ``folder`` does not exist; NO_IMAGE when it holds no DICOM image;
             TRUNCATED when a file has the DICOM preamble but its header cannot be parsed; IMAGE_TOO_LARGE for a
-            deflated file that inflates past ``max_decoded_mb``.
+            file that alone is over the budget (a deflated one that inflates past ``max_decoded_mb``) and for
+            deflated files that inflate past ``max_listing_inflated_mb`` together.
     """
     folder = Path(folder)
     if not folder.exists():
         raise StudyError(ErrorCode.NOT_FOUND, "the DICOM folder does not exist.", str(folder))
     files = [folder] if folder.is_file() else list(_iter_files(folder))
+    budget = InflateBudget(limits)
     groups: dict[str, DicomSeriesInfo] = {}
     views: dict[str, list[str | None]] = {}
     geometry: dict[str, list[_SliceGeometry]] = {}
     for number, path in enumerate(files, start=1):
         label = f"file {number}" if len(files) > 1 else "the DICOM file"
-        ds, stored = read_file_sized(path, stop_before_pixels=True, limits=limits, label=label)
+        ds, stored = read_file_sized(path, stop_before_pixels=True, limits=limits, label=label, budget=budget)
         if ds is None:
             continue
         if "SeriesInstanceUID" not in ds or "Rows" not in ds:
@@ -335,9 +338,10 @@ def _series_of_files(paths: list[Path], limits: InputLimits | None) -> list[Dico
     series: list[DicomSeriesInfo] = []
     by_uid: dict[str, DicomSeriesInfo] = {}
     geometry: dict[str, list[_SliceGeometry]] = {}
+    budget = InflateBudget(limits)
     for number, path in enumerate(paths, start=1):
         label = _given_label(number, len(paths))
-        ds, stored = read_file_sized(path, stop_before_pixels=True, limits=limits, label=label)
+        ds, stored = read_file_sized(path, stop_before_pixels=True, limits=limits, label=label, budget=budget)
         if ds is None:
             raise StudyError(ErrorCode.NOT_AN_IMAGE, f"{label} is not a DICOM file.", str(path))
         if "SeriesInstanceUID" not in ds and cut_short(path, ds):
