@@ -24,6 +24,7 @@ __all__ = [
     "ERRORS_NAME",
     "CaseArrays",
     "file_sha256",
+    "model_version",
     "read_jsonl",
     "write_jsonl",
     "write_case",
@@ -56,6 +57,11 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def model_version(path: str | Path) -> str:
+    """The version of a model file: the first 12 hex digits of its SHA-256."""
+    return file_sha256(Path(path))[:12]
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -14,17 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from lss.data.cases import model_version
 from lss.inference.locate import SpineLocator
 from lss.inference.predict import StudyPrediction, predict_cases
 
 __all__ = ["StudySegmenter", "model_version"]
-
-
-def model_version(path: str | Path) -> str:
-    """The version of a model file: the first 12 hex digits of its SHA-256."""
-    from lss.data.cases import file_sha256
-
-    return file_sha256(Path(path))[:12]
 
 
 class StudySegmenter:

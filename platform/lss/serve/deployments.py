@@ -31,7 +31,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from lss.inference.segment import model_version
+from lss.data.cases import model_version
 from lss.serve.errors import ServeError, install_log_redaction
 from lss.serve.housekeeping import Sweeper, new_upload_folder, prune_results, sweep_uploads
 from lss.serve.schemas import PreprocessorSettings, ReporterSettings, SegmenterSettings
@@ -42,6 +42,15 @@ logger = logging.getLogger("ray.serve")
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".raw", ".nrrd", ".dcm")
+
+
+def _import_the_chain() -> None:
+    """Imports the chain's modules (torch, MONAI): a stage deployment receives ``PreparedStudy`` /
+    ``StudyPrediction`` objects, whose unpickling imports them. Called in a replica's constructor, so that the
+    replica pays it before it is ready rather than on its first request. This module itself imports none of them,
+    so the ingress (``LSSApi``), which only passes responses on, starts in ~2 s instead of ~9."""
+    import lss.inference.predict  # noqa: F401
+    import lss.inference.prepare  # noqa: F401
 
 
 def _store_upload(files: list[tuple[str, bytes]], folder: Path, max_unpacked_bytes: int) -> Path:
@@ -90,6 +99,7 @@ class Preprocessor:
 
     def __init__(self, segmenter: DeploymentHandle) -> None:
         install_log_redaction()
+        _import_the_chain()
         self.segmenter = segmenter
         self.settings = PreprocessorSettings()
         # A replica killed mid-request cannot run its `finally`: the live ones remove what it left.
@@ -220,6 +230,7 @@ class Grader:
 
     def __init__(self) -> None:
         install_log_redaction()
+        _import_the_chain()
 
     def check_health(self) -> None:
         return None
@@ -249,6 +260,7 @@ class Reporter:
         from lss.reporting.reporter import StudyReporter
 
         install_log_redaction()
+        _import_the_chain()
         self.stage = StudyReporter()
         self.settings = ReporterSettings()
         self.results_dir = Path(self.settings.results_dir).resolve()
