@@ -185,6 +185,10 @@ class LSSApi:
     def __init__(self, preprocessor: DeploymentHandle, segmenter: DeploymentHandle, grader: DeploymentHandle,
                  reporter: DeploymentHandle, serve_config: dict[str, Any]) -> None:
         install_log_redaction()
+        # The Reporter's answer holds StudyFindings, whose unpickling imports this (torch, not MONAI): paid here,
+        # before the replica is ready, not by the first request.
+        import lss.reporting.findings  # noqa: F401
+
         self.preprocessor, self.segmenter, self.grader, self.reporter = preprocessor, segmenter, grader, reporter
         self.reconfigure(serve_config)
 
