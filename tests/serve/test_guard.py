@@ -5,7 +5,6 @@ answers throughout. No Ray here: ``tests/serve/test_serve.py`` repeats the key c
 
 from __future__ import annotations
 
-import json
 import select
 import socket
 import threading
@@ -14,6 +13,7 @@ import time
 import pytest
 import uvicorn
 from fastapi import FastAPI, File, UploadFile
+from helpers_http import read_response
 
 from lss.serve import free_port
 from lss.serve.guard import GuardSettings, RequestGuard
@@ -70,31 +70,6 @@ def _connect(server) -> socket.socket:
     return sock
 
 
-def _read_response(sock: socket.socket, timeout: float = 10.0) -> tuple[int, dict, bool]:
-    """(status, JSON body, whether the server then closed the connection)."""
-    sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), None)
-    while length is not None and len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    try:
-        closed = sock.recv(1) == b""
-    except (TimeoutError, OSError):
-        closed = False
-    return status, json.loads(body or b"{}"), closed
-
-
 def _upload_head(length: int | None, auth: str = AUTH, boundary: str = "b0undary") -> bytes:
     size = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
     return (f"POST /v1/diagnose HTTP/1.1\r\nHost: x\r\n{auth}{size}"
@@ -115,7 +90,7 @@ def _slow_start(length: int = 600_000) -> bytes:
 def _get(server, path: str, auth: str = AUTH) -> int:
     sock = _connect(server)
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n".encode())
-    status, _, _ = _read_response(sock)
+    status, _, _ = read_response(sock)
     sock.close()
     return status
 
@@ -124,7 +99,7 @@ def test_a_valid_upload_passes_and_gives_its_slot_back(server):
     body = _part(b"x" * 1000)
     sock = _connect(server)
     sock.sendall(_upload_head(len(body)) + body)
-    status, answer, _ = _read_response(sock)
+    status, answer, _ = read_response(sock)
     sock.close()
     assert status == 200 and answer == {"bytes": 1000}
     assert server["guard"]["guard"].active_uploads == 0
@@ -136,7 +111,7 @@ def test_no_token_is_refused_before_the_body(server):
         sock = _connect(server)
         started = time.perf_counter()
         sock.sendall(_upload_head(5 << 30, auth=auth))  # not one byte of the body
-        status, answer, closed = _read_response(sock)
+        status, answer, closed = read_response(sock)
         sock.close()
         assert status == 401 and answer["code"] == "unauthorized" and closed
         assert time.perf_counter() - started < 5
@@ -145,7 +120,7 @@ def test_no_token_is_refused_before_the_body(server):
 def test_a_declared_length_over_the_limit_is_a_413_before_the_body(server):
     sock = _connect(server)
     sock.sendall(_upload_head(300 << 20))
-    status, answer, closed = _read_response(sock)
+    status, answer, closed = read_response(sock)
     sock.close()
     assert status == 413 and answer["code"] == "too_large" and closed
 
@@ -170,7 +145,7 @@ def test_a_chunked_body_over_the_limit_is_cut_at_the_limit(server):
             answered = True
             break
     assert answered and sent < 3 << 20, sent
-    status, answer, _ = _read_response(sock)
+    status, answer, _ = read_response(sock)
     sock.close()
     assert status == 413 and answer["code"] == "too_large"
 
@@ -187,14 +162,14 @@ def test_slow_clients_are_capped_timed_out_and_health_still_answers(server):
     assert server["guard"]["guard"].active_uploads == 2
     third = _connect(server)
     third.sendall(_slow_start())
-    status, answer, closed = _read_response(third)
+    status, answer, closed = read_response(third)
     third.close()
     assert status == 429 and answer["code"] == "too_many_uploads" and closed
     started = time.perf_counter()
     assert _get(server, "/v1/health", auth="") == 200 and _get(server, "/v1/model") == 200
     assert time.perf_counter() - started < 5  # answered while the slow uploads hold their slots
     for sock in slow:
-        status, answer, closed = _read_response(sock, timeout=10)
+        status, answer, closed = read_response(sock, timeout=10)
         sock.close()
         assert status == 408 and answer["code"] == "timeout" and closed
     assert server["guard"]["guard"].active_uploads == 0
@@ -213,7 +188,7 @@ def test_a_trickling_client_is_cut_at_the_upload_deadline(server):
         if select.select([sock], [], [], 0.3)[0]:
             break
     elapsed = time.perf_counter() - started
-    status, answer, _ = _read_response(sock)
+    status, answer, _ = read_response(sock)
     sock.close()
     assert status == 408 and answer["code"] == "timeout"
     assert 1.8 < elapsed < 4.0, elapsed
@@ -229,10 +204,10 @@ def test_the_global_upload_cap_answers_503(server):
         time.sleep(0.1)
         other = _connect(server)
         other.sendall(_slow_start())
-        status, answer, _ = _read_response(other)
+        status, answer, _ = read_response(other)
         other.close()
         assert status == 503 and answer["code"] == "busy"
-        assert _read_response(held)[0] == 408
+        assert read_response(held)[0] == 408
         held.close()
     finally:
         server["current"]["settings"] = SETTINGS

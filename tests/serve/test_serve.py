@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import socket
 import threading
 import time
@@ -20,6 +19,7 @@ import pydicom
 import pytest
 import requests
 import torch
+from helpers_http import read_response
 
 from conftest import REAL_SCAN, REPO_ROOT
 from lss.anatomy import LEVELS
@@ -295,29 +295,6 @@ def _raw(server, data: bytes) -> socket.socket:
     return sock
 
 
-def _raw_status(sock: socket.socket, timeout: float = 30.0) -> tuple[int, dict, bool]:
-    """(status, JSON body, whether the server closed the connection after it)."""
-    sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except (TimeoutError, OSError):
-            return int(head.split(b" ", 2)[1]), {}, False
-        if not chunk:
-            break
-        body += chunk
-    if b"chunked" in head.lower():  # the proxy may re-chunk the body: keep the JSON between the chunk sizes
-        body = body[body.index(b"{"):body.rindex(b"}") + 1]
-    return int(head.split(b" ", 2)[1]), json.loads(body or b"{}"), True
-
-
 def _upload_head(length: int, token: str | None = TOKEN) -> bytes:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     return (f"POST /v1/diagnose HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {length}\r\n"
@@ -331,14 +308,14 @@ SLOW_OPENING = (b'--b0\r\nContent-Disposition: form-data; name="files"; filename
 def test_a_client_without_a_token_is_refused_before_its_body(server):
     """A 5 GiB upload announced without a token is answered 401 after its headers alone, and disconnected."""
     sock = _raw(server, _upload_head(5 << 30, token=None))
-    status, body, closed = _raw_status(sock)
+    status, body, closed = read_response(sock)
     sock.close()
     assert status == 401 and body["code"] == "unauthorized" and closed
 
 
 def test_a_declared_length_over_the_limit_is_refused_before_the_body(server):
     sock = _raw(server, _upload_head(300 << 20))
-    status, body, closed = _raw_status(sock)
+    status, body, closed = read_response(sock)
     sock.close()
     assert status == 413 and body["code"] == "too_large" and closed
 
@@ -348,7 +325,7 @@ def test_slow_clients_cannot_take_the_service_down(server, dicom_zip):
     rest are refused at once (429); health answers meanwhile; the slow four get a 408 and are disconnected after the
     idle timeout; a valid study is then diagnosed."""
     slow = [_raw(server, _upload_head(5 << 20) + SLOW_OPENING) for _ in range(10)]
-    statuses = [_raw_status(sock, timeout=20) for sock in slow]
+    statuses = [read_response(sock, timeout=20) for sock in slow]
     for sock in slow:
         sock.close()
     codes = sorted(status for status, _, _ in statuses)
