@@ -17,7 +17,7 @@ that a native crash or a hang fails its own case only. A failing case is reprodu
     .venv/bin/python tests/data/helpers_fuzz.py /tmp/fuzz FORMAT:SEED
 
 which writes the case's files under ``/tmp/fuzz/FORMAT_SEED/in`` and prints the outcome and traceback.
-``LSS_FUZZ_SEEDS`` sets the number of seeds per format (default 80).
+``LSS_FUZZ_SEEDS`` sets the number of seeds per format (default 50: 200 cases, ~25 s; 300 ran clean too).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from helpers_fuzz import (
 from lss.inference.study_input import open_study
 from lss.preprocessing.transforms import preprocess_study
 
-SEEDS_PER_FORMAT = int(os.environ.get("LSS_FUZZ_SEEDS", "80"))
+SEEDS_PER_FORMAT = int(os.environ.get("LSS_FUZZ_SEEDS", "50"))
 CASES = [pytest.param(fmt, seed, id=f"{fmt}-{seed}") for fmt in FORMATS for seed in range(SEEDS_PER_FORMAT)]
 MAX_RSS_GROWTH_MB = 2048
 FUZZ_TEST = "test_a_mutated_upload_is_read_or_refused_with_a_coded_error"
