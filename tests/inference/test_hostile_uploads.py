@@ -71,3 +71,24 @@ def test_a_degenerate_sform_is_absurd_spacing(tmp_path, value):
     with pytest.raises(StudyError) as info:
         open_study(tmp_path)
     assert info.value.code in (ErrorCode.ABSURD_SPACING, ErrorCode.NOT_AN_IMAGE)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_server_disk_is_not_blamed_on_the_upload(tmp_path):
+    """Writing the unpacked entry fails with ENOSPC (the entry's path leads to /dev/full): that is the server's
+    fault, so it stays an OSError (a coded 500 in Serve), not a 400 bad_archive."""
+    import errno
+
+    archive = _zip(tmp_path, [("study/a.dcm", b"DICM" * 1000)])
+    dest = tmp_path / "unpacked"
+    (dest / "study").mkdir(parents=True)
+    (dest / "study" / "a.dcm").symlink_to("/dev/full")
+    with pytest.raises(OSError) as caught:
+        unpack_zip(archive, dest)
+    assert caught.value.errno == errno.ENOSPC and not isinstance(caught.value, StudyError)
+    # A damaged archive is still the client's: a 400.
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(archive.read_bytes()[:-30])
+    with pytest.raises(StudyError) as refused:
+        unpack_zip(broken, tmp_path / "other")
+    assert refused.value.code is ErrorCode.BAD_ARCHIVE

@@ -10,6 +10,7 @@ here quotes one. The adapter reads the image headers within the reading budget (
 
 from __future__ import annotations
 
+import errno
 import lzma
 import shutil
 import stat
@@ -25,6 +26,10 @@ from lss.data.manifest import StudyRecord
 __all__ = ["unpack_zip", "open_study"]
 
 _CHUNK = 1 << 20
+
+
+# Errors of the server's own disk while unpacking (full, over quota, read-only): never blamed on the upload.
+_SERVER_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def unpack_zip(archive: str | Path, dest: str | Path, max_unpacked_bytes: int = 1 << 30) -> Path:
@@ -68,7 +73,9 @@ def unpack_zip(archive: str | Path, dest: str | Path, max_unpacked_bytes: int = 
                         continue
                     target.parent.mkdir(parents=True, exist_ok=True)
                     sink = open(target, "wb")  # noqa: SIM115 - closed by the `with` below
-                except OSError:
+                except OSError as error:
+                    if error.errno in _SERVER_FAULTS:
+                        raise
                     # A name too long for the file system, a file and a folder of the same name, a duplicate entry.
                     raise StudyError(ErrorCode.BAD_ARCHIVE, f"archive entry {number} cannot be unpacked (a name too "
                                      "long, or a file and a folder of the same name).") from None
@@ -81,8 +88,10 @@ def unpack_zip(archive: str | Path, dest: str | Path, max_unpacked_bytes: int = 
                                              f"of {max_unpacked_bytes / 2**20:.0f} MiB.")
                         sink.write(chunk)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error,
-            lzma.LZMAError, OSError):
-        # A corrupt or unsupported entry (deflate, bzip2 and lzma each raise their own), or a disk that is full. The
+            lzma.LZMAError, OSError) as error:
+        if isinstance(error, OSError) and error.errno in _SERVER_FAULTS:
+            raise  # our disk, not the client's archive: not a 4xx
+        # A corrupt or unsupported entry (deflate, bzip2 and lzma each raise their own; bzip2's is an OSError). The
         # library's message can quote an entry name: say what kind of failure it was, not what it said.
         raise StudyError(ErrorCode.BAD_ARCHIVE, "the zip archive cannot be read (corrupt, encrypted or an "
                          "unsupported compression).") from None

@@ -234,7 +234,7 @@ def check_inflated_size(stream: BinaryIO, limits: InputLimits | None, what: str,
             produced = len(inflater.decompress(data, _INFLATE_CHUNK))
             total += produced
             if total > limit:
-                if limit < limits.max_decoded_mb * MIB:
+                if budget is not None and limit < limits.max_decoded_mb * MIB:
                     raise budget.refusal()
                 raise StudyError(ErrorCode.IMAGE_TOO_LARGE, f"{what} inflates to more than {CONFIG_KEY}.max_decoded_mb "
                                  f"({limits.max_decoded_mb:,} MB); it is not read.")
