@@ -35,7 +35,7 @@ FAST_SYNTH = dict(
 
 # Fixtures that take seconds to build, by name: the session fixtures below, and module fixtures of these tests.
 HEAVY_FIXTURES = {
-    "synth_nifti", "synth_dicom", "tiny_model_file",
+    "synth_nifti", "synth_dicom", "tiny_model_file", "preprocessed_nifti",
     "draw_500",  # tests/data/test_synth.py: 500 phantom studies
     "trained",  # tests/reporting/test_generator.py and test_fit.py: a trained report writer
     "real_cases",  # tests/training/test_mixed.py: real scans preprocessed
@@ -129,6 +129,19 @@ def synth_dicom(tmp_path_factory):
 def synth_nifti(tmp_path_factory):
     """Two synthetic studies written as NIfTI, with every severity forced present by a uniform prior."""
     return _synth(tmp_path_factory, "synth_nifti", cases=2, seed=200, format="nifti", class_balance="uniform")
+
+
+@pytest.fixture(scope="session")
+def preprocessed_nifti(synth_nifti, tmp_path_factory):
+    """``synth_nifti`` preprocessed once (serial engine, default config): model-ready shards for every test that
+    trains, evaluates or tunes on them. Read-only: a test that changes shards makes its own copy."""
+    from lss.config import PreprocessConfig
+    from lss.preprocessing.pipeline import run_preprocessing
+
+    root, records = synth_nifti
+    out = tmp_path_factory.mktemp("preprocessed_nifti")
+    assert run_preprocessing(root, out, PreprocessConfig(), engine="serial").ok == len(records)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -31,10 +31,19 @@ from lss.data.synth.phantom import sample_phantom
 from lss.data.synth.reports import REPORT_STYLES, write_report
 
 
+def _draw(seed: int):
+    return sample_phantom(np.random.default_rng(seed))
+
+
 @pytest.fixture(scope="module")
 def draw_500():
-    """500 study plans (anatomy + pathology + measurements; rendering is not needed for the labels)."""
-    return [sample_phantom(np.random.default_rng(seed)) for seed in range(10_000, 10_500)]
+    """500 study plans (anatomy + pathology + measurements; rendering is not needed for the labels), drawn in two
+    fresh processes (each draw is seeded, so the plans are the same as drawn one by one)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(_draw, range(10_000, 10_500), chunksize=25))
 
 
 def test_class_balance_matches_rsna_on_500_studies(draw_500):

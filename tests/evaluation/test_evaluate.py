@@ -15,23 +15,17 @@ from PIL import Image
 
 from conftest import REPO_ROOT
 from lss.anatomy import LEVELS, Structure
-from lss.config import PreprocessConfig
 from lss.data.cases import load_case, read_jsonl
 from lss.evaluation import PLOTS, RESULTS_JSON, RESULTS_MD, evaluate_model, read_split
 from lss.metrics import SEVERITY_NAMES, rsna_score, segmentation_metrics, severity_metrics
-from lss.preprocessing.pipeline import run_preprocessing
 
 SEGMENTATION_KEYS = ({f"dice_{s.value}" for s in list(Structure)[1:]} | {f"hd95_{s.value}" for s in list(Structure)[1:]}
                      | {"dice_macro", "n_cases"})
 
 
 @pytest.fixture(scope="module")
-def preprocessed(synth_nifti, tmp_path_factory):
-    root, records = synth_nifti
-    out = tmp_path_factory.mktemp("preprocessed")
-    summary = run_preprocessing(root, out, PreprocessConfig(), engine="serial")
-    assert summary.ok == len(records)
-    return out
+def preprocessed(preprocessed_nifti):
+    return preprocessed_nifti
 
 
 @pytest.fixture(scope="module")

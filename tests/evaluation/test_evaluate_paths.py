@@ -10,23 +10,18 @@ import pytest
 import torch
 
 from lss.anatomy import LEVELS
-from lss.config import PreprocessConfig
 from lss.data.cases import load_case, read_jsonl
 from lss.evaluation import RESULTS_JSON, RESULTS_MD, evaluate_model
 from lss.metrics import selective_metrics, severity_metrics
 from lss.model.calibration import SeverityCalibration
-from lss.preprocessing.pipeline import run_preprocessing
 
 PATH_KEYS = {"n", "accuracy", "balanced_accuracy", "macro_f1", "rsna_log_loss", "ece", "ece_uncalibrated", "coverage",
              "selective_accuracy", "selective_balanced_accuracy", "n_stated"}
 
 
 @pytest.fixture(scope="module")
-def preprocessed(synth_nifti, tmp_path_factory):
-    root, records = synth_nifti
-    out = tmp_path_factory.mktemp("preprocessed_paths")
-    assert run_preprocessing(root, out, PreprocessConfig(), engine="serial").ok == len(records)
-    return out
+def preprocessed(preprocessed_nifti):
+    return preprocessed_nifti
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 from helpers_prediction import known_prediction
 
 from lss.anatomy import LEVELS, SEVERITIES
-from lss.config import PreprocessConfig, ReportConfig
+from lss.config import ReportConfig
 from lss.data.manifest import LevelRecord
 from lss.data.synth.reports import REPORT_STYLES, write_report
 from lss.reporting import (
@@ -236,16 +236,13 @@ CONTRADICTING = "Severe central canal stenosis at L4/L5 and L5/L6."
 
 
 @pytest.fixture(scope="module")
-def evaluated(synth_nifti, tiny_model_file, tmp_path_factory):
+def evaluated(preprocessed_nifti, tiny_model_file, tmp_path_factory):
     from lss.evaluation.reports import evaluate_reports
     from lss.model import load_model
-    from lss.preprocessing.pipeline import run_preprocessing
     from lss.reporting.generator import save_generator, train_generator
     from lss.training.reporter import study_features
 
-    root, records = synth_nifti
-    data = tmp_path_factory.mktemp("consistency_data")
-    assert run_preprocessing(root, data, PreprocessConfig(), engine="serial").ok == len(records)
+    data = preprocessed_nifti
     _, features, _ = study_features(load_model(tiny_model_file).eval(), data, None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -8,19 +8,17 @@ import json
 import pytest
 
 from lss.cli import main
-from lss.config import PreprocessConfig, load_config
+from lss.config import load_config
 from lss.inference import Diagnoser
-from lss.preprocessing.pipeline import run_preprocessing
 
 SMALL = ["--set", "report.epochs=2", "--set", "report.layers=1", "--set", "report.hidden=32", "--set",
          "report.heads=2", "--set", "report.max_new_tokens=40", "--set", "report.batch_size=4"]
 
 
 @pytest.fixture(scope="module")
-def trained(synth_nifti, tiny_model_file, tmp_path_factory):
+def trained(synth_nifti, preprocessed_nifti, tiny_model_file, tmp_path_factory):
     root, records = synth_nifti
-    data = tmp_path_factory.mktemp("pre")
-    assert run_preprocessing(root, data, PreprocessConfig(), engine="serial").ok == len(records)
+    data = preprocessed_nifti
     ids = [r.study_id for r in records]
     split = tmp_path_factory.mktemp("split") / "split.json"
     split.write_text(json.dumps({"train": ids[:1], "val": ids[1:], "test": ids[1:]}))

@@ -20,6 +20,7 @@ import pytest
 import requests
 import torch
 from helpers_http import read_response
+from helpers_viewer import drive_the_viewer
 
 from conftest import REAL_SCAN, REPO_ROOT
 from lss.anatomy import LEVELS
@@ -143,6 +144,14 @@ def test_a_dicom_study_gets_a_complete_answer_and_its_images(server, dicom_zip):
 
 
 # ------------------------------------------------------------------------------------------------------------ one chain
+@pytest.mark.browser
+def test_the_viewer_in_chromium(server, dicom_zip, tmp_path):
+    """The web viewer in headless Chromium on this app (tests/serve/helpers_viewer.py), before any hot swap or kill."""
+    study_zip = tmp_path / "study.zip"
+    study_zip.write_bytes(dicom_zip)
+    drive_the_viewer(server["url"], TOKEN, study_zip, tmp_path)
+
+
 def test_the_api_and_the_cli_run_the_same_chain(server, dicom_zip, tiny_model_file, tmp_path):
     """The same study through Serve and through ``Diagnoser`` (the stages without Ray): the same grades,
     probabilities, measurements and report sentences (the request id replaces the study id in Serve)."""

@@ -9,9 +9,8 @@ import math
 import pytest
 import torch
 
-from lss.config import LSSConfig, PreprocessConfig, TrainConfig
+from lss.config import LSSConfig, TrainConfig
 from lss.data.cases import read_jsonl
-from lss.preprocessing.pipeline import run_preprocessing
 from lss.training.axial_dropout import drop_axial
 
 TINY = {"base_channels": 8, "attention_dim": 32, "text_encoder": "random-small"}
@@ -54,11 +53,8 @@ def test_rates_are_validated(field):
 
 
 @pytest.fixture(scope="module")
-def preprocessed(synth_nifti, tmp_path_factory):
-    root, _ = synth_nifti
-    out = tmp_path_factory.mktemp("pre_dropout")
-    run_preprocessing(root, out, PreprocessConfig(), engine="serial")
-    return out
+def preprocessed(preprocessed_nifti):
+    return preprocessed_nifti
 
 
 @pytest.fixture(scope="module")

@@ -84,10 +84,8 @@ def test_real_partial_targets(real_cases):
 
 
 @needs_shared
-def test_mixed_training_on_phantoms_and_real_scans(ray_session, real_cases, synth_nifti, tmp_path):
-    root, _ = synth_nifti
-    phantoms = tmp_path / "phantoms"
-    run_preprocessing(root, phantoms, PreprocessConfig(), engine="serial")
+def test_mixed_training_on_phantoms_and_real_scans(ray_session, real_cases, preprocessed_nifti, tmp_path):
+    phantoms = preprocessed_nifti
     vb2_ids = [r["study_id"] for r in read_jsonl(real_cases["fastcleverseg_vb2"] / "preprocessed.jsonl")]
     config = LSSConfig.model_validate({
         "model": {"base_channels": 8, "attention_dim": 32, "text_encoder": "random-small"},

@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
-from lss.config import LSSConfig, PreprocessConfig
-from lss.preprocessing.pipeline import run_preprocessing
+from lss.config import LSSConfig
 from lss.tuning import (
     GAINS,
     apply_trial,
@@ -155,11 +154,8 @@ def test_cli_and_job_need_data_without_smoke(capsys):
 
 
 @pytest.fixture(scope="module")
-def preprocessed(synth_nifti, tmp_path_factory):
-    root, _ = synth_nifti
-    out = tmp_path_factory.mktemp("pre_tune")
-    run_preprocessing(root, out, PreprocessConfig(), engine="serial")
-    return out
+def preprocessed(preprocessed_nifti):
+    return preprocessed_nifti
 
 
 @pytest.fixture(scope="module")

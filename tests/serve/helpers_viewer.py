@@ -1,17 +1,15 @@
-"""The web viewer: served by the ingress (no token for the page itself), and driven end to end in Debian's headless
-Chromium with Playwright against the real Serve app with a token set: upload a DICOM study zip, see the API's
-grades, load the evidence, follow a report finding to its images, and see the API's reason for a bad upload.
+"""The web viewer driven end to end in Debian's headless Chromium with Playwright against the real Serve app (token
+set): upload a DICOM study zip, see the API's grades, load the evidence, follow a report finding to its images, and
+see the API's reason for a bad upload. Called by tests/serve/test_serve.py on its Serve app (one Serve start for both).
 
-The browser test needs /usr/bin/chromium (`make browser`); Playwright never downloads a browser here. Its
-screenshot goes to outputs/viewer.png; the README's docs/viewer.png was made with
-`LSS_VIEWER_SCREENSHOT=docs/viewer.png make test ARGS="-m browser tests/viewer"`."""
+It needs /usr/bin/chromium (`make browser`); Playwright never downloads a browser here. Its screenshot goes to
+outputs/viewer.png; the README's docs/viewer.png was made with
+`LSS_VIEWER_SCREENSHOT=docs/viewer.png make test ARGS="-m browser tests/serve/test_serve.py"`."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import zipfile
 from pathlib import Path
 
 import pydicom
@@ -19,104 +17,18 @@ import pytest
 
 from conftest import REPO_ROOT
 
-TOKEN = "viewer-token-0123456789"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = REPO_ROOT / os.environ.get("LSS_VIEWER_SCREENSHOT", "outputs/viewer.png")
-SMALL = {"ray_actor_options": {"num_cpus": 0.1}, "num_replicas": 1}
-
-
-# ------------------------------------------------------------------------------------------------ no server needed
-def _asgi_get(app, path: str) -> tuple[int, dict[str, str], bytes]:
-    """One GET through the FastAPI app itself (the viewer routes are plain functions, no replica needed)."""
-    messages: list[dict] = []
-    requested = False
-
-    async def receive():
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        while not any(m["type"] == "http.response.body" and not m.get("more_body") for m in messages):
-            await asyncio.sleep(0.001)
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        messages.append(message)
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
-    asyncio.run(app(scope, receive, send))
-    start = next(m for m in messages if m["type"] == "http.response.start")
-    headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    return start["status"], headers, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-
-
-def test_the_viewer_is_served_without_a_token_and_the_root_redirects_to_it():
-    from lss.serve.app import api
-
-    for path in ("/", "/viewer"):
-        status, headers, _ = _asgi_get(api, path)
-        assert status == 307 and headers["location"] == "/viewer/"
-    status, headers, html = _asgi_get(api, "/viewer/")
-    assert status == 200 and headers["content-type"].startswith("text/html")
-    assert b'id="upload-input"' in html and b'src="viewer.js"' in html
-    assert "script-src 'self'" in headers["content-security-policy"]
-    for name, kind in (("viewer.js", "text/javascript"), ("viewer.css", "text/css")):
-        status, headers, text = _asgi_get(api, f"/viewer/{name}")
-        assert status == 200 and headers["content-type"].startswith(kind)
-        # Nothing from the internet; server text never goes through innerHTML.
-        assert b"http://" not in text and b"https://" not in text and b"innerHTML" not in text
-    assert b"http://" not in html and b"https://" not in html
-    assert _asgi_get(api, "/viewer/..%2Fapp.py")[0] == 404
-    assert _asgi_get(api, "/viewer/app.py")[0] == 404
-
-
-# ------------------------------------------------------------------------------------------------ the real app
-@pytest.fixture(scope="module")
-def server(ray_session, tiny_model_file, tmp_path_factory):
-    """The shipped local.yaml (as in tests/serve), one small replica each, with a token."""
-    import yaml
-    from ray import serve
-
-    from lss.serve import deploy_config, free_port, resolve_config
-
-    port = free_port()
-    data = yaml.safe_load((REPO_ROOT / "serve_configs" / "local.yaml").read_text())
-    data["http_options"]["port"] = port
-    app = data["applications"][0]
-    app["args"]["model_path"] = str(tiny_model_file)
-    app["args"]["overrides"] += [f"serve.api_token={TOKEN}", "serve.max_upload_mb=12",
-                                 f"serve.results_dir={tmp_path_factory.mktemp('viewer_results')}"]
-    app["deployments"] = [{"name": name, **SMALL} for name in
-                          ("LSSApi", "Preprocessor", "Segmenter", "Grader", "Reporter")]
-    deploy_config(resolve_config(data))
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-
-
-@pytest.fixture(scope="module")
-def study_zip(synth_dicom, tmp_path_factory) -> Path:
-    """A synthetic DICOM study (no masks), zipped as a user would upload it."""
-    _, records = synth_dicom
-    source = records[1].resolve(records[1].sagittal().path).parent
-    path = tmp_path_factory.mktemp("viewer_upload") / "study.zip"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file in sorted(source.rglob("*")):
-            if file.is_file() and not file.name.endswith((".nii.gz", ".txt", ".json")):
-                pydicom.dcmread(file)  # a DICOM file, not a mask or a label
-                zf.write(file, str(file.relative_to(source.parent)))
-    return path
 
 
 def _is_diagnose(response) -> bool:
     return response.request.method == "POST" and response.url.split("?")[0].endswith("/v1/diagnose")
 
 
-@pytest.mark.browser
-def test_the_viewer_in_chromium(server, study_zip, tmp_path):
+def drive_the_viewer(server: str, token: str, study_zip: Path, tmp_path: Path) -> None:
+    """Every step a user takes in the viewer, asserted against what the API answered (``server``: the base URL)."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
@@ -139,8 +51,8 @@ def test_the_viewer_in_chromium(server, study_zip, tmp_path):
 
             page.goto(server + "/")
             assert page.url == server + "/viewer/"
-            page.fill("#token-input", TOKEN)
-            assert page.evaluate("sessionStorage.getItem('lss.apiToken')") == TOKEN
+            page.fill("#token-input", token)
+            assert page.evaluate("sessionStorage.getItem('lss.apiToken')") == token
             # Record every state the status box goes through (uploading -> processing -> done).
             page.evaluate("""() => { window.__states = [];
                 const s = document.getElementById('status');
