@@ -33,7 +33,7 @@ from lss.cli import (
 )
 from lss.config import load_config
 from lss.data.synth.generate import generate_dataset
-from lss.preprocessing.pipeline import run_preprocessing
+from lss.preprocessing.pipeline import plan_preprocessing, run_plans
 from lss.ray_session import init_ray, shutdown_ray
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -108,18 +108,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    Ray dashboard: http://{dashboard}")
     summary: dict = {}
     try:
-        # [4] Ray Data preprocessing of the synthetic set.
-        _step(4, f"preprocessing with Ray Data -> {out / 'preprocessed'}")
-        synth_summary = run_preprocessing(out / "synth", out / "preprocessed", config.preprocess, config.ray)
-        print(synth_summary)
-
-        # [5] Real scans through the same readers and transforms: the unlabelled scan, and the labelled real sets
-        # (read through their dataset cards, from ../shared) that the model trains on beside the phantoms.
-        _step(5, f"preprocessing the real scan {args.real} and the labelled real sets")
-        real_summary = run_preprocessing(args.real, out / "preprocessed_real", config.preprocess, config.ray)
-        print(real_summary)
-        config, held_out = _with_real_sets(config, out, args)
+        # [4] Ray Data preprocessing, one actor pool for every dataset: the synthetic set, the real scan, and the
+        # labelled real sets (read through their dataset cards, from ../shared) to train on beside the phantoms.
+        _step(4, f"preprocessing with Ray Data: the synthetic studies -> {out / 'preprocessed'}, the real scan "
+                 f"{args.real} and the labelled real sets")
+        cards = _planned_cards(out, args, config)
+        plans = [plan_preprocessing(out / "synth", out / "preprocessed", config.preprocess),
+                 plan_preprocessing(args.real, out / "preprocessed_real", config.preprocess),
+                 *(plan for _, plan in cards)]
+        synth_summary, real_summary, *card_summaries = run_plans(plans, config.preprocess, config.ray)
+        for each in (synth_summary, real_summary, *card_summaries):
+            print(each)
         failed = synth_summary.failed + real_summary.failed
+
+        # [5] The labelled real sets join the training mix, a few scans of each held out to score on.
+        _step(5, "the labelled real sets: trained on beside the phantoms, a few scans held out")
+        config, held_out = _with_real_sets(config, out, [card for card, _ in cards], args)
         if args.stop_after != "preprocess":
             summary = _model_stages(config, out, args, held_out)
     finally:
@@ -162,21 +166,31 @@ def _zip_study(record) -> bytes:
     return buffer.getvalue()
 
 
-def _with_real_sets(config, out: Path, args):
-    """Preprocesses the labelled real sets of ``--real-cards`` and adds them to ``train.mix`` (a few held out)."""
+def _planned_cards(out: Path, args, config) -> list:
+    """``(card, plan)`` of each labelled real set of ``--real-cards`` that can be read (a missing shared set is
+    reported and left out: it must not stop the phantom demo)."""
+    from lss.data.adapters.card import load_card
+
+    planned = []
+    for card_path in args.real_cards:
+        card = load_card(card_path)
+        try:
+            planned.append((card, plan_preprocessing(card_path, out / "preprocessed_cards" / card.name,
+                                                     config.preprocess)))
+        except Exception as error:  # noqa: BLE001 - reported, and the demo goes on without this set
+            print(f"    {card.name}: not used ({type(error).__name__}: {error})")
+    return planned
+
+
+def _with_real_sets(config, out: Path, cards: list, args):
+    """Adds the preprocessed labelled real sets to ``train.mix``, each with a few scans held out."""
     from lss.config import MixSource
-    from lss.data.adapters.card import card_splits, load_card
+    from lss.data.adapters.card import card_splits
     from lss.data.cases import read_jsonl
 
     mix, held_out = [], {}
-    for card_path in args.real_cards:
-        card = load_card(card_path)
+    for card in cards:
         data = out / "preprocessed_cards" / card.name
-        try:
-            print(run_preprocessing(card_path, data, config.preprocess, config.ray))
-        except Exception as error:  # noqa: BLE001 - a missing shared set must not stop the phantom demo
-            print(f"    {card.name}: not used ({type(error).__name__}: {error})")
-            continue
         labelled = sorted(r["study_id"] for r in read_jsonl(data / "preprocessed.jsonl")
                           if r.get("has_sagittal_labels"))
         val = sorted(set(card_splits(card).get("val", [])) & set(labelled))

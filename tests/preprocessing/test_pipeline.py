@@ -20,7 +20,7 @@ from lss.anatomy import CANAL_LABEL, LEVELS
 from lss.config import PreprocessConfig
 from lss.data.cases import load_case, read_jsonl
 from lss.data.privacy import anonymous_id
-from lss.preprocessing.pipeline import run_preprocessing
+from lss.preprocessing.pipeline import plan_preprocessing, run_plans, run_preprocessing
 
 CONFIG = PreprocessConfig()
 
@@ -102,8 +102,15 @@ def test_corrupt_inputs_are_listed_and_the_run_goes_on(ray_session, synth_dicom,
     _nifti(data / "absurd_spacing" / "sag.nii.gz", (6, 64, 64), (40.0, 0.8, 0.8))
     _nifti(data / "too_few_slices" / "sag.nii.gz", (2, 64, 64), (4.0, 0.8, 0.8))
 
+    # A second dataset in the same Ray Data run (one actor pool), with a study id the first one also has.
+    other = tmp_path / "other"
+    _copy_series(sagittal, other / "good")
     out = tmp_path / "pre"
-    summary = run_preprocessing(data, out, CONFIG)
+    summary, other_summary = run_plans([plan_preprocessing(data, out, CONFIG),
+                                        plan_preprocessing(other, tmp_path / "pre_other", CONFIG)], CONFIG)
+    assert (other_summary.ok, other_summary.failed, other_summary.processed) == (1, 0, 1)
+    assert [r["study_id"] for r in _rows(tmp_path / "pre_other")[0]] == ["good"]
+    assert _rows(tmp_path / "pre_other")[1] == []
     ok, errors = _rows(out)
     assert [r["study_id"] for r in ok] == ["good"]
     codes: dict[str, set[str]] = {}

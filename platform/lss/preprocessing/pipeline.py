@@ -1,6 +1,7 @@
 """The preprocessing stage on Ray Data: a dataset folder in any supported layout -> model-ready case shards.
 
-    manifest (adapter) -> ray.data.from_items -> map_batches(StudyPreprocessor, actor pool, fractional CPUs)
+    manifest (adapter) -> plan (reuse what is unchanged) -> ray.data.from_items
+        -> map_batches(StudyPreprocessor, actor pool, fractional CPUs; several datasets can share one pool)
         -> OUT/cases/<study_id>.npz   (one shard per study, written by the actor)
         -> OUT/preprocessed.jsonl     (one row per case: path, sha256, fingerprint, labels, label_groups, reports)
         -> OUT/errors.jsonl           (one row per failed study: code, message, stage)
@@ -39,10 +40,13 @@ from lss.data.privacy import anonymous_id
 
 __all__ = [
     "PREPROCESS_VERSION",
+    "PreprocessPlan",
     "PreprocessSummary",
     "StudyPreprocessor",
     "study_fingerprint",
+    "plan_preprocessing",
     "process_record",
+    "run_plans",
     "run_preprocessing",
 ]
 
@@ -105,22 +109,22 @@ def process_record(record: StudyRecord, config: PreprocessConfig, out_dir: Path)
 
 
 class StudyPreprocessor:
-    """Ray Data actor: one study per call; the MONAI transforms are imported once per actor."""
+    """Ray Data actor: one study per call, written to the output folder its row names (one actor pool can serve
+    several datasets); the MONAI transforms are imported once per actor."""
 
-    def __init__(self, config: dict[str, Any], out_dir: str) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
         import lss.preprocessing.transforms  # noqa: F401 - warm the imports in the actor, not per study
 
         self.config = PreprocessConfig.model_validate(config)
-        self.out_dir = Path(out_dir)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         rows = []
-        for text, root in zip(batch["record"], batch["root"], strict=True):
+        for text, root, out_dir in zip(batch["record"], batch["root"], batch["out_dir"], strict=True):
             record = StudyRecord.model_validate_json(str(text))
             record.root = str(root) if root else None
-            rows.append(process_record(record, self.config, self.out_dir))
+            rows.append(process_record(record, self.config, Path(str(out_dir))))
         # Rows are returned as JSON text: result columns differ between ok and error rows.
-        return {"study_id": [r["study_id"] for r in rows], "result": [json.dumps(r) for r in rows]}
+        return {"plan": batch["plan"], "result": [json.dumps(r) for r in rows]}
 
 
 @dataclass
@@ -169,6 +173,86 @@ def _unchanged(row: dict[str, Any] | None, fingerprint: str, out_dir: Path) -> b
     return path.is_file() and file_sha256(path) == row.get("sha256")
 
 
+@dataclass
+class PreprocessPlan:
+    """One dataset's share of a preprocessing run (``plan_preprocessing``): what discovery found, the results that
+    are reused, and the studies to process."""
+
+    out_dir: Path
+    records: list[StudyRecord]
+    discover_errors: list[dict[str, Any]]
+    kept: list[dict[str, Any]]
+    todo: list[StudyRecord]
+    started: float
+
+
+def plan_preprocessing(
+    in_dir: str | Path, out_dir: str | Path, config: PreprocessConfig | None = None, kind: str = "auto"
+) -> PreprocessPlan:
+    """Discovers a dataset folder and decides which studies need processing (unchanged ones are reused).
+
+    Args:
+        in_dir: a dataset in any supported layout (see ``lss.data.adapters``).
+        out_dir: where the shards, ``preprocessed.jsonl`` and ``errors.jsonl`` go (created).
+        config: preprocessing settings.
+        kind: the dataset layout, or "auto".
+
+    Raises:
+        StudyError: NOT_FOUND when ``in_dir`` does not exist.
+    """
+    config = config or PreprocessConfig()
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    discovered = build_manifest(Path(in_dir), kind=kind, limits=config.limits)
+    discover_errors = [{**dict(e), "status": "error", "stage": "discover"} for e in discovered.errors]
+    previous = _previous(out_dir)
+    todo, kept = [], []
+    for record in discovered.records:
+        fingerprint = study_fingerprint(record, config)
+        if _unchanged(previous.get(record.study_id), fingerprint, out_dir):
+            kept.append(previous[record.study_id])
+        else:
+            todo.append(record)
+    logger.info("preprocess: %d studies found, %d unchanged, %d to process, %d failed discovery",
+                len(discovered.records), len(kept), len(todo), len(discover_errors))
+    return PreprocessPlan(out_dir, list(discovered.records), discover_errors, kept, todo, started)
+
+
+def run_plans(
+    plans: list[PreprocessPlan],
+    config: PreprocessConfig | None = None,
+    ray_config: RayConfig | None = None,
+    engine: str = "ray",
+) -> list[PreprocessSummary]:
+    """Processes the studies of several plans in one run (one Ray Data actor pool for all of them), then writes each
+    plan's ``preprocessed.jsonl`` and ``errors.jsonl``.
+
+    Args:
+        plans: from ``plan_preprocessing`` (made with the same ``config``).
+        config: preprocessing settings (workers and CPUs per worker for the Ray actor pool).
+        ray_config: how to get a Ray session (an embedded local Ray by default).
+        engine: "ray" (Ray Data actor pool) or "serial" (a plain loop in this process, with a progress bar on a
+            terminal; for comparison).
+
+    Returns:
+        One summary per plan, in order; failed studies are listed in ``errors.jsonl``, never raised.
+    """
+    config = config or PreprocessConfig()
+    if engine not in ("ray", "serial"):
+        raise ValueError(f"engine must be 'ray' or 'serial', got {engine!r}.")
+    todo = [(index, record) for index, plan in enumerate(plans) for record in plan.todo]
+    results: list[tuple[int, dict[str, Any]]] = []
+    if todo and engine == "serial":
+        with logging_redirect_tqdm():  # log lines above the bar, not through it
+            for n, (index, record) in enumerate(tqdm(todo, desc="preprocess", unit="study", disable=None), start=1):
+                results.append((index, process_record(record, config, plans[index].out_dir)))
+                _log_progress(n, len(todo), results[-1][1])
+    elif todo:
+        results = _run_ray(todo, plans, config, ray_config)
+    return [_finish(plan, [row for index, row in results if index == i]) for i, plan in enumerate(plans)]
+
+
 def run_preprocessing(
     in_dir: str | Path,
     out_dir: str | Path,
@@ -177,7 +261,7 @@ def run_preprocessing(
     kind: str = "auto",
     engine: str = "ray",
 ) -> PreprocessSummary:
-    """Preprocesses every study of a dataset folder.
+    """Preprocesses every study of a dataset folder (``plan_preprocessing`` then ``run_plans``).
 
     Args:
         in_dir: a dataset in any supported layout (see ``lss.data.adapters``).
@@ -194,60 +278,37 @@ def run_preprocessing(
     Raises:
         StudyError: NOT_FOUND when ``in_dir`` does not exist.
     """
-    config = config or PreprocessConfig()
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
     if engine not in ("ray", "serial"):
         raise ValueError(f"engine must be 'ray' or 'serial', got {engine!r}.")
-    started = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    discovered = build_manifest(in_dir, kind=kind, limits=config.limits)
-    discover_errors = [{**dict(e), "status": "error", "stage": "discover"} for e in discovered.errors]
-    previous = _previous(out_dir)
+    return run_plans([plan_preprocessing(in_dir, out_dir, config, kind)], config, ray_config, engine)[0]
 
-    todo, kept = [], []
-    for record in discovered.records:
-        fingerprint = study_fingerprint(record, config)
-        if _unchanged(previous.get(record.study_id), fingerprint, out_dir):
-            kept.append(previous[record.study_id])
-        else:
-            todo.append(record)
-    logger.info("preprocess: %d studies found, %d unchanged, %d to process, %d failed discovery",
-                len(discovered.records), len(kept), len(todo), len(discover_errors))
 
-    results: list[dict[str, Any]] = []
-    if todo and engine == "serial":
-        with logging_redirect_tqdm():  # log lines above the bar, not through it
-            for n, record in enumerate(tqdm(todo, desc="preprocess", unit="study", disable=None), start=1):
-                results.append(process_record(record, config, out_dir))
-                _log_progress(n, len(todo), results[-1])
-    elif todo:
-        results = _run_ray(todo, config, out_dir, ray_config)
-
-    by_id = {row["study_id"]: row for row in kept + results}
-    records = {r.study_id: r for r in discovered.records}
-    ok_rows, error_rows = [], list(discover_errors)
+def _finish(plan: PreprocessPlan, results: list[dict[str, Any]]) -> PreprocessSummary:
+    """Writes a plan's index and error list from its reused and new results."""
+    by_id = {row["study_id"]: row for row in plan.kept + results}
+    records = {r.study_id: r for r in plan.records}
+    ok_rows, error_rows = [], list(plan.discover_errors)
     for study_id in sorted(by_id):
         row = by_id[study_id]
         if row["status"] == "ok":
-            record = records[study_id]
-            row["record"] = record.model_dump(mode="json")
+            row["record"] = records[study_id].model_dump(mode="json")
             ok_rows.append(row)
         else:
             error_rows.append(row)
-    write_jsonl(ok_rows, out_dir / INDEX_NAME)
-    write_jsonl(error_rows, out_dir / ERRORS_NAME)
+    write_jsonl(ok_rows, plan.out_dir / INDEX_NAME)
+    write_jsonl(error_rows, plan.out_dir / ERRORS_NAME)
     for row in error_rows:
         name, message = _anonymised(row)
         logger.warning("preprocess: %s skipped [%s] %s (details in %s)", name, row.get("code"), message,
                        ERRORS_NAME)
     return PreprocessSummary(
-        out_dir=out_dir,
-        total=len(discovered.records) + len(discover_errors),
+        out_dir=plan.out_dir,
+        total=len(plan.records) + len(plan.discover_errors),
         processed=len(results),
-        reused=len(kept),
+        reused=len(plan.kept),
         ok=len(ok_rows),
         failed=len(error_rows),
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - plan.started,
         errors=error_rows,
     )
 
@@ -271,16 +332,18 @@ def _log_progress(done: int, total: int, row: dict[str, Any]) -> None:
                 row.get("seconds", 0.0))
 
 
-def _run_ray(todo: list[StudyRecord], config: PreprocessConfig, out_dir: Path, ray_config: RayConfig | None):
+def _run_ray(todo: list[tuple[int, StudyRecord]], plans: list[PreprocessPlan], config: PreprocessConfig,
+             ray_config: RayConfig | None) -> list[tuple[int, dict[str, Any]]]:
     import ray.data
 
     from lss.ray_session import init_ray
 
     init_ray(ray_config)
-    items = [{"record": r.model_dump_json(), "root": r.root or ""} for r in todo]
+    items = [{"record": r.model_dump_json(), "root": r.root or "", "plan": index,
+              "out_dir": str(plans[index].out_dir.resolve())} for index, r in todo]
     dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         StudyPreprocessor,
-        fn_constructor_kwargs={"config": config.model_dump(mode="json"), "out_dir": str(out_dir.resolve())},
+        fn_constructor_kwargs={"config": config.model_dump(mode="json")},
         batch_size=1,
         num_cpus=config.cpus_per_worker,
         # A fixed pool of fractional-CPU actors: whole-CPU actors would leave Ray Data's own tasks no CPU on 2 cores.
@@ -289,6 +352,6 @@ def _run_ray(todo: list[StudyRecord], config: PreprocessConfig, out_dir: Path, r
     results = []
     for n, row in enumerate(dataset.iter_rows(), start=1):
         result = json.loads(row["result"])
-        results.append(result)
+        results.append((int(row["plan"]), result))
         _log_progress(n, len(todo), result)
     return results
