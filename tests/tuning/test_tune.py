@@ -164,7 +164,8 @@ def sweep(ray_session, preprocessed, tmp_path_factory):
     config = LSSConfig.model_validate({
         "model": {"text_encoder": "random-small"},
         "train": {"epochs": 2, "val_fraction": 0.5, "test_fraction": 0.0},
-        "tune": {"num_samples": 2, "storage_path": str(storage), "seed": 0},
+        # Both trials at once (each a 0.5-CPU Train worker): concurrent trials are what a cluster runs.
+        "tune": {"num_samples": 2, "max_concurrent_trials": 2, "storage_path": str(storage), "seed": 0},
     })
     import ray
 
