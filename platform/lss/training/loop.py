@@ -273,9 +273,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         loader = ray.train.torch.prepare_data_loader(loader)
     steps_per_epoch = min(len(loader), train_cfg.steps_per_epoch or len(loader))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps_per_epoch * train_cfg.epochs, 1))
-    # A batch can skip the axial branch (use_axial off, axial dropout, real scans without axial series): under DDP
-    # its parameters then get no gradient, which the reducer refuses unless it looks for unused parameters.
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    # With use_axial off the axial branch never runs: under DDP its parameters get no gradient, which the reducer
+    # refuses unless it looks for unused parameters. With it on, every branch runs (absent or dropped axial levels
+    # are masked, not skipped), and looking would only cost a graph traversal per step.
+    model = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"find_unused_parameters": not train_cfg.use_axial})
     for loss in (seg_sagittal, seg_axial):
         loss.to(device)
     use_amp = bool(train_cfg.amp and device.type == "cuda")
