@@ -9,7 +9,7 @@ One run prints (and writes to outputs/bench/serve_{cpu,cuda}.json):
 1. in-process: upload bytes -> unpack -> preprocess (+ sagittal pass) -> model -> findings -> grounded report,
    sequentially (the cost Serve cannot remove);
 2. Serve at concurrency 1, 4 and 16: p50 / p95 / p99 latency and throughput; Serve's overhead as the ratio of
-   the p50s at concurrency 1;
+   the p50s at concurrency 1, and where it goes (each stage's p50 in-process and in Serve);
 3. batching on (max_batch_size 4) vs off (1) at concurrency 4, switched by a user_config redeploy;
 4. a load of 16 concurrent clients for --load-seconds: the 5xx count and the replica counts over time (up with the
    load, back down after it);
@@ -74,21 +74,43 @@ def _model(path: str | None, out: Path, text_encoder: str) -> Path:
     return target.resolve()
 
 
-def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> list[float]:
-    """The same chain as the Serve graph (``Diagnoser``: prepare -> segment -> grade -> report), in one process."""
-    from lss.inference import Diagnoser
+def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> tuple[list[float], list[dict]]:
+    """The same chain as the Serve graph (``Diagnoser``: prepare -> segment -> grade -> report), in one process.
+
+    Returns:
+        The seconds of each study, and of each stage: ``open`` (write, unzip, list), ``prepare`` (with its locator
+        pass and, where axial series need levels, a sagittal pass of the model), ``segmentation``, ``grade+report``.
+    """
+    from lss.inference import Diagnoser, open_study
+    from lss.inference.prepare import without_labels
+    from lss.reporting import build_findings
 
     diagnoser = Diagnoser(model_path, device=device)
-    times = []
+    times, stages = [], []
     for i in range(n + 1):
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
             archive = Path(folder) / "upload.zip"
             archive.write_bytes(payload)
-            diagnoser.diagnose_path(archive)
+            # diagnose_path's steps, timed one by one
+            record = without_labels(open_study(archive, Path(folder) / "work",
+                                               limits=diagnoser.config.preprocess.limits))
+            opened = time.perf_counter()
+            prepared = diagnoser.prepare(record)
+            ready = time.perf_counter()
+            prediction = diagnoser.predict(prepared)
+            predicted = time.perf_counter()
+            diagnoser.reporter.write(build_findings(prediction), prediction)
         if i:  # the first call warms the caches
-            times.append(time.perf_counter() - started)
-    return times
+            ended = time.perf_counter()
+            times.append(ended - started)
+            stages.append({"open": opened - started, "prepare": ready - opened, "segmentation": predicted - ready,
+                           "grade+report": ended - predicted})
+    return times, stages
+
+
+def _p50s(rows: list[dict]) -> dict[str, float]:
+    return {key: round(statistics.median(row[key] for row in rows), 3) for key in rows[0]}
 
 
 def _post(url: str, payload: bytes, retry: bool = False) -> tuple[int, float]:
@@ -102,6 +124,14 @@ def _post(url: str, payload: bytes, retry: bool = False) -> tuple[int, float]:
         if status < 500:
             break
     return status, time.perf_counter() - started
+
+
+def _timed_post(url: str, payload: bytes) -> tuple[float, dict]:
+    """One diagnosis: the client's seconds and the server's ``timings_s``."""
+    started = time.perf_counter()
+    response = requests.post(f"{url}/v1/diagnose", files={"files": ("study.zip", payload)}, timeout=300)
+    response.raise_for_status()
+    return time.perf_counter() - started, response.json()["timings_s"]
 
 
 def _burst(url: str, payload: bytes, concurrency: int, n: int) -> dict:
@@ -133,7 +163,10 @@ def _config(port: int, model: Path, results: Path, segmenter: dict | None = None
     data["http_options"]["port"] = port
     app = data["applications"][0]
     app["args"]["model_path"] = str(model)
-    app["args"]["overrides"] = list(app["args"].get("overrides") or []) + [f"serve.results_dir={results}"]
+    # Every benchmark client connects from 127.0.0.1: the per-address upload cap (serve.max_uploads_per_client, 4
+    # by default, 429 above it) would measure the guard, not the graph; bench/hostile.py measures the guard.
+    app["args"]["overrides"] = list(app["args"].get("overrides") or []) + [f"serve.results_dir={results}",
+                                                                           "serve.max_uploads_per_client=16"]
     seg = next(d for d in app["deployments"] if d["name"] == "Segmenter")
     seg.update(segmenter or {})
     if gpu:
@@ -169,9 +202,10 @@ def main() -> None:
 
     # [1] The pipeline in-process, sequentially.
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))
-    local = _in_process(model, payload, args.requests, args.device)
-    report["in_process"] = {"p50_s": statistics.median(local), "n": len(local)}
-    print(f"in-process pipeline: p50 {report['in_process']['p50_s']:.3f} s over {len(local)} studies", flush=True)
+    local, local_stages = _in_process(model, payload, args.requests, args.device)
+    report["in_process"] = {"p50_s": statistics.median(local), "n": len(local), "stages_p50_s": _p50s(local_stages)}
+    print(f"in-process pipeline: p50 {report['in_process']['p50_s']:.3f} s over {len(local)} studies; stages p50 "
+          f"{report['in_process']['stages_p50_s']}", flush=True)
 
     # [2] Serve at concurrency 1, 4, 16.
     init_ray(RayConfig(object_store_mb=600))
@@ -187,6 +221,20 @@ def main() -> None:
         report["serve"].append(row)
         print(f"serve c={concurrency:2d}: p50 {row['p50_s']:.3f} s  p95 {row['p95_s']:.3f}  p99 {row['p99_s']:.3f}  "
               f"{row['throughput_per_s']:.2f} studies/s  ({row['ok']}/{row['requests']} ok)", flush=True)
+        if concurrency == 1:
+            # Where Serve's extra time goes: the server's own stage timings (the Preprocessor's includes its calls
+            # to the Segmenter for the locator and the sagittal pass), the rest of the ingress' time (the upload's
+            # unzip and listing, which the Preprocessor does not time, and the hops between stages), the HTTP proxy.
+            rows = []
+            for _ in range(args.requests):
+                client_s, timings = _timed_post(url, payload)
+                stages = sum(timings.get(k, 0.0) for k in ("preprocess", "segmentation", "grading", "report"))
+                rows.append({"client": client_s, "http+proxy": client_s - timings["total"], "upload": timings["upload"],
+                             "preprocess": timings["preprocess"], "segmentation": timings["segmentation"],
+                             "grading+report": timings.get("grading", 0.0) + timings.get("report", 0.0),
+                             "unzip+hops": timings["total"] - timings["upload"] - stages})
+            report["serve_stages_p50_s"] = _p50s(rows)
+            print(f"serve c= 1, stages p50: {report['serve_stages_p50_s']}", flush=True)
     report["serve_overhead_ratio_c1"] = report["serve"][0]["p50_s"] / report["in_process"]["p50_s"]
     print(f"Serve p50 / in-process p50 at concurrency 1: {report['serve_overhead_ratio_c1']:.3f}", flush=True)
 
@@ -231,7 +279,8 @@ def main() -> None:
                           str(s): statuses.count(s) for s in sorted(set(statuses))},
                       "peak_replicas": peak, "final_replicas": samples[-1][1],
                       "seconds_to_scale_down": samples[-1][0] - (cool - started)}
-    print(f"load: {len(statuses)} requests in {args.load_seconds:.0f} s, 5xx {report['load']['status_5xx']}; "
+    print(f"load: {len(statuses)} requests in {args.load_seconds:.0f} s, statuses {report['load']['status_counts']}, "
+          f"5xx {report['load']['status_5xx']}; "
           f"peak replicas {peak}; back to {samples[-1][1]} {report['load']['seconds_to_scale_down']:.0f} s after "
           "the load stopped", flush=True)
 
