@@ -195,3 +195,16 @@ def test_unknown_engine_and_missing_input(tmp_path):
         run_preprocessing(tmp_path, tmp_path / "o", CONFIG, engine="spark")
     with pytest.raises(StudyError, match="not_found|does not exist"):
         run_preprocessing(tmp_path / "nope", tmp_path / "o", CONFIG)
+
+
+def test_plans_run_only_with_the_settings_they_were_made_with(synth_dicom, tmp_path):
+    # A shard's content and fingerprint come from the settings: a run with others would mislabel every shard.
+    root, _ = synth_dicom
+    plan = plan_preprocessing(root, tmp_path / "pre", CONFIG)
+    other = CONFIG.model_copy(update={"axial_slices": CONFIG.axial_slices + 2})
+    with pytest.raises(ValueError, match="other preprocessing settings"):
+        run_plans([plan], other, engine="serial")
+    assert not (tmp_path / "pre" / "preprocessed.jsonl").exists()  # refused before anything was written
+    # The actor pool's size is not a shard setting.
+    pool = CONFIG.model_copy(update={"workers": CONFIG.workers + 1})
+    assert run_plans([], pool) == [] and run_plans([plan], pool, engine="serial")[0].failed == 0

@@ -75,7 +75,7 @@ def study_fingerprint(record: StudyRecord, config: PreprocessConfig) -> str:
     digest = hashlib.sha256()
     digest.update(str(PREPROCESS_VERSION).encode())
     digest.update(record.model_dump_json().encode())
-    digest.update(config.model_dump_json(exclude={"workers", "cpus_per_worker"}).encode())
+    digest.update(_shard_settings(config).encode())
     for path in _input_files(record):
         try:
             stat = path.stat()
@@ -179,6 +179,7 @@ class PreprocessPlan:
     are reused, and the studies to process."""
 
     out_dir: Path
+    config: PreprocessConfig
     records: list[StudyRecord]
     discover_errors: list[dict[str, Any]]
     kept: list[dict[str, Any]]
@@ -216,7 +217,7 @@ def plan_preprocessing(
             todo.append(record)
     logger.info("preprocess: %d studies found, %d unchanged, %d to process, %d failed discovery",
                 len(discovered.records), len(kept), len(todo), len(discover_errors))
-    return PreprocessPlan(out_dir, list(discovered.records), discover_errors, kept, todo, started)
+    return PreprocessPlan(out_dir, config, list(discovered.records), discover_errors, kept, todo, started)
 
 
 def run_plans(
@@ -229,18 +230,28 @@ def run_plans(
     plan's ``preprocessed.jsonl`` and ``errors.jsonl``.
 
     Args:
-        plans: from ``plan_preprocessing`` (made with the same ``config``).
-        config: preprocessing settings (workers and CPUs per worker for the Ray actor pool).
+        plans: from ``plan_preprocessing``, all made with the same preprocessing settings.
+        config: those settings (None: the plans' own); only ``workers`` and ``cpus_per_worker`` may differ from
+            the plans', since the rest decides what a shard holds and its fingerprint.
         ray_config: how to get a Ray session (an embedded local Ray by default).
         engine: "ray" (Ray Data actor pool) or "serial" (a plain loop in this process, with a progress bar on a
             terminal; for comparison).
 
     Returns:
-        One summary per plan, in order; failed studies are listed in ``errors.jsonl``, never raised.
+        One summary per plan, in order (each one's ``seconds`` run from its planning to the end of the shared run);
+        failed studies are listed in ``errors.jsonl``, never raised.
+
+    Raises:
+        ValueError: for an unknown engine, or plans made with settings other than ``config``.
     """
-    config = config or PreprocessConfig()
-    if engine not in ("ray", "serial"):
-        raise ValueError(f"engine must be 'ray' or 'serial', got {engine!r}.")
+    _check_engine(engine)
+    if not plans:
+        return []
+    config = config or plans[0].config
+    for plan in plans:
+        if _shard_settings(plan.config) != _shard_settings(config):
+            raise ValueError(f"the plan for {plan.out_dir} was made with other preprocessing settings than this run's; "
+                             "plan every dataset with the same config.")
     todo = [(index, record) for index, plan in enumerate(plans) for record in plan.todo]
     results: list[tuple[int, dict[str, Any]]] = []
     if todo and engine == "serial":
@@ -278,9 +289,18 @@ def run_preprocessing(
     Raises:
         StudyError: NOT_FOUND when ``in_dir`` does not exist.
     """
+    _check_engine(engine)  # before planning creates out_dir
+    return run_plans([plan_preprocessing(in_dir, out_dir, config, kind)], config, ray_config, engine)[0]
+
+
+def _check_engine(engine: str) -> None:
     if engine not in ("ray", "serial"):
         raise ValueError(f"engine must be 'ray' or 'serial', got {engine!r}.")
-    return run_plans([plan_preprocessing(in_dir, out_dir, config, kind)], config, ray_config, engine)[0]
+
+
+def _shard_settings(config: PreprocessConfig) -> str:
+    """The settings a shard depends on (what ``study_fingerprint`` hashes; not the actor pool's size)."""
+    return config.model_dump_json(exclude={"workers", "cpus_per_worker"})
 
 
 def _finish(plan: PreprocessPlan, results: list[dict[str, Any]]) -> PreprocessSummary:
