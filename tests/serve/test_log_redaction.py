@@ -69,3 +69,26 @@ def test_unretrieved_task_errors_lose_their_message_and_expected_ones_their_trac
     text = caplog.text
     assert text.count("Task exception was never retrieved") == 2
     assert NAME not in text and "Refused: bad_archive" in text and "FileExistsError (message withheld" in text
+
+
+def test_an_unretrieved_ray_task_error_keeps_its_class_but_not_its_text(caplog):
+    """Ray logs the text of a task error nobody retrieved (remote traceback and message in one string) when the
+    reference is collected; through its own handler, as a replica would."""
+    import traceback
+
+    from ray._private.worker import _unhandled_error_handler
+    from ray.exceptions import RayTaskError
+
+    install_log_redaction()
+    with caplog.at_level(logging.ERROR, logger="ray._private.worker"):
+        for cause in (StudyError(ErrorCode.BAD_ARCHIVE, f"refused {NAME}"), FileExistsError(f"exists: {NAME}")):
+            try:
+                raise cause
+            except Exception as error:  # noqa: BLE001 - the test builds Ray's error from a real traceback
+                remote = RayTaskError("ServeReplica:lss:Preprocessor.prepare", traceback.format_exc(), error)
+            assert NAME in str(remote)  # what Ray would log as it is
+            _unhandled_error_handler(remote)
+    text = caplog.text
+    assert text.count("Unhandled error") == 2 and NAME not in text and "Traceback" not in text
+    assert "lss.data.errors.StudyError" not in text
+    assert ": StudyError (message withheld" in text and ": FileExistsError (message withheld" in text

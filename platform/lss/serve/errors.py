@@ -8,6 +8,7 @@ file name.
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 
 from lss.data.errors import ErrorCode, StudyError
@@ -46,6 +47,19 @@ def study_error_status(error: StudyError) -> int:
     return 400 if error.code in _BAD_REQUEST else 422
 
 
+# How ray._private.worker starts its report of an error nobody retrieved (Ray 2.x).
+UNHANDLED_PREFIX = "Unhandled error"
+
+
+def _error_class(text: str) -> str:
+    """The short class name on the last "module.Class: message" line of a formatted traceback, or "an error"."""
+    for line in reversed(text.strip().splitlines()):
+        match = re.match(r"^([A-Za-z_][\w.]*)(?::|$)", line.strip())
+        if match and not line.startswith((" ", "\t")):
+            return match.group(1).rsplit(".", 1)[-1]
+    return "an error"
+
+
 class RedactingFilter(logging.Filter):
     """Keeps tracebacks and exception messages out of the replicas' logs.
 
@@ -54,11 +68,19 @@ class RedactingFilter(logging.Filter):
     that were resolving a failed stage's response for the next stage. A record keeps its first line only; an
     expected refusal (``StudyError``, ``ServeError``) gets its code and no traceback; any other exception keeps its
     frames (file and line, for whoever debugs it) but not its message, which can quote an uploaded file name or a
-    DICOM value.
+    DICOM value. Ray's own report of a task error that nobody retrieved (``ray._private.worker``: the error's text in
+    the message, no exc_info) keeps its first words and the error's class.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.exc_info or record.exc_info[1] is None:
+            message = str(record.msg)
+            if message.startswith(UNHANDLED_PREFIX):
+                # Ray logs the text of a task error nobody retrieved when its reference is collected (when is up to
+                # the garbage collector): the remote traceback and the message, as one string. Keep its class.
+                kind = _error_class(message)
+                record.msg, record.args = (f"{UNHANDLED_PREFIX} a Ray task failed and nobody retrieved its error: "
+                                           f"{kind} (message withheld: it can hold client data)"), ()
             return True
         kind, error, trace = record.exc_info
         first_line = record.getMessage().splitlines()[0] if record.getMessage() else ""
@@ -73,8 +95,9 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install_log_redaction(logger_names: tuple[str, ...] = ("ray.serve", "asyncio")) -> None:
-    """Adds one ``RedactingFilter`` to each logger (Serve's own, and asyncio's) in this process; idempotent."""
+def install_log_redaction(logger_names: tuple[str, ...] = ("ray.serve", "asyncio", "ray._private.worker")) -> None:
+    """Adds one ``RedactingFilter`` to each logger (Serve's own, asyncio's and Ray's worker's, which reports
+    unretrieved task errors) in this process; idempotent."""
     for name in logger_names:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
