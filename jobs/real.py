@@ -170,7 +170,7 @@ def level_safety(model_path: Path, config, card: Path, data_dir: Path, study_ids
             counts["levels"] += 1
             counts["assessable"] += int(finding.assessable)
             counts["graded"] += int(finding.stated_severity is not None)
-            counts["withheld"] += int(finding.abstained)
+            counts["withheld"] += int(finding.withheld)
             if finding.stated_severity in (Severity.MODERATE, Severity.SEVERE):
                 counts["moderate_severe_flagged" if finding.review else "moderate_severe_unflagged"] += 1
     return {"naming_levels": named, "naming_right": right, **counts}
@@ -183,7 +183,8 @@ def sct_safety(model_path: Path, config) -> dict[str, Any]:
     findings = Diagnoser(model_path, config).diagnose_path(SCT_SCAN).findings
     return {"levels": {f.level: {"status": f.status, "stated": None if f.stated_severity is None
                                  else f.stated_severity.value, "review": f.review,
-                                 "reasons": f.not_assessable_reasons} for f in findings.levels},
+                                 "reasons": f.not_assessable_reasons or [r for r in [f.withheld_reason] if r]}
+                       for f in findings.levels},
             "study_reasons": findings.not_assessable_reasons,
             "naming": {k: findings.level_naming.get(k) for k in ("method", "status")}}
 

@@ -87,6 +87,19 @@ def test_the_report_files_keys_and_ranges(evaluated, preprocessed, model_file):
     assert (rule is None) == (rule_levels == 0)
     if rule:
         assert rule["n"] == rule_levels and 0 < rule["coverage"] <= 1
+    # What the findings state: confident, and not contradicted by the rule grade of the measured masks.
+    stated, by_hand = saved["severity"]["stated"], []
+    for st in saved["per_study"]:
+        for t, p, r, a, shown in zip(st["severity_true"], st["severity_pred"], st["rule_severity_pred"],
+                                     st["abstained"], st["stated_pred"], strict=True):
+            assert shown == (p if not a and r in (-1, p) else -1)
+            if t >= 0 and shown >= 0:
+                by_hand.append(t == shown)
+    assert stated["n_stated"] == len(by_hand) and stated["n"] == saved["severity"]["n"]
+    assert stated["coverage"] == pytest.approx(len(by_hand) / stated["n"])
+    if by_hand:
+        assert stated["selective_accuracy"] == pytest.approx(np.mean(by_hand))
+        assert intervals["severity_stated"]["accuracy"]["value"] == pytest.approx(np.mean(by_hand))
     narrow = saved["canal_moderate_severe"]
     expected_levels = sum(sev >= 1 for study in saved["per_study"] for sev in study["severity_true"])
     assert narrow["levels"] == expected_levels

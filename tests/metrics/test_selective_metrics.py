@@ -38,7 +38,24 @@ def test_selective_metrics_by_hand(threshold, expected):
 def test_threshold_zero_equals_the_plain_accuracy_and_levels_may_come_per_study():
     assert selective_metrics(PROBS, TARGETS, 0.0)["selective_accuracy"] == severity_metrics(PROBS, TARGETS)["accuracy"]
     per_study = selective_metrics(PROBS.reshape(2, 2, 3), np.reshape(TARGETS, (2, 2)), 0.7)
-    assert per_study == selective_metrics(PROBS, TARGETS, 0.7)
+    flat = selective_metrics(PROBS, TARGETS, 0.7)
+    assert per_study.keys() == flat.keys()
+    for key, value in flat.items():  # NaN (no Moderate truth) is not equal to itself
+        assert (math.isnan(value) and math.isnan(per_study[key])) or per_study[key] == value, key
+
+
+def test_allowed_withholds_whatever_the_confidence_and_a_withheld_level_is_not_recalled():
+    # Threshold 0 with the first level not allowed: the other two stated, one right (the Severe one).
+    result = selective_metrics(PROBS, TARGETS, 0.0, allowed=np.array([False, True, True, True]))
+    assert result["n_stated"] == 2 and result["coverage"] == pytest.approx(2 / 3)
+    assert result["selective_accuracy"] == pytest.approx(0.5)
+    # Of the two Normal/Mild truths neither is stated Normal/Mild (one withheld, one stated Moderate); the Severe is.
+    assert result["selective_recall_normal_mild"] == 0.0 and result["selective_recall_severe"] == 1.0
+    assert math.isnan(result["selective_recall_moderate"])  # no Moderate truth
+    everything = selective_metrics(PROBS, TARGETS, 0.0)
+    assert everything["selective_recall_normal_mild"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="allowed must be a bool array of 4 levels"):
+        selective_metrics(PROBS, TARGETS, 0.0, allowed=np.ones(3, dtype=bool))
 
 
 def test_nothing_known_is_nan():

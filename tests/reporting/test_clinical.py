@@ -108,8 +108,17 @@ def test_grounded_writer_reads_back_with_notes_in_brackets():
     study = StudyFindings(study_id="g1", levels=findings, has_axial=True,
                           notes=["No axial images at L5/S1: graded from the sagittal view only (lower-confidence)."])
     text = GroundedReportWriter().write(study).text
-    assert "[review:" in text and "13.5 mm" in text and "please review" in text
+    assert "[review:" in text and "13.5 mm" in text and "please review" in text.lower()
     assert extract_statements(text) == severities
+
+    # The same disagreement as a measurement conflict: the grade is withheld, and the reason (which names two grades)
+    # states nothing.
+    findings[1].measurement_conflict = True
+    text = GroundedReportWriter().write(study).text
+    assert ("L2/L3: grade withheld [the model grades Normal/Mild but the measured dural sac (60 mm2) grades "
+            "Severe") in text
+    assert "Grade withheld where the model and the measurements disagree: L2/L3; please review." in text
+    assert extract_statements(text) == {lv: s for lv, s in severities.items() if lv != "L2/L3"}
 
 
 def test_grounded_style_text_with_review_marker():

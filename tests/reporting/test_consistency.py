@@ -42,8 +42,13 @@ def _probs(grades, confidence: float = 0.9) -> np.ndarray:
     return probs
 
 
+# Sac radii whose measured areas grade as GRADES by the cut-offs (L2/L3 ~95 mm2: Moderate), so that the measurements
+# agree with the model and every level is stated (a disagreement withholds the grade).
+RADII = (9.0, 5.5, 6.0, 4.5, 8.5)
+
+
 def graded_findings(grades=GRADES) -> StudyFindings:
-    return build_findings(known_prediction(probs=_probs(grades)))
+    return build_findings(known_prediction(sac_radius_mm=RADII, probs=_probs(grades)))
 
 
 def withheld_findings() -> StudyFindings:

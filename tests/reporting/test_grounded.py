@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers_prediction import known_prediction
+from helpers_prediction import CANAL_Y, DISC_Z, known_prediction
 from PIL import Image
 
 from lss.anatomy import LEVELS, SEVERITIES, Severity, format_area_mm2
@@ -23,16 +23,38 @@ def _probs(grades: list[Severity]) -> np.ndarray:
     return probs
 
 
-def test_rule_grade_and_model_grade_disagreeing_is_flagged_not_resolved():
+def test_rule_grade_and_model_grade_disagreeing_withholds_the_grade():
     findings = build_findings(known_prediction(probs=_probs([Severity.NORMAL_MILD] * 5)))
     assert [f.rule_severity for f in findings.levels] == RULE
     flagged = [f.level for f in findings.levels if f.review]
     assert flagged == ["L4/L5"]
     l45 = findings.level("L4/L5")
-    assert l45.severity is Severity.NORMAL_MILD  # the model's grade is kept...
+    assert l45.severity is Severity.NORMAL_MILD  # the model's grade is kept as the model's...
+    assert l45.measurement_conflict and l45.status == "withheld" and l45.stated_severity is None  # ...not stated
     assert "Severe" in l45.review_reason and "mm2" in l45.review_reason  # ...and the disagreement said
+    assert l45.withheld_reason == l45.review_reason
+    as_json = l45.as_dict()
+    assert as_json["severity"] is None and as_json["model_severity"] == "Normal/Mild"
+    assert as_json["status"] == "withheld" and as_json["withheld_reason"] == l45.review_reason
+    report = GroundedReportWriter().write(findings).text
+    assert "L4/L5" not in extract_statements(report)
+    assert "no significant central canal stenosis at any lumbar level" not in report.lower()  # L4/L5 is not graded
     agreeing = build_findings(known_prediction(probs=_probs(RULE)))
-    assert not any(f.review for f in agreeing.levels)
+    assert not any(f.review or f.withheld for f in agreeing.levels)
+
+
+def test_the_sagittal_ap_compares_stenosis_only():
+    """Without an axial area the rule grade is the sagittal AP's, which says Moderate for any AP under 10 mm: a model
+    grade of Severe there is stenosis as well, not a contradiction; Normal/Mild is."""
+    absent = [True, True, True, False, True]
+    for model, conflict in ((Severity.SEVERE, False), (Severity.MODERATE, False), (Severity.NORMAL_MILD, True)):
+        prediction = known_prediction(probs=_probs([*RULE[:3], model, RULE[4]]), axial_present=absent)
+        z = DISC_Z[LEVELS.index("L4/L5")]
+        prediction.sagittal_mask[CANAL_Y[0]:CANAL_Y[0] + 8, z - 12:z + 12] = 0  # the canal narrowed to 8 mm AP
+        l45 = build_findings(prediction).level("L4/L5")
+        assert l45.measurements.sagittal_ap_mm == pytest.approx(8.0, abs=0.5)
+        assert l45.rule_source == "sagittal_ap" and l45.rule_severity is Severity.MODERATE
+        assert l45.measurement_conflict is conflict and (l45.stated_severity is None) is conflict
 
 
 def test_a_level_without_axial_images_is_lower_confidence():
@@ -78,7 +100,8 @@ def test_report_sections_order_and_evidence():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_the_report_states_exactly_the_findings(seed):
-    """Whatever the grades, every level is stated once with the model's grade: nothing more, nothing else."""
+    """Whatever the grades, every graded level is stated once with the model's grade, and a level whose measurements
+    contradict the model is not stated at all: nothing more, nothing else."""
     rng = np.random.default_rng(seed)
     grades = [SEVERITIES[i] for i in rng.integers(0, 3, len(LEVELS))]
     present = rng.random(len(LEVELS)) > 0.3
@@ -86,11 +109,16 @@ def test_the_report_states_exactly_the_findings(seed):
     findings = build_findings(known_prediction(sac_radius_mm=radii, probs=_probs(grades), axial_present=present))
     writer = GroundedReportWriter()
     report = writer.write(findings)
-    assert extract_statements(report.text) == dict(zip(LEVELS, grades, strict=True))
+    stated = {f.level: f.stated_severity for f in findings.levels if f.stated_severity is not None}
+    assert stated == {lv: g for lv, g, f in zip(LEVELS, grades, findings.levels, strict=True)
+                      if not f.measurement_conflict}
+    assert extract_statements(report.text) == stated
     assert writer.write(findings).text == report.text  # deterministic
+    impression = report.text.split("IMPRESSION:")[1].lower()
     for level, grade in zip(LEVELS, grades, strict=True):
-        if grade is Severity.NORMAL_MILD:
-            assert f"central canal stenosis at {level}" not in report.text.split("IMPRESSION:")[1]
+        if grade is Severity.NORMAL_MILD or level not in stated:
+            for word in ("moderate", "severe"):
+                assert f"{word} central canal stenosis at {level.lower()}" not in impression
 
 
 @pytest.mark.heavy

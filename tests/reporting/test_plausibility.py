@@ -65,7 +65,9 @@ def test_the_helper_spine_is_assessable_everywhere():
     assert assessment.canal_interrupted == set()
     assert assessment.naming["method"] == "counted_from_sacrum"
     findings = build_findings(known_prediction())
-    assert [f.status for f in findings.levels] == ["graded"] * 5
+    # Every level is assessable; L4/L5's 4.5 mm sac grades Severe where the default model says Normal/Mild: withheld.
+    assert [f.status for f in findings.levels] == ["graded"] * 3 + ["withheld", "graded"]
+    assert findings.level("L4/L5").measurement_conflict
     assert findings.not_assessable_reasons == [] and findings.assessable
 
 

@@ -339,6 +339,16 @@ def evaluate_model(
                                                                  "recall_moderate", "recall_severe",
                                                                  "confusion_matrix")}
             sev["rule_of_measurements"]["coverage"] = float(len(pairs) / max(int(known.sum()), 1))
+        # What the findings state: a confident grade that the rule grade of the measured masks does not contradict
+        # (lss.reporting.findings withholds the others). Only the axial rule is measured here.
+        agrees = np.asarray([[r < 0 or r == p for p, r in zip(st["severity_pred"], st["rule_severity_pred"],
+                                                               strict=True)] for st in per_study], dtype=bool)
+        for st, row in zip(per_study, agrees, strict=True):
+            st["stated_pred"] = [p if ok and not a else -1
+                                 for p, a, ok in zip(st["severity_pred"], st["abstained"], row, strict=True)]
+        sev["stated"] = selective_metrics(flat_p, flat_t, model.calibration.abstain_threshold,
+                                          allowed=agrees.reshape(-1))
+        sev["stated"]["withheld_for_conflict"] = int((~agrees.reshape(-1) & known).sum())
         results["severity"] = sev
         notes.append(COVERAGE_NOTE + f" Abstention threshold {model.calibration.abstain_threshold:.3f}"
                      + ("" if model.calibration.fitted else " (the model carries no fitted calibration: identity, "
@@ -418,15 +428,19 @@ def _intervals(per_study: list[dict[str, Any]], sagittal_meter: SegmentationMete
     """95% bootstrap intervals over studies of the severity, Dice and measurement figures.
 
     Returns:
-        ``severity`` and ``severity_rule_of_measurements`` (``confusion_statistics`` of the per-study confusions of
-        the model's grades and of the rule grades of the measured masks) and, where measured,
+        ``severity``, ``severity_rule_of_measurements`` and ``severity_stated`` (``confusion_statistics`` of the
+        per-study confusions of the model's grades, of the rule grades of the measured masks, and of the grades the
+        findings state, over the stated levels) and, where measured,
         ``sagittal_dice_macro``, ``axial_dice_macro``, ``canal_dice_moderate_severe``, ``area_bias``, ``area_mae``,
         ``ap_bias``, ``ap_mae``; each ``{"value", "low", "high"}``.
     """
     n = len(per_study)
     out: dict[str, Any] = {}
     truth = [study["severity_true"] for study in per_study]
-    for key, name in (("severity_pred", "severity"), ("rule_severity_pred", "severity_rule_of_measurements")):
+    for key, name in (("severity_pred", "severity"), ("rule_severity_pred", "severity_rule_of_measurements"),
+                      ("stated_pred", "severity_stated")):
+        if any(key not in study for study in per_study):
+            continue
         confusions = study_confusions(truth, [study[key] for study in per_study], len(SEVERITIES))
         if confusions.sum():
             out[name] = confusion_statistics(confusions)
@@ -631,6 +645,22 @@ def _markdown(results: dict[str, Any]) -> str:
                                   *[_with_interval(rule[k], ri.get(k)) for k in ("accuracy", "balanced_accuracy",
                                                                                  "macro_f1", "recall_moderate",
                                                                                  "recall_severe")]]]))
+        stated = severity.get("stated")
+        if stated and stated.get("n"):
+            si = intervals.get("severity_stated") or {}
+            parts.append("### What the findings state (a confident grade the measured masks do not contradict; the "
+                         "others are withheld)\n")
+            parts.append(_table(["levels stated (coverage)", "withheld: measurements disagree", "accuracy",
+                                 "balanced accuracy", "Severe recall", "Severe levels stated Severe"],
+                                [[f"{stated['n_stated']} of {stated['n']} ({_f(stated['coverage'])})",
+                                  str(stated["withheld_for_conflict"]),
+                                  *[_with_interval(stated[k], si.get(n)) for k, n in (
+                                      ("selective_accuracy", "accuracy"),
+                                      ("selective_balanced_accuracy", "balanced_accuracy"))],
+                                  _with_interval(si.get("recall_severe", {}).get("value"), si.get("recall_severe")),
+                                  _f(stated["selective_recall_severe"])]]))
+            parts.append("Accuracy, balanced accuracy and Severe recall here count the stated levels only; the last "
+                         "column is the share of all Severe levels that the findings state as Severe.\n")
         if severity.get("paths"):
             parts.append("### By input path (calibrated; coverage at the abstention threshold "
                          f"{_f(severity.get('abstain_threshold'))})\n")
@@ -688,9 +718,15 @@ def format_summary(results: dict[str, Any]) -> str:
         lines.append(f"  severity accuracy {_f(severity['accuracy'])}, balanced {_f(severity['balanced_accuracy'])}, "
                      f"RSNA score {_f(severity['rsna_score'])}")
         if "coverage" in severity:
-            lines.append(f"  stated grades: coverage {_f(severity['coverage'])}, selective accuracy "
+            lines.append(f"  confident grades: coverage {_f(severity['coverage'])}, selective accuracy "
                          f"{_f(severity['selective_accuracy'])} (abstain below {_f(severity['abstain_threshold'])}); "
                          f"sagittal-only accuracy {_f(severity['paths']['sagittal_only']['accuracy'])}")
+        stated = severity.get("stated")
+        if stated:
+            lines.append(f"  stated grades (confident, not contradicted by the measured masks): coverage "
+                         f"{_f(stated['coverage'])}, accuracy {_f(stated['selective_accuracy'])}, balanced "
+                         f"{_f(stated['selective_balanced_accuracy'])}; Severe levels stated Severe "
+                         f"{_f(stated['selective_recall_severe'])}")
     for name, block in ((results.get("reports") or {}).get("writers") or {}).items():
         lines.append(f"  {name} reports: CIDEr {_f(block['nlg']['cider'])}, BLEU-4 {_f(block['nlg']['bleu_4'])}, "
                      f"clinical accuracy {_f(block['clinical']['accuracy'])}, macro-F1 "

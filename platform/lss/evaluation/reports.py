@@ -194,7 +194,7 @@ def evaluate_reports(
         "rule_graded_levels": rule_n,
         "flagged_for_review": flagged,
         # What the findings state: graded levels (coverage) and how often their grade is right (selective accuracy);
-        # the others are not assessable (plausibility gate) or withheld (the model abstained).
+        # the others are not assessable (plausibility gate) or withheld (low confidence or a measurement conflict).
         "levels": levels_n,
         **{f"levels_{name}": count for name, count in outcomes.items()},
         "coverage": outcomes["graded"] / levels_n if levels_n else None,

@@ -12,21 +12,24 @@ from lss.metrics.utils import ArrayLike, severity_probabilities, severity_target
 __all__ = ["selective_metrics"]
 
 
-def selective_metrics(probs: ArrayLike, targets: ArrayLike, threshold: float) -> dict[str, float | int]:
+def selective_metrics(probs: ArrayLike, targets: ArrayLike, threshold: float,
+                      allowed: ArrayLike | None = None) -> dict[str, float | int]:
     """Abstention at a confidence threshold: how many grades are stated, and how good the stated ones are.
 
     A level's grade is stated when its confidence (the largest probability) is >= ``threshold`` and withheld
-    otherwise (``lss.model.calibration``); threshold 0 states every grade.
+    otherwise (``lss.model.calibration``); threshold 0 states every grade. ``allowed`` withholds more: the findings
+    also withhold a grade that the measurements contradict (``lss.reporting.findings``).
 
     Args:
         probs: (N, 3) probabilities (or (B, L, 3)), normalised per row as ``severity_metrics`` does.
         targets: (N,) severity indices (or (B, L)); -1 (unknown) rows are left out.
         threshold: confidence threshold in [0, 1].
+        allowed: optional (N,) (or (B, L)) bool array: False where a grade is withheld whatever its confidence.
 
     Returns:
         ``n`` (levels of known severity), ``n_stated`` (those stated), ``coverage`` = n_stated / n,
-        ``selective_accuracy`` and ``selective_balanced_accuracy`` (over the stated levels; NaN when none is
-        stated), ``threshold``. Scalars are NaN when ``n`` is 0.
+        ``selective_accuracy``, ``selective_balanced_accuracy`` and ``selective_recall_<severity>`` per severity
+        (over the stated levels; NaN when none is stated), ``threshold``. Scalars are NaN when ``n`` is 0.
 
     Raises:
         ValueError: on mismatched shapes, values out of range, or a threshold outside [0, 1].
@@ -39,8 +42,14 @@ def selective_metrics(probs: ArrayLike, targets: ArrayLike, threshold: float) ->
     p = severity_probabilities(p.reshape(-1, len(SEVERITIES)), False, "probs")
     t = severity_targets(to_numpy(targets).reshape(-1), p.shape[:1], "targets")
     keep = t >= 0
-    p, t = p[keep], t[keep]
-    stated = p.max(axis=1) >= float(threshold) if t.size else np.zeros(0, dtype=bool)
+    if allowed is None:
+        allow = np.ones(t.shape, dtype=bool)
+    else:
+        allow = np.asarray(allowed).reshape(-1)
+        if allow.shape != t.shape or allow.dtype != bool:
+            raise ValueError(f"allowed must be a bool array of {t.shape[0]} levels, got {allow.dtype} {allow.shape}.")
+    p, t, allow = p[keep], t[keep], allow[keep]
+    stated = (p.max(axis=1) >= float(threshold)) & allow if t.size else np.zeros(0, dtype=bool)
     nan = float("nan")
     out: dict[str, float | int] = {"n": int(t.size), "n_stated": int(stated.sum()), "threshold": float(threshold)}
     out["coverage"] = float(stated.mean()) if t.size else nan
@@ -50,4 +59,10 @@ def selective_metrics(probs: ArrayLike, targets: ArrayLike, threshold: float) ->
         out["selective_balanced_accuracy"] = float(inner["balanced_accuracy"])
     else:
         out["selective_accuracy"] = out["selective_balanced_accuracy"] = nan
+    predicted = p.argmax(axis=1) if t.size else np.zeros(0, dtype=int)
+    for k, severity in enumerate(SEVERITIES):
+        # Of the levels truly of this grade, the share stated with it: a withheld level is not recalled.
+        of_grade = t == k
+        out[f"selective_recall_{severity.name.lower()}"] = (float((stated & (predicted == k))[of_grade].mean())
+                                                           if of_grade.any() else nan)
     return out

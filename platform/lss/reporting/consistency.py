@@ -5,7 +5,7 @@ the findings, so its text is read back and checked before anyone sees it.
                    +  every level name the text mentions
     -> contradictions with the ``StudyFindings``:
          "grade":          a level stated with a severity other than the finding's stated grade
-         "withheld":       a grade stated at a level where the model abstained
+         "withheld":       a grade stated at a level whose grade is withheld
          "not_assessable": a grade stated at a level the plausibility gate found not assessable
          "unknown_level":  a level that is not among the findings ("L5/L6", "T12/L1", a level the findings lack)
     -> no contradiction: the text is kept as written
@@ -77,7 +77,7 @@ class Contradiction:
         if self.kind == "grade":
             return f"{self.level}: the text states {stated}, the finding is {self.finding.value}"
         if self.kind == "withheld":
-            return f"{self.level}: the text states {stated}, the finding's grade is withheld (low confidence)"
+            return f"{self.level}: the text states {stated}, the finding's grade is withheld"
         if self.kind == "not_assessable":
             return f"{self.level}: the text states {stated}, the level is not assessable"
         return f"{self.level}: the text names a level that is not among the findings ({stated})"

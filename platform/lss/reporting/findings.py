@@ -6,14 +6,18 @@ Three outcomes per level (``LevelFinding.status``):
 - "not_assessable": the plausibility gate (``lss.reporting.plausibility``) found a reason the masks or the image
   cannot carry a grade (the disc is not in the field of view, the anatomy is not an adult lumbar spine's, no canal
   behind the disc, ...). No grade is stated; the reasons are.
-- "withheld": assessable, but the model's calibrated confidence is below the threshold chosen on validation
-  (``SeverityCalibration.abstain_threshold``): the model abstains rather than guess.
-- "graded": the model's grade is stated.
+- "withheld": assessable, but the evidence does not carry one grade: the model's calibrated confidence is below the
+  threshold chosen on validation (``SeverityCalibration.abstain_threshold``), or the model's grade and the rule grade
+  of the measurements disagree (``measurement_conflict``). The model abstains rather than guess.
+- "graded": the model's grade is stated, and the measurements (when any were taken) grade the level the same.
 
 The rule grade is a second, independent reading: ``lss.anatomy.grade_from_measurements`` on the dural sac area and
 AP diameter of the predicted axial mask, or, without an axial area, ``grade_from_sagittal_ap`` on the canal AP
-diameter of the mid-sagittal slice. Where model and rule disagree the finding is flagged for review instead of
-being silently resolved, on both paths. A level without axial data is marked lower-confidence.
+diameter of the mid-sagittal slice. Where model and rule disagree, on either path, neither is stated: the grade is
+withheld and the level flagged for review with both readings, because one of them is wrong and the report cannot
+tell which (a confident wrong grade is the worst output). On the sagittal path the AP diameter only separates
+stenosis (Moderate or Severe) from none, so only that is compared. A level without axial data is marked
+lower-confidence.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ class LevelFinding:
         probabilities: severity name -> probability.
         rule_severity: the grade of the measurements by the documented cut-offs, or None when nothing was measured.
         measurements: what was measured and where (``LevelMeasurements``).
-        review: True when a reader should check this level (model and rule grades disagree).
+        review: True when a reader should check this level (model and rule grades disagree, the canal looks
+            interrupted, or no sac was found on an axial slice).
         review_reason: why, in words ("" when ``review`` is False).
         lower_confidence: True when the level had no axial data (graded from the sagittal view only).
         evidence: ids of the evidence images that show this finding (filled in by the evidence writer).
@@ -57,6 +62,8 @@ class LevelFinding:
         abstained: True when the level is assessable but the model's confidence is below ``abstain_threshold``.
         abstain_threshold: the calibrated confidence a grade needs to be stated.
         rule_source: what the rule grade was measured on: "axial_area", "sagittal_ap" or None.
+        measurement_conflict: True when the level is assessable and the rule grade of its measurements is not the
+            model's grade: the grade is withheld (``review_reason`` gives both readings).
     """
 
     level: str
@@ -73,22 +80,39 @@ class LevelFinding:
     abstained: bool = False
     abstain_threshold: float = 0.0
     rule_source: str | None = None
+    measurement_conflict: bool = False
 
     @property
     def confidence(self) -> float:
         return float(self.probabilities[self.severity.value])
 
     @property
+    def withheld(self) -> bool:
+        """True when the level is assessable but no grade is stated (low confidence or a measurement conflict)."""
+        return self.assessable and (self.abstained or self.measurement_conflict)
+
+    @property
     def stated_severity(self) -> Severity | None:
-        """The grade the report may state: None when the level is not assessable or the model abstained."""
-        return self.severity if self.assessable and not self.abstained else None
+        """The grade the report may state: None when the level is not assessable or its grade is withheld."""
+        return self.severity if self.assessable and not self.withheld else None
+
+    @property
+    def withheld_reason(self) -> str:
+        """Why the grade is withheld, in words ("" when it is not)."""
+        reasons = []
+        if self.withheld and self.abstained:
+            reasons.append(f"the model's confidence {self.confidence:.2f} is below the {self.abstain_threshold:.2f} "
+                           "needed to state a grade")
+        if self.withheld and self.measurement_conflict:
+            reasons.append(self.review_reason)
+        return "; ".join(reasons)
 
     @property
     def status(self) -> str:
-        """"graded", "withheld" (the model abstained) or "not_assessable"."""
+        """"graded", "withheld" (low confidence or a measurement conflict) or "not_assessable"."""
         if not self.assessable:
             return "not_assessable"
-        return "withheld" if self.abstained else "graded"
+        return "withheld" if self.withheld else "graded"
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form. "severity" is the stated grade (null when not assessable or withheld); the model's own
@@ -105,6 +129,7 @@ class LevelFinding:
         if not self.assessable:
             out["probabilities"] = None
         out["status"] = self.status
+        out["withheld_reason"] = self.withheld_reason
         return out
 
 
@@ -156,6 +181,16 @@ def _rule(measured: LevelMeasurements) -> tuple[Severity | None, str | None]:
     return None, None
 
 
+def _contradicts(rule: Severity | None, source: str | None, model: Severity) -> bool:
+    """Whether the rule grade contradicts the model's grade. The sagittal AP alone does not separate Moderate from
+    Severe (``grade_from_sagittal_ap`` says "Moderate" for both), so there it only tells stenosis from none."""
+    if rule is None:
+        return False
+    if source == "sagittal_ap":
+        return (rule is Severity.NORMAL_MILD) != (model is Severity.NORMAL_MILD)
+    return rule is not model
+
+
 def build_findings(prediction) -> StudyFindings:
     """Measures one ``lss.inference.StudyPrediction``, runs the plausibility gate and grades each level two ways.
 
@@ -186,8 +221,8 @@ def build_findings(prediction) -> StudyFindings:
             rule_source=source,
         )
         finding.abstained = finding.assessable and float(probs[li].max()) < threshold
-        if rule is not None and rule is not severity:
-            finding.review = True
+        if _contradicts(rule, source, severity):
+            finding.review = finding.measurement_conflict = True
             # Written as the report writes the same values (5 mm2 / 0.5 mm), so one line never shows two numbers.
             where = (f"the measured dural sac ({format_area_mm2(measured.area_mm2)}, AP "
                      f"{format_diameter_mm(measured.ap_mm)})" if source == "axial_area" else
@@ -201,7 +236,8 @@ def build_findings(prediction) -> StudyFindings:
             finding.review = True
             finding.review_reason = "no dural sac was segmented on the axial slice, so the grade is not measured"
         if not finding.assessable:
-            finding.review, finding.review_reason = False, ""  # nothing is stated, so nothing to review
+            # nothing is stated, so nothing to review or to withhold
+            finding.review, finding.review_reason, finding.measurement_conflict = False, "", False
         levels.append(finding)
     info = prediction.info or {}
     series = {"sagittal": info.get("sagittal_series"),

@@ -3,9 +3,9 @@ Impression, where every sentence is built from one finding and carries its evide
 
 It states nothing the findings do not hold: a level's sentence names the model's grade, the measured dural sac area
 and AP diameter (when measured), and, in square brackets, whether the level is lower-confidence or flagged for
-review. A level that is not assessable says so and why, a level where the model abstained says the grade is
-withheld; neither states a grade, and the Impression speaks only about the levels that were graded. The same
-findings always give the same text.
+review. A level that is not assessable says so and why; a level whose grade is withheld (the model's confidence is
+too low, or the model and the measurements grade it differently) says so with both readings; neither states a grade,
+and the Impression speaks only about the levels that were graded. The same findings always give the same text.
 """
 
 from __future__ import annotations
@@ -91,11 +91,12 @@ class GroundedReportWriter:
         if not finding.assessable:
             # Square brackets: the reasons may name the canal, and must not read as a statement about it.
             return f"{finding.level}: not assessable [{'; '.join(finding.not_assessable_reasons)}]."
-        if finding.abstained:
+        if finding.withheld:
+            # The reason names grades (the model's and the measurements'): in brackets, so it is not a statement.
             sagittal = (f"; sagittal canal AP {format_diameter_mm(m.sagittal_ap_mm)}"
-                        if m.sagittal_ap_mm is not None else "")
-            return (f"{finding.level}: grade withheld [the model's confidence {finding.confidence:.2f} is below the "
-                    f"{finding.abstain_threshold:.2f} needed to state a grade{sagittal}].")
+                        if m.sagittal_ap_mm is not None
+                        and not (finding.measurement_conflict and finding.rule_source == "sagittal_ap") else "")
+            return f"{finding.level}: grade withheld [{finding.withheld_reason}{sagittal}]."
         text = f"{finding.level}: {_severity_phrase(finding).capitalize()}"
         measured = []
         if m.area_mm2 is not None:
@@ -152,23 +153,26 @@ class GroundedReportWriter:
         by_level = {f.level: f for f in ordered}
         sentences.append(ReportSentence("impression", impression, levels,
                                         {lv: _evidence(by_level[lv]) for lv in levels}))
-        flagged = [f.level for f in ordered if f.review]
+        conflicts = [f.level for f in ordered if f.withheld and f.measurement_conflict]
+        flagged = [f.level for f in ordered if f.review and f.level not in conflicts]
         unassessed = [f.level for f in ordered if not f.assessable]
         if unassessed:
             sentences.append(ReportSentence(
                 "impression", f"[Not assessable: {', '.join(unassessed)}; no grade is stated there.]", unassessed,
                 {lv: _evidence(by_level[lv]) for lv in unassessed}))
-        withheld = [f.level for f in ordered if f.abstained]
-        if withheld:
-            sentences.append(ReportSentence(
-                "impression", f"[Grade withheld for low model confidence: {', '.join(withheld)}.]", withheld,
-                {lv: _evidence(by_level[lv]) for lv in withheld}))
+        low_confidence = [f.level for f in ordered if f.withheld and f.abstained and f.level not in conflicts]
+        for levels, sentence in ((low_confidence, "[Grade withheld for low model confidence: {}.]"),
+                                 (conflicts, "[Grade withheld where the model and the measurements disagree: {}; "
+                                             "please review.]")):
+            if levels:
+                sentences.append(ReportSentence("impression", sentence.format(", ".join(levels)), levels,
+                                                {lv: _evidence(by_level[lv]) for lv in levels}))
         if findings.not_assessable_reasons:
             sentences.append(ReportSentence(
                 "impression", f"[{'; '.join(findings.not_assessable_reasons).capitalize()}.]"))
         if flagged:
             sentences.append(ReportSentence(
-                "impression", f"[Model and measurement disagree at {', '.join(flagged)}: please review.]", flagged,
+                "impression", f"[Please review {', '.join(flagged)}: see the findings for why.]", flagged,
                 {lv: _evidence(by_level[lv]) for lv in flagged}))
         for note in findings.notes:
             sentences.append(ReportSentence("impression", f"[{note}]"))

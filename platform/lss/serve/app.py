@@ -258,6 +258,7 @@ class LSSApi:
             m = d["measurements"]
             levels.append(LevelResult(
                 level=d["level"], severity=d["severity"], probabilities=d["probabilities"], status=d["status"],
+                withheld_reason=d["withheld_reason"],
                 assessable=d["assessable"], not_assessable_reasons=d["not_assessable_reasons"],
                 model_severity=d["model_severity"],
                 rule_severity=d["rule_severity"], review=d["review"], review_reason=d["review_reason"],

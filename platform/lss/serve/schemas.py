@@ -41,7 +41,9 @@ class LevelResult(BaseModel):
     severity: str | None = Field(..., description="the stated grade: Normal/Mild, Moderate or Severe; null when the "
                                  "level is not assessable or the grade is withheld (see status)")
     status: str = Field("graded", description="graded, withheld (the model's calibrated confidence is below its "
-                        "threshold) or not_assessable (see not_assessable_reasons)")
+                        "threshold, or the model's and the measurements' grades disagree: see withheld_reason) or "
+                        "not_assessable (see not_assessable_reasons)")
+    withheld_reason: str = Field("", description="why the grade is withheld; empty unless status is withheld")
     assessable: bool = True
     not_assessable_reasons: list[str] = Field(default_factory=list, description="why the level cannot be graded")
     model_severity: str | None = Field(None, description="the model's own grade, also when withheld; null when the "
@@ -49,7 +51,9 @@ class LevelResult(BaseModel):
     probabilities: dict[str, float] | None = Field(..., description="calibrated severity probabilities; null when "
                                                    "the level is not assessable")
     rule_severity: str | None = Field(None, description="the grade of the measurements by the documented cut-offs")
-    review: bool = Field(..., description="true when the model's and the measurements' grades disagree")
+    review: bool = Field(..., description="true when a reader should check this level: the model's and the "
+                         "measurements' grades disagree (then the grade is withheld), the canal looks interrupted "
+                         "on the sagittal view, or no dural sac was found on the axial slice")
     review_reason: str = ""
     lower_confidence: bool = Field(..., description="true when the level had no axial image")
     measurements: Measurements

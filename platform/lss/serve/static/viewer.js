@@ -228,6 +228,9 @@
       row.append(el("td", { class: "disc num" }, fmt(m.disc_height_mm, 1)));
       const flags = el("td", { class: "flags" });
       if (level.review) flags.append(el("span", { class: "flag review" }, `review: ${level.review_reason}`));
+      if (level.status === "withheld" && level.withheld_reason && level.withheld_reason !== level.review_reason) {
+        flags.append(el("span", { class: "flag withheld" }, `withheld: ${level.withheld_reason}`));
+      }
       if (level.lower_confidence) flags.append(el("span", { class: "flag lower" }, "lower confidence: no axial"));
       if (level.assessable === false) {
         flags.append(el("span", { class: "flag not-assessable" },
