@@ -550,7 +550,7 @@ def test_diagnose_folder_reports_an_over_budget_study_and_goes_on(tmp_path):
 
     class StageOne:
         def __init__(self) -> None:
-            self.preparer = StudyPreparer(PreprocessConfig(), predict=lambda prepared: None)
+            self.preparer = StudyPreparer(PreprocessConfig(), find_discs=lambda prepared: {})
 
         def diagnose_path(self, path, out_dir, max_unpacked_bytes=1 << 30, dicom_out=None):
             with tempfile.TemporaryDirectory() as workdir:

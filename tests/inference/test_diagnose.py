@@ -19,7 +19,6 @@ from lss.config import PreprocessConfig
 from lss.data.errors import ErrorCode, StudyError
 from lss.inference import Diagnoser, match_axial_levels, open_study, unpack_zip
 from lss.preprocessing.transforms import preprocess_study
-from lss.reporting.measurements import LevelMeasurements
 
 PATIENT_NAME, PATIENT_ID = "DOE^JANE^Q", "MRN-8675309"
 
@@ -105,16 +104,19 @@ def test_axial_series_without_levels_are_matched_by_disc_positions(synth_nifti):
     unmatched = preprocess_study(study, PreprocessConfig())
     assert not unmatched.axial_present.any()
 
-    class _Findings:  # the disc centres a sagittal pass would find: here the synthetic truth
-        levels = [type("F", (), {"level": lv.level, "measurements": LevelMeasurements(
-            level=lv.level, disc_centre_ras=lv.point_ras)}) for lv in truth.levels]
-
-    matched, levels = match_axial_levels(study, _Findings())
+    # the disc centres a sagittal pass would find: here the synthetic truth
+    matched, levels = match_axial_levels(study, {lv.level: lv.point_ras for lv in truth.levels})
     assert levels == list(LEVELS) and study.levels == []  # a copy: the input record is untouched
     case = preprocess_study(matched, PreprocessConfig())
     assert case.axial_present.all()
     assert [case.info["axial"][lv]["series"] for lv in LEVELS] == [f"axial_t2_{lv.lower().replace('/', '_')}"
                                                                   for lv in LEVELS]
+    # The chain's second pass reads the axial series only, reusing the first pass's sagittal arrays: the same case.
+    again = preprocess_study(matched, PreprocessConfig(), sagittal_from=unmatched)
+    assert again.info == case.info and again.label_groups == case.label_groups
+    for name in ("sagittal_image", "sagittal_affine", "axial_image", "axial_affines", "axial_present", "severity"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(case, name), err_msg=name)
+    assert again.sagittal_image is unmatched.sagittal_image  # not read again
 
 
 def test_masks_and_labels_next_to_the_images_are_not_used(diagnoser, synth_nifti):

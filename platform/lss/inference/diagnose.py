@@ -102,7 +102,7 @@ class Diagnoser:
         self.config = config or LSSConfig()
         self.segmenter = StudySegmenter(model_path, device)
         # Without a mask, a coarse pass of this model over the whole field of view places the sagittal crop.
-        self.preparer = StudyPreparer(self.config.preprocess, predict=self.segmenter.predict_one,
+        self.preparer = StudyPreparer(self.config.preprocess, find_discs=self.segmenter.disc_centres_one,
                                       locate=self.segmenter.locator(self.config.preprocess.sagittal_shape[1:]))
         self.reporter = StudyReporter(self.config.report)
 

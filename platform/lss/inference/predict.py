@@ -19,8 +19,9 @@ from lss.anatomy import LEVELS
 from lss.model.canal_offset import CanalOffset
 from lss.model.input_range import image_statistics
 from lss.reporting.levels import name_levels
+from lss.reporting.measurements import disc_centre_ras, principal_axes
 
-__all__ = ["StudyPrediction", "predict_cases", "column_spacing", "fov_z_of"]
+__all__ = ["StudyPrediction", "predict_cases", "disc_centres", "disc_centres_of_mask", "column_spacing", "fov_z_of"]
 
 
 def column_spacing(affine: np.ndarray, columns: tuple[int, int]) -> tuple[float, float]:
@@ -212,6 +213,58 @@ def _inside(shape: tuple[int, int], fov_z: tuple[int, int] | None) -> np.ndarray
     if fov_z is not None:
         inside[:, : fov_z[0]] = inside[:, fov_z[1] + 1 :] = False
     return inside
+
+
+def disc_centres(model: torch.nn.Module, cases: Sequence[Mapping[str, Any]],
+                 infos: Sequence[Mapping[str, Any]] | None = None,
+                 device: str | torch.device = "cpu") -> list[dict[str, tuple[float, float, float] | None]]:
+    """Each level's disc centre in RAS mm, from the sagittal branch alone: what matching unlabelled axial series to
+    the levels needs (``lss.inference.prepare``), without grading.
+
+    The sagittal segmentation does not depend on the axial input, so the mask, the level naming (counted from the
+    sacrum) and the disc centres are those of ``predict_cases``'s first pass and of ``measure_study``, at a part of
+    the cost (one forward of one branch, no measurements).
+
+    Args:
+        model: an ``ExplainableLSSModel``.
+        cases: arrays of preprocessed studies (``PreprocessedStudy.arrays()``); only the sagittal ones are read.
+        infos: each study's preprocessing ``info`` (its ``sagittal_fov_z`` tells a level beyond the image's edge from
+            one not found).
+        device: where the model runs.
+
+    Returns:
+        Per study, level -> (R, A, S) in mm, or None where no disc was named.
+    """
+    from lss.model import case_to_sample, collate_samples
+
+    if not cases:
+        raise ValueError("disc_centres needs at least one study.")
+    model = model.eval()
+    batch = collate_samples([case_to_sample(dict(c), model.config.sagittal_slices) for c in cases])
+    with torch.no_grad():
+        logits = model(batch["sagittal"].to(device)).sagittal_logits
+    masks = logits.argmax(dim=1).cpu().numpy().astype(np.int16)
+    return [disc_centres_of_mask(masks[b], case["sagittal_affine"], int(case["sagittal_image"].shape[0] // 2),
+                                 fov_z_of(infos[b] if infos is not None else None))
+            for b, case in enumerate(cases)]
+
+
+def disc_centres_of_mask(mask: np.ndarray, sagittal_affine: np.ndarray, sagittal_slice: int,
+                         fov_z: tuple[int, int] | None = None) -> dict[str, tuple[float, float, float] | None]:
+    """Each level's disc centre in RAS mm on a mid-sagittal mask: the levels named by counting from the sacrum
+    (``lss.reporting.levels.name_levels``), each disc's centre as ``lss.reporting.measure_study`` takes it.
+
+    Args:
+        mask: (Y, Z) labels of the mid-sagittal slice.
+        sagittal_affine: (4, 4) voxel -> RAS of the sagittal input.
+        sagittal_slice: the index of that slice in the input.
+        fov_z: the Z range of the acquired image in the crop (``fov_z_of``), or None.
+    """
+    spacing = column_spacing(sagittal_affine, (1, 2))
+    naming = name_levels(mask, spacing, fov_z)
+    return {level: None if disc is None else
+            disc_centre_ras(principal_axes(disc, spacing)[0], sagittal_slice, sagittal_affine)
+            for level, disc in naming.discs.items()}
 
 
 def fov_z_of(info: Mapping[str, Any] | None) -> tuple[int, int] | None:

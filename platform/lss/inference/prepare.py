@@ -1,8 +1,8 @@
 """Stage 1 of the diagnosis chain: a study record -> model-ready arrays, with unlabelled axial series given levels.
 
     StudyRecord -> without_labels -> preprocess_study (the MONAI transforms of training)
-        -> [axial series without a level: a sagittal pass (``predict``) finds each disc; match_axial_levels;
-            preprocess_study again]
+        -> [axial series without a level: a sagittal pass (``find_discs``) finds each disc; match_axial_levels;
+            preprocess_study again, its axial series only]
         -> PreparedStudy
 
 No Ray here: ``lss diagnose`` calls this stage in-process, the Serve ``Preprocessor`` deployment wraps it and hands
@@ -12,7 +12,7 @@ it callables that reach the ``Segmenter`` deployment (the model lives there).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,14 +74,16 @@ def needs_axial_matching(record: StudyRecord, case) -> bool:
     return bool(record.axials()) and not bool(np.all(case.axial_present))
 
 
-def match_axial_levels(record: StudyRecord, findings) -> tuple[StudyRecord, list[str]]:
+def match_axial_levels(record: StudyRecord,
+                       discs: Mapping[str, Sequence[float] | None]) -> tuple[StudyRecord, list[str]]:
     """Gives each level the disc position found on the sagittal view, so that unlabelled axial slices can be matched.
 
     Levels that already have a point or a level-specific axial series are left alone.
 
     Args:
         record: the study.
-        findings: ``lss.reporting.StudyFindings`` of a first (sagittal) pass.
+        discs: level -> the disc centre in RAS mm found by a sagittal pass (``lss.inference.predict.disc_centres``),
+            or None where none was found.
 
     Returns:
         A copy of the record with ``point_ras`` set where a disc was found, and the levels that got one.
@@ -89,23 +91,23 @@ def match_axial_levels(record: StudyRecord, findings) -> tuple[StudyRecord, list
     record = record.model_copy(deep=True)
     given = {a.level for a in record.axials() if a.level is not None}
     changed = []
-    for finding in findings.levels:
-        point = finding.measurements.disc_centre_ras
-        if point is None or finding.level in given:
+    for level in LEVELS:
+        point = discs.get(level)
+        if point is None or level in given:
             continue
-        existing = record.level(finding.level)
+        existing = record.level(level)
         if existing is not None and existing.point_ras is not None:
             continue
         if existing is None:
-            record.levels.append(LevelRecord(level=finding.level, point_ras=tuple(point)))
+            record.levels.append(LevelRecord(level=level, point_ras=tuple(float(v) for v in point)))
         else:
-            existing.point_ras = tuple(point)
-        changed.append(finding.level)
+            existing.point_ras = tuple(float(v) for v in point)
+        changed.append(level)
     return record, changed
 
 
-# The sagittal pass: PreparedStudy -> StudyPrediction.
-Predict = Callable[[PreparedStudy], Any]
+# The sagittal pass: PreparedStudy -> level -> disc centre (RAS mm) or None.
+FindDiscs = Callable[[PreparedStudy], Mapping[str, Sequence[float] | None]]
 
 
 class StudyPreparer:
@@ -113,21 +115,23 @@ class StudyPreparer:
 
     Args:
         config: the preprocessing settings.
-        predict: runs the model on a ``PreparedStudy`` and returns its ``StudyPrediction`` (the sagittal pass).
+        find_discs: the sagittal pass: a ``PreparedStudy`` -> each level's disc centre in RAS mm, or None
+            (``StudySegmenter.disc_centres_one`` or a callable that reaches one).
         locate: places the sagittal crop of a study without a mask (``lss.inference.locate.SpineLocator`` or a
             callable that reaches one); None uses the image centre.
 
     Example::
 
-        preparer = StudyPreparer(config.preprocess, predict=segmenter.predict_one, locate=segmenter.locator(shape))
+        preparer = StudyPreparer(config.preprocess, find_discs=segmenter.disc_centres_one,
+                                 locate=segmenter.locator(shape))
         prepared = preparer(open_study(path, workdir))
     """
 
-    def __init__(self, config: PreprocessConfig, predict: Predict, locate: Locator | None = None) -> None:
-        if not callable(predict):
-            raise TypeError(f"predict must be callable, got {type(predict).__name__}.")
+    def __init__(self, config: PreprocessConfig, find_discs: FindDiscs, locate: Locator | None = None) -> None:
+        if not callable(find_discs):
+            raise TypeError(f"find_discs must be callable, got {type(find_discs).__name__}.")
         self.config = config
-        self.predict = predict
+        self.find_discs = find_discs
         self.locate = locate
 
     def __call__(self, record: StudyRecord, study_id: str | None = None) -> PreparedStudy:
@@ -141,7 +145,6 @@ class StudyPreparer:
             StudyError: when the study cannot be preprocessed (``lss.preprocessing.transforms.preprocess_study``).
         """
         from lss.preprocessing.transforms import preprocess_study
-        from lss.reporting.findings import build_findings
 
         started = time.perf_counter()
         record = without_labels(record)
@@ -150,9 +153,9 @@ class StudyPreparer:
         case = preprocess_study(record, self.config, self.locate)
         prepared = PreparedStudy(study_id=record.study_id, case=case, axial_series=len(record.axials()))
         if needs_axial_matching(record, case):
-            matched, levels = match_axial_levels(record, build_findings(self.predict(prepared)))
+            matched, levels = match_axial_levels(record, self.find_discs(prepared))
             if levels:
-                prepared.case = preprocess_study(matched, self.config, self.locate)
+                prepared.case = preprocess_study(matched, self.config, self.locate, sagittal_from=case)
                 present = prepared.case.axial_present
                 prepared.axial_matched = [lv for lv in levels if present[LEVELS.index(lv)]]
         prepared.seconds = time.perf_counter() - started

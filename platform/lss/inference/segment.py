@@ -16,7 +16,7 @@ import torch
 
 from lss.data.cases import model_version
 from lss.inference.locate import SpineLocator
-from lss.inference.predict import StudyPrediction, predict_cases
+from lss.inference.predict import StudyPrediction, disc_centres, predict_cases
 
 __all__ = ["StudySegmenter", "model_version"]
 
@@ -69,6 +69,11 @@ class StudySegmenter:
 
     def predict_one(self, prepared: Any) -> StudyPrediction:
         return self.predict([prepared])[0]
+
+    def disc_centres_one(self, prepared: Any) -> dict[str, tuple[float, float, float] | None]:
+        """The sagittal pass of one ``PreparedStudy``: each level's disc centre in RAS mm, or None
+        (``lss.inference.predict.disc_centres``)."""
+        return disc_centres(self.model, [prepared.arrays], [prepared.info], self.device)[0]
 
     def describe(self) -> dict[str, Any]:
         """What is served: the model version and file name (never the folder: it can name a person)."""

@@ -438,8 +438,8 @@ def _axial(record: StudyRecord, config: PreprocessConfig, cache: dict[str, tuple
     return images, (labels if any_mask else None), affines, present, info
 
 
-def preprocess_study(record: StudyRecord, config: PreprocessConfig,
-                     locator: Locator | None = None) -> PreprocessedStudy:
+def preprocess_study(record: StudyRecord, config: PreprocessConfig, locator: Locator | None = None,
+                     sagittal_from: PreprocessedStudy | None = None) -> PreprocessedStudy:
     """Reads a study's series and turns them into model-ready arrays.
 
     Args:
@@ -447,6 +447,9 @@ def preprocess_study(record: StudyRecord, config: PreprocessConfig,
         config: the preprocessing settings.
         locator: places the sagittal crop of a study without a mask (``lss.inference.locate.SpineLocator``: a
             coarse pass of the model over the whole field of view); None: the field of view's centre.
+        sagittal_from: this study preprocessed before with the same ``config`` and ``locator``: its sagittal arrays
+            are taken as they are and only the axial series are read (the sagittal part does not depend on the
+            levels, so the diagnosis chain's second pass, once unlabelled axial series have levels, skips it).
 
     Raises:
         StudyError: MISSING_SAGITTAL, a reader's error, IMAGE_TOO_LARGE (a series over ``config.limits``, as read
@@ -460,7 +463,13 @@ def preprocess_study(record: StudyRecord, config: PreprocessConfig,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sag_image, sag_labels, sag_affine, info, groups = _sagittal(record, sagittal, config, locator)
+            if sagittal_from is None:
+                sag_image, sag_labels, sag_affine, info, groups = _sagittal(record, sagittal, config, locator)
+            else:
+                sag_image, sag_labels, sag_affine = (sagittal_from.sagittal_image, sagittal_from.sagittal_labels,
+                                                     sagittal_from.sagittal_affine)
+                info = {k: v for k, v in sagittal_from.info.items() if k not in ("axial", "sagittal_series")}
+                groups = sagittal_from.label_groups
             axial_image, axial_labels, axial_affines, present, axial_info = _axial(record, config, {})
     except StudyError:
         raise

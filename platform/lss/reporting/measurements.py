@@ -15,6 +15,7 @@ Every value comes with the slice it was measured on, so that it can be shown.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "principal_axes",
     "disc_height_mm",
     "ray_run_mm",
+    "disc_centre_ras",
     "level_discs_of",
     "LevelMeasurements",
     "measure_study",
@@ -203,6 +205,13 @@ def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+def disc_centre_ras(centre_px: Sequence[float], sagittal_slice: int,
+                    sagittal_affine: np.ndarray) -> tuple[float, float, float]:
+    """A disc's centre on the mid-sagittal slice, (Y, Z) pixels, as an RAS point in mm (rounded to 0.01 mm)."""
+    voxel = np.array([sagittal_slice, float(centre_px[0]), float(centre_px[1]), 1.0])
+    return tuple(round(float(v), 2) for v in (np.asarray(sagittal_affine) @ voxel)[:3])
+
+
 def level_discs_of(prediction) -> dict[str, np.ndarray | None]:
     """Each level's disc on the mid-sagittal slice: the prediction's anatomical naming (counted from the sacrum,
     ``lss.reporting.levels``), or, for a prediction made without one, that naming done here on its mask."""
@@ -235,8 +244,7 @@ def measure_study(prediction) -> list[LevelMeasurements]:
             centre, direction, _ = principal_axes(disc, prediction.sagittal_spacing)
             m.disc_height_mm = _round(disc_height_mm(disc, prediction.sagittal_spacing))
             m.disc_centre_px = (round(float(centre[0]), 1), round(float(centre[1]), 1))
-            voxel = np.array([prediction.sagittal_slice, centre[0], centre[1], 1.0])
-            m.disc_centre_ras = tuple(round(float(v), 2) for v in (prediction.sagittal_affine @ voxel)[:3])
+            m.disc_centre_ras = disc_centre_ras(centre, prediction.sagittal_slice, prediction.sagittal_affine)
             # The disc plane runs antero-posteriorly: walk backwards (towards lower Y) out of the disc, past the
             # posterior longitudinal ligament, into the canal; the first canal run met is the AP diameter.
             backwards = direction if direction[0] < 0 else -direction

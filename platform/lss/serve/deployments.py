@@ -94,8 +94,8 @@ def _dicom_sources(record) -> dict[str, Any]:
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
 class Preprocessor:
     """Upload -> ``PreparedStudy`` (``lss.inference.prepare.StudyPreparer``), in a private temp dir that is always
-    removed. The sagittal crop's locator and the sagittal pass that matches unlabelled axial series run on the
-    Segmenter (it holds the model)."""
+    removed. The sagittal crop's locator and the sagittal pass that matches unlabelled axial series (disc centres
+    only: a few numbers cross back, not a prediction) run on the Segmenter (it holds the model)."""
 
     def __init__(self, segmenter: DeploymentHandle) -> None:
         install_log_redaction()
@@ -124,8 +124,8 @@ class Preprocessor:
         centre = self.segmenter.locate.remote(image, tuple(self.settings.preprocess.sagittal_shape[1:])).result()
         return None if centre is None else np.asarray(centre, dtype=float)
 
-    def _predict(self, prepared):
-        return self.segmenter.predict.remote(prepared).result()
+    def _find_discs(self, prepared):
+        return self.segmenter.disc_centres.remote(prepared).result()
 
     def _prepare(self, files: list[tuple[str, bytes]], request_id: str, dicom_outputs: bool):
         from lss.inference.prepare import StudyPreparer
@@ -135,7 +135,7 @@ class Preprocessor:
         try:
             root = _store_upload(files, folder, self.settings.max_unpacked_mb << 20)
             record = open_study(root, limits=self.settings.preprocess.limits)
-            prepared = StudyPreparer(self.settings.preprocess, self._predict, self._locate)(record, request_id)
+            prepared = StudyPreparer(self.settings.preprocess, self._find_discs, self._locate)(record, request_id)
             # The DICOM outputs (rendered on GET) reference the source images: their de-identified headers are read
             # now, while the upload exists, and only when asked for (reading every header again costs ~0.15 s, and
             # beside the preprocessing, on two cores, ~0.7 s). A NIfTI/MHA upload has none; its DICOM URLs say why.
@@ -209,6 +209,10 @@ class Segmenter:
         """The spine's voxel centre in a whole sagittal field of view (``lss.inference.locate.SpineLocator``)."""
         centre = await asyncio.to_thread(self._current().locate, image, shape)
         return None if centre is None else [float(v) for v in centre]
+
+    async def disc_centres(self, prepared) -> dict[str, tuple[float, float, float] | None]:
+        """The sagittal pass that matches unlabelled axial series: each level's disc centre in RAS mm, or None."""
+        return await asyncio.to_thread(self._current().disc_centres_one, prepared)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def predict(self, studies: list) -> list:
