@@ -411,8 +411,9 @@ class ServeConfig(_Section):
         results_ttl_s: evidence older than this is deleted.
         max_batch_size, batch_wait_timeout_s: dynamic batching of the segmentation deployment (``@serve.batch``);
             ``max_batch_size=1`` turns batching off.
-        torch_threads: intra-op threads of each Segmenter replica; None keeps Ray's setting (OMP_NUM_THREADS = the
-            replica's whole CPUs, at least 1, so a replica with num_cpus 0.4 runs the model on one thread).
+        torch_threads: intra-op threads of each Preprocessor and Segmenter replica (the resampling and the model
+            run in torch); None keeps Ray's setting (OMP_NUM_THREADS = the replica's whole CPUs, at least 1, so a
+            replica with num_cpus 0.5 runs on one thread).
         body_idle_timeout_s: a client silent this long while sending its upload gets a 408 and is disconnected.
         upload_timeout_s: longest time to send a whole upload (408 after it).
         max_concurrent_uploads: uploads received at once over all clients (503 ``busy`` above it); keep it below the

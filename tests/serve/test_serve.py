@@ -207,6 +207,9 @@ def test_health_model_info_and_openapi(server):
     assert requests.get(f"{server['url']}/v1/health", timeout=30).json() == {"status": "ok", "api_version": "v1"}
     info = requests.get(f"{server['url']}/v1/model", headers=_auth(), timeout=30).json()
     assert info["segmentation"]["model_version"] == model_version(server["model"])
+    # serve_configs/local.yaml's serve.torch_threads=2 reaches both stages that run torch (Ray alone would give a
+    # replica of num_cpus < 1 one thread)
+    assert info["segmentation"]["torch_threads"] == info["preprocessing"]["torch_threads"] == 2
     assert info["report"]["writer"] == "grounded"
     assert requests.get(f"{server['url']}/openapi.json", timeout=30).status_code == 401
     assert requests.get(f"{server['url']}/docs", timeout=30).status_code == 401

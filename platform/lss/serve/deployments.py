@@ -109,6 +109,10 @@ class Preprocessor:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.settings = PreprocessorSettings.model_validate(user_config)
         self.sweeper.interval_s = self.settings.sweep_interval_s
+        if self.settings.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
 
     def check_health(self) -> None:
         import tempfile
@@ -117,7 +121,10 @@ class Preprocessor:
             raise RuntimeError("no temporary directory to unpack uploads into.")
 
     def version(self) -> dict[str, Any]:
-        return {"fingerprint": self.settings.preprocess.model_dump(mode="json")}
+        import torch
+
+        return {"fingerprint": self.settings.preprocess.model_dump(mode="json"),
+                "torch_threads": torch.get_num_threads()}
 
     # Both run in the preprocessing thread, so blocking on the Segmenter's answer does not block the event loop.
     def _locate(self, image):

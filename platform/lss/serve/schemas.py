@@ -123,6 +123,9 @@ class PreprocessorSettings(_Settings):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     max_unpacked_mb: int = Field(1024, ge=1, description="largest unpacked content of an uploaded zip")
     sweep_interval_s: float = Field(60.0, gt=0, description="how often upload folders of dead replicas are removed")
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads of each replica's resampling (MONAI "
+                                      "runs it in torch); None keeps Ray's setting (OMP_NUM_THREADS = the replica's "
+                                      "whole CPUs, at least 1)")
 
 
 class SegmenterSettings(_Settings):
