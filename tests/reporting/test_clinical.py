@@ -106,7 +106,7 @@ def test_grounded_writer_reads_back_with_notes_in_brackets():
             finding.review_reason = "the model grades Normal/Mild but the measured dural sac (60 mm2) grades Severe"
         findings.append(finding)
     study = StudyFindings(study_id="g1", levels=findings, has_axial=True,
-                          notes=["No axial images at L5/S1: graded from the sagittal view only (lower-confidence)."])
+                          notes=["No axial images at L5/S1: read from the sagittal view only (lower-confidence)."])
     text = GroundedReportWriter().write(study).text
     assert "[review:" in text and "13.5 mm" in text and "please review" in text.lower()
     assert extract_statements(text) == severities

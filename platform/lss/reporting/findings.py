@@ -244,13 +244,13 @@ def build_findings(prediction) -> StudyFindings:
               "axial": {lv: v.get("series") for lv, v in info.get("axial", {}).items()}}
     notes = []
     has_axial = bool(np.any(prediction.axial_present))
-    if any(f.assessable for f in levels):  # with nothing graded, there is no grading path to caveat
+    if any(f.assessable for f in levels):  # with nothing assessable, there is no reading path to caveat
         if not has_axial:
-            notes.append("No axial series could be matched to the disc levels: every level is graded from the "
+            notes.append("No axial series could be matched to the disc levels: every level is read from the "
                          "sagittal view only and is lower-confidence; dural sac areas were not measured.")
         elif not np.all(prediction.axial_present):
             missing = [lv for lv, p in zip(LEVELS, prediction.axial_present, strict=True) if not p]
-            notes.append(f"No axial images at {', '.join(missing)}: graded from the sagittal view only "
+            notes.append(f"No axial images at {', '.join(missing)}: read from the sagittal view only "
                          "(lower-confidence).")
     return StudyFindings(study_id=prediction.study_id, levels=levels, has_axial=has_axial, series=series,
                          notes=notes, not_assessable_reasons=list(assessment.study_reasons),
