@@ -141,16 +141,12 @@ def predict_cases(
     device = torch.device(device)
     batch = collate_samples([case_to_sample(dict(c), model.config.sagittal_slices) for c in cases])
     inputs = (batch["sagittal"].to(device), batch["axial"].to(device), batch["axial_present"].to(device))
+    # Pass 1 segments and the levels are named on its mask by counting from the sacrum; pass 2 grades each level
+    # with its prompt's attention held to the disc that anatomy named.
+    sagittal_mask, namings = _name_levels_of(model, inputs[0], cases, infos)
+    regions = np.stack([[n.discs[level] if n.discs[level] is not None else np.zeros(sagittal_mask.shape[1:], bool)
+                         for level in LEVELS] for n in namings])
     with torch.no_grad():
-        # Pass 1 segments; the levels are named on its mask by counting from the sacrum; pass 2 grades each level
-        # with its prompt's attention held to the disc that anatomy named.
-        first = model(*inputs)
-        sagittal_mask = first.sagittal_logits.argmax(dim=1).cpu().numpy().astype(np.int16)
-        namings = [name_levels(sagittal_mask[b], column_spacing(case["sagittal_affine"], (1, 2)),
-                               fov_z_of(infos[b] if infos is not None else None))
-                   for b, case in enumerate(cases)]
-        regions = np.stack([[n.discs[level] if n.discs[level] is not None else np.zeros(sagittal_mask.shape[1:], bool)
-                             for level in LEVELS] for n in namings])
         out = model(*inputs, level_regions=torch.from_numpy(regions).to(device))
     input_range = getattr(model, "input_range", None)
     statistics = [image_statistics(np.asarray(case["sagittal_image"][case["sagittal_image"].shape[0] // 2]),
@@ -241,12 +237,9 @@ def disc_centres(model: torch.nn.Module, cases: Sequence[Mapping[str, Any]],
         raise ValueError("disc_centres needs at least one study.")
     model = model.eval()
     batch = collate_samples([case_to_sample(dict(c), model.config.sagittal_slices) for c in cases])
-    with torch.no_grad():
-        logits = model(batch["sagittal"].to(device)).sagittal_logits
-    masks = logits.argmax(dim=1).cpu().numpy().astype(np.int16)
-    return [disc_centres_of_mask(masks[b], case["sagittal_affine"], int(case["sagittal_image"].shape[0] // 2),
-                                 fov_z_of(infos[b] if infos is not None else None))
-            for b, case in enumerate(cases)]
+    _, namings = _name_levels_of(model, batch["sagittal"].to(device), cases, infos)
+    return [_centres(naming.discs, case["sagittal_affine"], int(case["sagittal_image"].shape[0] // 2))
+            for naming, case in zip(namings, cases, strict=True)]
 
 
 def disc_centres_of_mask(mask: np.ndarray, sagittal_affine: np.ndarray, sagittal_slice: int,
@@ -260,11 +253,27 @@ def disc_centres_of_mask(mask: np.ndarray, sagittal_affine: np.ndarray, sagittal
         sagittal_slice: the index of that slice in the input.
         fov_z: the Z range of the acquired image in the crop (``fov_z_of``), or None.
     """
+    naming = name_levels(mask, column_spacing(sagittal_affine, (1, 2)), fov_z)
+    return _centres(naming.discs, sagittal_affine, sagittal_slice)
+
+
+def _name_levels_of(model: torch.nn.Module, sagittal: torch.Tensor, cases: Sequence[Mapping[str, Any]],
+                    infos: Sequence[Mapping[str, Any]] | None):
+    """The first pass: (B, Y, Z) int16 sagittal masks and each study's level naming. It runs the sagittal branch
+    alone: the sagittal segmentation does not depend on the axial input."""
+    with torch.no_grad():
+        masks = model(sagittal).sagittal_logits.argmax(dim=1).cpu().numpy().astype(np.int16)
+    namings = [name_levels(masks[b], column_spacing(case["sagittal_affine"], (1, 2)),
+                           fov_z_of(infos[b] if infos is not None else None)) for b, case in enumerate(cases)]
+    return masks, namings
+
+
+def _centres(discs: Mapping[str, np.ndarray | None], sagittal_affine: np.ndarray,
+             sagittal_slice: int) -> dict[str, tuple[float, float, float] | None]:
     spacing = column_spacing(sagittal_affine, (1, 2))
-    naming = name_levels(mask, spacing, fov_z)
     return {level: None if disc is None else
             disc_centre_ras(principal_axes(disc, spacing)[0], sagittal_slice, sagittal_affine)
-            for level, disc in naming.discs.items()}
+            for level, disc in discs.items()}
 
 
 def fov_z_of(info: Mapping[str, Any] | None) -> tuple[int, int] | None:
