@@ -149,6 +149,8 @@ class CaseDataset(Dataset):
             raise ValueError(f"{len(missing)} studies are not in {self.data_dir}/preprocessed.jsonl: {missing[:5]}.")
         self.paths = [self.data_dir / rows[s]["path"] for s in study_ids]
         self.study_ids = list(study_ids)
+        # Per study, the level grades of the index (-1 where unknown), to weigh the severity classes by.
+        self.severities = [list(rows[s].get("severity") or []) for s in study_ids]
         self.sagittal_slices = sagittal_slices
         self.augment = augment
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lss.anatomy import Structure
+from lss.anatomy import SEVERITIES, Structure
 from lss.config import LSSConfig
 from lss.losses import AttentionLocalisationLoss, SeverityLoss, build_segmentation_loss
 from lss.model import build_model, collate_samples, save_model
@@ -211,6 +211,24 @@ def _input_range(paths: list[Path]):
     return fit_input_range(rows)
 
 
+def severity_class_weights(name: str, parts: list[CaseDataset]) -> str | tuple[float, ...]:
+    """The severity loss's class weights: "rsna", or ("balanced") each grade's inverse frequency among the graded
+    levels of the training studies, ``n / (K * n_grade)``; a grade no level has gets weight 1.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if name == "rsna":
+        return "rsna"
+    if name != "balanced":
+        raise ValueError(f"severity_class_weights must be 'rsna' or 'balanced', got {name!r}.")
+    grades = np.array([g for part in parts for study in part.severities for g in study], dtype=int)
+    counts = np.bincount(grades[grades >= 0], minlength=len(SEVERITIES)).astype(float)
+    if counts.sum() == 0:
+        return (1.0,) * len(SEVERITIES)
+    return tuple(float(counts.sum() / (len(SEVERITIES) * c)) if c else 1.0 for c in counts)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker.
 
@@ -236,7 +254,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     level_slice = model.prompts.level_slice
     seg_sagittal = build_segmentation_loss(config.loss, NUM_STRUCTURES)
     seg_axial = build_segmentation_loss(config.loss, NUM_STRUCTURES)
-    severity_loss = SeverityLoss(weights="rsna")
     localise = AttentionLocalisationLoss()
     optimiser = torch.optim.AdamW(model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
 
@@ -253,6 +270,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                    if s["split"]["train"]]
     val_parts = [CaseDataset(s["data_dir"], s["split"]["val"], slices) for s in sources if s["split"]["val"]]
     train_set = torch.utils.data.ConcatDataset(train_parts)
+    severity_loss = SeverityLoss(weights=severity_class_weights(train_cfg.severity_class_weights, train_parts))
     # The training images' statistics travel with the model: inference refuses an input far outside them.
     model.input_range = _input_range([path for part in train_parts for path in part.paths])
     val_set = torch.utils.data.ConcatDataset(val_parts) if val_parts else train_parts[0]
