@@ -13,7 +13,9 @@ trained again), runs seed by seed (an interrupted job leaves whole seeds), and `
 sagittal macro Dice, the axial canal Dice at Moderate/Severe levels, the dural sac area bias of the network's own
 argmax masks and, as the product measures it, with the canal offset fitted on each run's validation split
 (``lss.model.canal_offset``), the area and AP absolute errors, the balanced accuracy and the Severe recall of the
-model's head and of the rule grade of the measured masks (and, with ``--real-data``, the vertebral-body Dice on
+model's grade (from its measured masks where measured: ``lss.model.measured_grade``), of its severity head alone
+(runs trained before the measured grade existed have only the head: these columns are then empty) and of the rule
+grade of the measured masks (and, with ``--real-data``, the vertebral-body Dice on
 real scans no run trained on); then Adaptive PID-Tversky against each other variant, paired over the same evaluation
 studies and seeds (paired bootstrap over studies, and a Wilcoxon signed-rank test on per-study macro Dice).
 """
@@ -54,6 +56,8 @@ METRICS = {
     "AP MAE (mm)": ("measurements", "ap_mm", "mae"),
     "balanced accuracy": ("severity", None, "balanced_accuracy"),
     "Severe recall": ("severity", None, "recall_severe"),
+    "head alone: balanced accuracy": ("severity", "head_alone", "balanced_accuracy"),
+    "head alone: Severe recall": ("severity", "head_alone", "recall_severe"),
     "rule grade of the masks: balanced accuracy": ("severity", "rule_of_measurements", "balanced_accuracy"),
     "rule grade: Severe recall": ("severity", "rule_of_measurements", "recall_severe"),
 }

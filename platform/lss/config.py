@@ -295,6 +295,12 @@ class TrainConfig(_Section):
         use_axial: train the axial branch too (slower; the severity head then reads the axial canal).
         severity_weight, regression_weight, attention_weight: weights of the severity loss, the area/AP regression
             and the attention localisation loss, beside the segmentation loss (weight 1).
+        grade_from_measurements: after training (and the canal offset), fit the model's grade from the dural sac it
+            measures on its own axial masks on the training split (``lss.model.measured_grade``), and refit the
+            calibration on validation; where an axial level is measured that grade replaces the head's.
+        severity_class_weights: the classes' weights in the severity loss: "rsna" (1 / 2 / 4, the competition's
+            log loss) or "balanced" (inverse frequency of each grade among the training split's graded levels: every
+            grade weighs as much in total, which is what balanced accuracy and Severe recall reward).
         augment: MONAI intensity augmentations on training batches.
         checkpoints_to_keep: best checkpoints kept by validation macro Dice.
         storage_path: where runs, checkpoints and TensorBoard logs go (a local path, NFS or s3://).
@@ -336,6 +342,8 @@ class TrainConfig(_Section):
     test_fraction: float = Field(0.15, ge=0, lt=1)
     use_axial: bool = True
     severity_weight: float = Field(1.0, ge=0)
+    severity_class_weights: Literal["rsna", "balanced"] = "balanced"
+    grade_from_measurements: bool = True
     regression_weight: float = Field(0.2, ge=0)
     attention_weight: float = Field(0.5, ge=0)
     augment: bool = True

@@ -251,6 +251,8 @@ def evaluate_model(
                 "area_error_mm2": study_area_errors[b],
                 "ap_error_mm": study_ap_errors[b],
                 "rule_severity_pred": study_rule_grades[b],
+                # The VLM's severity head alone, before the measured grade replaced it at measured levels.
+                "head_severity_pred": [int(v) for v in out.head_logits[b].argmax(dim=-1)],
             })
 
     probs_all, severity_all = torch.cat(probs).numpy(), torch.cat(severity).numpy()
@@ -258,7 +260,7 @@ def evaluate_model(
     results: dict[str, Any] = {
         "model": {"path": str(model_path.resolve()), "sha256": file_sha256(model_path),
                   "config": model.config.model_dump(mode="json"), "calibration": severity_calibration.as_dict(),
-                  "canal_offset": model.canal_offset.as_dict()},
+                  "canal_offset": model.canal_offset.as_dict(), "measured_grade": model.measured_grade.as_dict()},
         "data": {"dir": str(data_dir.resolve()), "index": str(index.resolve())},
         "studies": {
             "evaluated": [s["study_id"] for s in per_study],
@@ -339,6 +341,12 @@ def evaluate_model(
                                                                  "recall_moderate", "recall_severe",
                                                                  "confusion_matrix")}
             sev["rule_of_measurements"]["coverage"] = float(len(pairs) / max(int(known.sum()), 1))
+        if model.measured_grade.fitted:
+            head_t, head_p = np.asarray([(t, h) for st in per_study for t, h in zip(
+                st["severity_true"], st["head_severity_pred"], strict=True) if t >= 0], dtype=int).reshape(-1, 2).T
+            head = severity_metrics(np.eye(len(SEVERITIES))[head_p], head_t)
+            sev["head_alone"] = {k: head[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1",
+                                                       "recall_moderate", "recall_severe", "confusion_matrix")}
         # What the findings state: a confident grade that the rule grade of the measured masks does not contradict
         # (lss.reporting.findings withholds the others). Only the axial rule is measured here.
         agrees = np.asarray([[r < 0 or r == p for p, r in zip(st["severity_pred"], st["rule_severity_pred"],
@@ -438,7 +446,7 @@ def _intervals(per_study: list[dict[str, Any]], sagittal_meter: SegmentationMete
     out: dict[str, Any] = {}
     truth = [study["severity_true"] for study in per_study]
     for key, name in (("severity_pred", "severity"), ("rule_severity_pred", "severity_rule_of_measurements"),
-                      ("stated_pred", "severity_stated")):
+                      ("stated_pred", "severity_stated"), ("head_severity_pred", "severity_head_alone")):
         if any(key not in study for study in per_study):
             continue
         confusions = study_confusions(truth, [study[key] for study in per_study], len(SEVERITIES))
@@ -645,6 +653,16 @@ def _markdown(results: dict[str, Any]) -> str:
                                   *[_with_interval(rule[k], ri.get(k)) for k in ("accuracy", "balanced_accuracy",
                                                                                  "macro_f1", "recall_moderate",
                                                                                  "recall_severe")]]]))
+        head = severity.get("head_alone")
+        if head:
+            hi = intervals.get("severity_head_alone") or {}
+            parts.append("### The severity head alone (the grade above is the model's grade from its measured masks "
+                         "where a level's sac is measured: `lss.model.measured_grade`; this is the head's own)\n")
+            parts.append(_table(["levels", "accuracy", "balanced accuracy", "macro-F1", "Moderate recall",
+                                 "Severe recall"],
+                                [[str(head["n"]), *[_with_interval(head[k], hi.get(k)) for k in (
+                                    "accuracy", "balanced_accuracy", "macro_f1", "recall_moderate",
+                                    "recall_severe")]]]))
         stated = severity.get("stated")
         if stated and stated.get("n"):
             si = intervals.get("severity_stated") or {}

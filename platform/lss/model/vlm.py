@@ -29,6 +29,7 @@ from lss.model.calibration import SeverityCalibration
 from lss.model.canal_offset import CanalOffset
 from lss.model.heads import SeverityHead
 from lss.model.input_range import InputRange
+from lss.model.measured_grade import MeasuredGrade
 from lss.model.prompts import PromptSet, default_prompts
 
 __all__ = ["ModelOutput", "LSSModel", "build_model", "save_model", "load_model", "MODEL_FORMAT_VERSION"]
@@ -45,7 +46,9 @@ class ModelOutput:
     Attributes:
         sagittal_logits: (B, K, Y, Z) structure logits of the mid-sagittal slice (K = ``len(Structure)``).
         axial_logits: (B, L, K, H, W) structure logits of each level's centre axial slice, or None.
-        severity_logits: (B, L, 3).
+        severity_logits: (B, L, 3): the model's grade (``head_logits``, or where a level's sac is measured on its
+            axial mask and the model has a fitted ``measured_grade``, that grade's logits).
+        head_logits: (B, L, 3) the severity head's own logits.
         regression: (B, L, 2) predicted (area_mm2 / 100, ap_mm / 10), or None.
         sagittal_attention: (B, P, Y', Z') attention of every prompt over the sagittal patch grid.
         axial_attention: (B, L, H', W') attention of each level's prompt over its own axial slice, or None.
@@ -56,6 +59,7 @@ class ModelOutput:
     sagittal_logits: torch.Tensor
     axial_logits: torch.Tensor | None
     severity_logits: torch.Tensor
+    head_logits: torch.Tensor
     regression: torch.Tensor | None
     sagittal_attention: torch.Tensor
     axial_attention: torch.Tensor | None
@@ -133,6 +137,7 @@ class LSSModel(nn.Module):
         self.calibration = SeverityCalibration()  # identity until fitted on validation (lss.model.calibration)
         self.input_range = InputRange()  # nothing checked until fitted on the training images (lss.model.input_range)
         self.canal_offset = CanalOffset()  # argmax masks until fitted on validation (lss.model.canal_offset)
+        self.measured_grade = MeasuredGrade()  # the head grades until fitted after training
 
     # ------------------------------------------------------------------------------------------------ prompts
     def embed_prompts(self) -> torch.Tensor:
@@ -223,11 +228,15 @@ class LSSModel(nn.Module):
         if self.config.use_canal_area:
             parts.append(area[..., None] / 100.0)
         level_features = torch.cat(parts, dim=-1)
-        severity_logits, regression = self.head(level_features)
+        head_logits, regression = self.head(level_features)
+        severity_logits = head_logits
+        if self.measured_grade.fitted and axial_logits is not None:
+            severity_logits = self.measured_grade.apply(head_logits, axial_logits, present, self.canal_offset.offset)
         return ModelOutput(
             sagittal_logits=sagittal_logits,
             axial_logits=axial_logits,
             severity_logits=severity_logits,
+            head_logits=head_logits,
             regression=regression,
             sagittal_attention=sagittal_out.attention,
             axial_attention=axial_attention,
@@ -265,6 +274,7 @@ def save_model(model: LSSModel, path: str | Path, extra: dict | None = None) -> 
         "calibration": getattr(model, "calibration", SeverityCalibration()).as_dict(),
         "input_range": getattr(model, "input_range", InputRange()).as_dict(),
         "canal_offset": getattr(model, "canal_offset", CanalOffset()).as_dict(),
+        "measured_grade": getattr(model, "measured_grade", MeasuredGrade()).as_dict(),
         "extra": extra or {},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -298,4 +308,5 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LS
     model.calibration = SeverityCalibration.from_dict(payload.get("calibration"))  # absent: the identity
     model.input_range = InputRange.from_dict(payload.get("input_range"))  # absent: nothing checked
     model.canal_offset = CanalOffset.from_dict(payload.get("canal_offset"))  # absent: the argmax masks
+    model.measured_grade = MeasuredGrade.from_dict(payload.get("measured_grade"))  # absent: the head grades
     return model.to(map_location).eval()  # load_state_dict copies into the model's own (CPU) parameters

@@ -130,9 +130,20 @@ def run_training(config: LSSConfig, data_dir: str | Path, name: str = "train") -
         from lss.training.canal_offset import fit_model_canal_offset
 
         fit_model_canal_offset(best_model, data_dir, list(split["val"]))
+    refitted = False
+    if best_model is not None and config.train.grade_from_measurements and config.train.use_axial:
+        # The head reads less than the mask holds: where a level's sac is measured, grade it from the measurement.
+        from lss.training.measured_grade import fit_model_measured_grade
+
+        refitted = fit_model_measured_grade(best_model, data_dir, list(split["train"]), list(split["val"]),
+                                            config.train).fitted and bool(split["val"])
     history = _read_history(history_path) if history_path else []
     prefix = "val_calibration_"
     calibration = {k[len(prefix):]: v for k, v in best_metrics.items() if k.startswith(prefix)}
+    if best_model is not None and refitted:
+        from lss.model import load_model
+
+        calibration = load_model(best_model).calibration.metrics()
     if calibration:
         if calibration.get("fitted"):
             logger.info("train: calibration on validation: T axial %.3f, T sagittal %.3f, abstain below %.3f "
