@@ -33,20 +33,14 @@ def fit_model_canal_offset(model_path: str | Path, data_dir: str | Path, study_i
     Returns:
         The offset (the identity, with a note, when no study has a labelled axial sac).
     """
-    from lss.data.cases import INDEX_NAME, load_case, read_jsonl
     from lss.inference.predict import column_spacing
-    from lss.model import case_to_sample, collate_samples, load_model, save_model
+    from lss.model import load_model, save_model
     from lss.reporting.measurements import largest_component, region_area_mm2
+    from lss.training.data import forward_studies
 
     model = load_model(model_path).eval()
-    rows = {r["study_id"]: r for r in read_jsonl(Path(data_dir) / INDEX_NAME)}
-    chosen = [rows[s] for s in study_ids if s in rows]
     margins, spacings, areas = [], [], []
-    for start in range(0, len(chosen), int(batch_size)):
-        cases = [load_case(Path(data_dir) / r["path"]) for r in chosen[start:start + int(batch_size)]]
-        batch = collate_samples([case_to_sample(c, model.config.sagittal_slices) for c in cases])
-        with torch.no_grad():
-            out = model(batch["sagittal"], batch["axial"], batch["axial_present"])
+    for cases, batch, out in forward_studies(model, data_dir, study_ids, batch_size):
         if out.axial_logits is None:
             continue
         for b, case in enumerate(cases):

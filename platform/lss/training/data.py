@@ -17,7 +17,8 @@ from torch.utils.data import Dataset
 from lss.data.cases import INDEX_NAME, load_case, read_jsonl
 from lss.model.inputs import case_to_sample
 
-__all__ = ["split_studies", "load_split", "labelled_studies", "mix_splits", "CaseDataset", "MixtureSampler"]
+__all__ = ["split_studies", "load_split", "labelled_studies", "mix_splits", "CaseDataset", "MixtureSampler",
+           "forward_studies"]
 
 
 def split_studies(study_ids: list[str], val_fraction: float, test_fraction: float,
@@ -172,3 +173,23 @@ def write_split(split: dict[str, list[str]], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(split, indent=1))
     return path
+
+
+def forward_studies(model, data_dir: str | Path, study_ids: list[str], batch_size: int = 4):
+    """Runs a model (no gradients, both views) over the given studies of a preprocessed folder, for the fits made
+    after training (canal offset, measured grade).
+
+    Yields:
+        ``(cases, batch, out)`` per batch: the loaded cases, their collated samples and the ``ModelOutput``.
+        Unknown study ids are skipped.
+    """
+    from lss.model.inputs import collate_samples
+
+    rows = {r["study_id"]: r for r in read_jsonl(Path(data_dir) / INDEX_NAME)}
+    chosen = [rows[s] for s in study_ids if s in rows]
+    for start in range(0, len(chosen), int(batch_size)):
+        cases = [load_case(Path(data_dir) / r["path"]) for r in chosen[start:start + int(batch_size)]]
+        batch = collate_samples([case_to_sample(c, model.config.sagittal_slices) for c in cases])
+        with torch.no_grad():
+            out = model(batch["sagittal"], batch["axial"], batch["axial_present"])
+        yield cases, batch, out

@@ -11,19 +11,11 @@ import torch
 
 from lss.config import TrainConfig
 from lss.model.measured_grade import MeasuredGrade, fit_measured_grade, measure_sac
+from lss.training.data import forward_studies
 
 __all__ = ["fit_model_measured_grade"]
 
 logger = logging.getLogger(__name__)
-
-
-def _cases(data_dir: Path, study_ids: list[str], batch_size: int):
-    from lss.data.cases import INDEX_NAME, load_case, read_jsonl
-
-    rows = {r["study_id"]: r for r in read_jsonl(data_dir / INDEX_NAME)}
-    chosen = [rows[s] for s in study_ids if s in rows]
-    for start in range(0, len(chosen), batch_size):
-        yield [load_case(data_dir / r["path"]) for r in chosen[start:start + batch_size]]
 
 
 def fit_model_measured_grade(model_path: str | Path, data_dir: str | Path, train_ids: list[str], val_ids: list[str],
@@ -46,7 +38,7 @@ def fit_model_measured_grade(model_path: str | Path, data_dir: str | Path, train
         The grade (the identity, with a note, when a grade has fewer than 2 measured training levels).
     """
     from lss.inference.predict import column_spacing
-    from lss.model import case_to_sample, collate_samples, load_model, save_model
+    from lss.model import load_model, save_model
     from lss.model.calibration import fit_calibration
 
     train = train or TrainConfig()
@@ -54,10 +46,7 @@ def fit_model_measured_grade(model_path: str | Path, data_dir: str | Path, train
     model = load_model(model_path).eval()
     model.measured_grade = MeasuredGrade()  # measure with the head alone
     areas, aps, grades, spacing = [], [], [], None
-    for cases in _cases(data_dir, train_ids, batch_size):
-        batch = collate_samples([case_to_sample(c, model.config.sagittal_slices) for c in cases])
-        with torch.no_grad():
-            out = model(batch["sagittal"], batch["axial"], batch["axial_present"])
+    for cases, batch, out in forward_studies(model, data_dir, train_ids, batch_size):
         if out.axial_logits is None:
             continue
         for b, case in enumerate(cases):
@@ -77,10 +66,9 @@ def fit_model_measured_grade(model_path: str | Path, data_dir: str | Path, train
 
     if grade.fitted and val_ids:
         logits, paths, sagittal, targets = [], [], [], []
-        for cases in _cases(data_dir, val_ids, batch_size):
-            batch = collate_samples([case_to_sample(c, model.config.sagittal_slices) for c in cases])
+        for _, batch, out in forward_studies(model, data_dir, val_ids, batch_size):
+            logits.append(out.severity_logits)
             with torch.no_grad():
-                logits.append(model(batch["sagittal"], batch["axial"], batch["axial_present"]).severity_logits)
                 sagittal.append(model(batch["sagittal"]).severity_logits)
             paths.append(batch["axial_present"].bool())
             targets.append(batch["severity"])
