@@ -313,3 +313,30 @@ def test_cli_and_job(model_file, mixed, tmp_path, capsys):
     assert "results:" in capsys.readouterr().out
     assert _strict_json(tmp_path / "job" / RESULTS_JSON)["studies"]["count"] == 2
     assert (tmp_path / "job" / PLOTS["dice"]).is_file()
+
+
+def test_a_model_with_a_measured_grade_is_scored_on_it_and_on_its_head_alone(model_file, preprocessed, tmp_path):
+    """The grade evaluated is the model's (its measured grade where a sac is measured); the head is reported beside."""
+    from lss.model import case_to_sample, collate_samples, load_model, save_model
+    from lss.model.measured_grade import fit_measured_grade
+
+    model = load_model(model_file)
+    rng = np.random.default_rng(0)  # a grade whose boundaries are the published ones (fitted on clean measurements)
+    area = rng.uniform(30, 230, 400)
+    ap = np.clip(area / 14 + rng.normal(0, 1.5, 400), 2, 20)
+    grades = np.where(area < 75, 2, np.where((area < 100) | (ap < 10), 1, 0))
+    model.measured_grade = fit_measured_grade(area, ap, grades, (0.9, 0.9))
+    path = save_model(model, tmp_path / "graded.pt")
+    results = evaluate_model(path, preprocessed, tmp_path / "graded", batch_size=2, reports=False)
+
+    cases = [load_case(preprocessed / r["path"]) for r in read_jsonl(preprocessed / "preprocessed.jsonl")]
+    batch = collate_samples([case_to_sample(c) for c in cases])
+    with torch.no_grad():
+        out = load_model(path)(batch["sagittal"], batch["axial"], batch["axial_present"])
+    assert not torch.equal(out.severity_logits, out.head_logits)  # some level's sac was measured
+    head = severity_metrics(out.head_logits.softmax(-1).reshape(-1, 3), batch["severity"].reshape(-1))
+    given = severity_metrics(out.severity_logits.softmax(-1).reshape(-1, 3), batch["severity"].reshape(-1))
+    assert results["severity"]["head_alone"]["balanced_accuracy"] == pytest.approx(head["balanced_accuracy"])
+    assert results["severity"]["confusion_matrix"] == given["confusion_matrix"]
+    assert results["model"]["measured_grade"]["fitted"] is True
+    assert "The severity head alone" in (tmp_path / "graded" / RESULTS_MD).read_text()
