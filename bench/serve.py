@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -100,7 +101,12 @@ def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> tuple[
             ready = time.perf_counter()
             prediction = diagnoser.predict(prepared)
             predicted = time.perf_counter()
-            diagnoser.reporter.write(build_findings(prediction), prediction)
+            findings = build_findings(prediction)
+            diagnoser.reporter.write(findings, prediction)
+        if not i:  # which path the chain took on this study: a level not named skips the axial matching and grading
+            statuses = [level.status for level in findings.levels]
+            print(f"in-process answer: levels {dict(Counter(statuses))}; axial series matched to "
+                  f"{len(prepared.axial_matched)} levels", flush=True)
         if i:  # the first call warms the caches
             ended = time.perf_counter()
             times.append(ended - started)
