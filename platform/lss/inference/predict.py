@@ -237,9 +237,10 @@ def disc_centres(model: torch.nn.Module, cases: Sequence[Mapping[str, Any]],
         raise ValueError("disc_centres needs at least one study.")
     model = model.eval()
     batch = collate_samples([case_to_sample(dict(c), model.config.sagittal_slices) for c in cases])
-    _, namings = _name_levels_of(model, batch["sagittal"].to(device), cases, infos)
-    return [_centres(naming.discs, case["sagittal_affine"], int(case["sagittal_image"].shape[0] // 2))
-            for naming, case in zip(namings, cases, strict=True)]
+    masks = _sagittal_masks(model, batch["sagittal"].to(device))
+    return [disc_centres_of_mask(masks[b], case["sagittal_affine"], int(case["sagittal_image"].shape[0] // 2),
+                                 fov_z_of(infos[b] if infos is not None else None))
+            for b, case in enumerate(cases)]
 
 
 def disc_centres_of_mask(mask: np.ndarray, sagittal_affine: np.ndarray, sagittal_slice: int,
@@ -257,12 +258,17 @@ def disc_centres_of_mask(mask: np.ndarray, sagittal_affine: np.ndarray, sagittal
     return _centres(naming.discs, sagittal_affine, sagittal_slice)
 
 
+def _sagittal_masks(model: torch.nn.Module, sagittal: torch.Tensor) -> np.ndarray:
+    """(B, Y, Z) int16 mid-sagittal masks from the sagittal branch alone: the sagittal segmentation does not depend
+    on the axial input."""
+    with torch.no_grad():
+        return model(sagittal).sagittal_logits.argmax(dim=1).cpu().numpy().astype(np.int16)
+
+
 def _name_levels_of(model: torch.nn.Module, sagittal: torch.Tensor, cases: Sequence[Mapping[str, Any]],
                     infos: Sequence[Mapping[str, Any]] | None):
-    """The first pass: (B, Y, Z) int16 sagittal masks and each study's level naming. It runs the sagittal branch
-    alone: the sagittal segmentation does not depend on the axial input."""
-    with torch.no_grad():
-        masks = model(sagittal).sagittal_logits.argmax(dim=1).cpu().numpy().astype(np.int16)
+    """The first pass: (B, Y, Z) int16 sagittal masks and each study's level naming."""
+    masks = _sagittal_masks(model, sagittal)
     namings = [name_levels(masks[b], column_spacing(case["sagittal_affine"], (1, 2)),
                            fov_z_of(infos[b] if infos is not None else None)) for b, case in enumerate(cases)]
     return masks, namings
