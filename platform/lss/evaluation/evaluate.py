@@ -579,6 +579,14 @@ def _with_interval(value: Any, interval: dict[str, float] | None, digits: int = 
     return f"{_f(value, digits)} [{_f(interval['low'], digits)}, {_f(interval['high'], digits)}]"
 
 
+def _grade_table(grades: dict[str, Any], grade_intervals: dict[str, Any], first: str) -> str:
+    """One row of grading figures with their intervals (the rule grade of the masks, the head alone)."""
+    levels = f"{grades['n']} ({_f(grades['coverage'])})" if "coverage" in grades else str(grades["n"])
+    keys = ("accuracy", "balanced_accuracy", "macro_f1", "recall_moderate", "recall_severe")
+    return _table([first, "accuracy", "balanced accuracy", "macro-F1", "Moderate recall", "Severe recall"],
+                  [[levels, *[_with_interval(grades[k], grade_intervals.get(k)) for k in keys]]])
+
+
 def _markdown(results: dict[str, Any]) -> str:
     studies = results["studies"]
     intervals = results.get("intervals") or {}
@@ -642,27 +650,15 @@ def _markdown(results: dict[str, Any]) -> str:
         parts.append(_table(["Metric", "Value [95% CI]"],
                             [[n, _with_interval(severity.get(n), severity_intervals.get(n))] for n in names]))
         parts.append(COVERAGE_NOTE + "\n")
-        rule = severity.get("rule_of_measurements")
-        if rule:
-            ri = intervals.get("severity_rule_of_measurements") or {}
-            parts.append("### The rule grade of the measured masks (no model head: the published cut-offs applied to "
-                         "the dural sac area and AP measured on the predicted axial masks)\n")
-            parts.append(_table(["levels (coverage)", "accuracy", "balanced accuracy", "macro-F1", "Moderate recall",
-                                 "Severe recall"],
-                                [[f"{rule['n']} ({_f(rule['coverage'])})",
-                                  *[_with_interval(rule[k], ri.get(k)) for k in ("accuracy", "balanced_accuracy",
-                                                                                 "macro_f1", "recall_moderate",
-                                                                                 "recall_severe")]]]))
-        head = severity.get("head_alone")
-        if head:
-            hi = intervals.get("severity_head_alone") or {}
-            parts.append("### The severity head alone (the grade above is the model's grade from its measured masks "
-                         "where a level's sac is measured: `lss.model.measured_grade`; this is the head's own)\n")
-            parts.append(_table(["levels", "accuracy", "balanced accuracy", "macro-F1", "Moderate recall",
-                                 "Severe recall"],
-                                [[str(head["n"]), *[_with_interval(head[k], hi.get(k)) for k in (
-                                    "accuracy", "balanced_accuracy", "macro_f1", "recall_moderate",
-                                    "recall_severe")]]]))
+        for key, title, first in (
+                ("rule_of_measurements", "The rule grade of the measured masks (no model head: the published cut-offs "
+                 "applied to the dural sac area and AP measured on the predicted axial masks)", "levels (coverage)"),
+                ("head_alone", "The severity head alone (the grade above is the model's grade from its measured masks "
+                 "where a level's sac is measured: `lss.model.measured_grade`; this is the head's own)", "levels")):
+            grades = severity.get(key)
+            if grades:
+                parts.append(f"### {title}\n")
+                parts.append(_grade_table(grades, intervals.get(f"severity_{key}") or {}, first))
         stated = severity.get("stated")
         if stated and stated.get("n"):
             si = intervals.get("severity_stated") or {}
