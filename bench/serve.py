@@ -9,7 +9,8 @@ One run prints (and writes to outputs/bench/serve_{cpu,cuda}.json):
 1. in-process: upload bytes -> unpack -> preprocess (+ sagittal pass) -> model -> findings -> grounded report,
    sequentially (the cost Serve cannot remove);
 2. Serve at concurrency 1, 4 and 16: p50 / p95 / p99 latency and throughput; Serve's overhead as the ratio of
-   the p50s at concurrency 1, and where it goes (each stage's p50 in-process and in Serve);
+   the p50s at concurrency 1, and where it goes (each stage's p50 in-process and in Serve, and the in-process chain
+   again while the Serve application idles beside it: what Ray's own background work costs on this machine);
 3. batching on (max_batch_size 4) vs off (1) at concurrency 4, switched by a user_config redeploy;
 4. a load of 16 concurrent clients for --load-seconds: the 5xx count and the replica counts over time (up with the
    load, back down after it);
@@ -45,12 +46,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _study_zip(out: Path) -> bytes:
-    """One standard synthetic study (sagittal + 5 axial stacks, DICOM), images only, zipped."""
+    """One standard synthetic study (sagittal + 5 axial stacks, DICOM), images only, zipped.
+
+    Its sagittal field of view is 300 mm (superior-inferior), as lumbar protocols often have: the generator's default
+    260 mm ends inside S1 on this phantom, and level naming then (rightly) refuses to count from a sacrum it cannot
+    tell from a cut L5, so every level is "not assessable" and the chain stops short of the axial stages."""
     from lss.config import SynthConfig
     from lss.data.synth.generate import generate_dataset
 
     if not (out / "manifest.jsonl").is_file():
-        generate_dataset(SynthConfig(cases=1, seed=777, format="dicom"), out)
+        generate_dataset(SynthConfig(cases=1, seed=777, format="dicom", sagittal_fov_mm=(300.0, 200.0)), out)
     study = next((out / "studies").iterdir())
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -80,13 +85,28 @@ def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> tuple[
 
     Returns:
         The seconds of each study, and of each stage: ``open`` (write, unzip, list), ``prepare`` (with its locator
-        pass and, where axial series need levels, a sagittal pass of the model), ``segmentation``, ``grade+report``.
+        pass and, where axial series need levels, a sagittal pass of the model: ``of which model passes``),
+        ``segmentation``, ``grade+report``.
     """
     from lss.inference import Diagnoser, open_study
     from lss.inference.prepare import without_labels
     from lss.reporting import build_findings
 
     diagnoser = Diagnoser(model_path, device=device)
+    # The locator and sagittal passes, timed as the Serve Preprocessor times its calls to the Segmenter for them.
+    spent: list[float] = []
+
+    def timed(function):
+        def call(*args):
+            started = time.perf_counter()
+            try:
+                return function(*args)
+            finally:
+                spent.append(time.perf_counter() - started)
+        return call
+
+    diagnoser.preparer.locate = timed(diagnoser.preparer.locate)
+    diagnoser.preparer.find_discs = timed(diagnoser.preparer.find_discs)
     times, stages = [], []
     for i in range(n + 1):
         started = time.perf_counter()
@@ -96,6 +116,7 @@ def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> tuple[
             # diagnose_path's steps, timed one by one
             record = without_labels(open_study(archive, Path(folder) / "work",
                                                limits=diagnoser.config.preprocess.limits))
+            spent.clear()
             opened = time.perf_counter()
             prepared = diagnoser.prepare(record)
             ready = time.perf_counter()
@@ -110,7 +131,8 @@ def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> tuple[
         if i:  # the first call warms the caches
             ended = time.perf_counter()
             times.append(ended - started)
-            stages.append({"open": opened - started, "prepare": ready - opened, "segmentation": predicted - ready,
+            stages.append({"open": opened - started, "prepare": ready - opened,
+                           "of which model passes": sum(spent), "segmentation": predicted - ready,
                            "grade+report": ended - predicted})
     return times, stages
 
@@ -183,7 +205,8 @@ def _config(port: int, model: Path, results: Path, segmenter: dict | None = None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a model file (default: an untrained default-size model)")
-    parser.add_argument("--requests", type=int, default=12, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=24,
+                        help="requests per concurrency level (p50s over fewer move ~10%% between runs on 2 cores)")
     parser.add_argument("--load-seconds", type=float, default=60.0)
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where the in-process model and the Segmenter run")
     parser.add_argument("--text-encoder", default="minilm", help="for the default untrained model: 'minilm' or "
@@ -199,7 +222,7 @@ def main() -> None:
     from lss.ray_session import init_ray, shutdown_ray
     from lss.serve import deploy_config, free_port
 
-    payload = _study_zip(out / "study")
+    payload = _study_zip(out / "study_fov300")
     model = _model(args.model, out, args.text_encoder)
     where = torch.cuda.get_device_name(0) if gpu else "CPU"
     report: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {where}", "device": args.device,
@@ -228,21 +251,31 @@ def main() -> None:
         print(f"serve c={concurrency:2d}: p50 {row['p50_s']:.3f} s  p95 {row['p95_s']:.3f}  p99 {row['p99_s']:.3f}  "
               f"{row['throughput_per_s']:.2f} studies/s  ({row['ok']}/{row['requests']} ok)", flush=True)
         if concurrency == 1:
-            # Where Serve's extra time goes: the server's own stage timings (the Preprocessor's includes its calls
-            # to the Segmenter for the locator and the sagittal pass), the rest of the ingress' time (the upload's
-            # unzip and listing, which the Preprocessor does not time, and the hops between stages), the HTTP proxy.
+            # Where Serve's extra time goes: the server's own stage timings (``unpack`` is the in-process ``open``;
+            # the Preprocessor's ``preprocess`` includes its calls to the Segmenter for the locator and the sagittal
+            # pass), the rest of the ingress' time (the hops between stages), the HTTP proxy (with the multipart
+            # parsing of the upload).
             rows = []
             for _ in range(args.requests):
                 client_s, timings = _timed_post(url, payload)
-                stages = sum(timings.get(k, 0.0) for k in ("preprocess", "segmentation", "grading", "report"))
+                stages = sum(timings.get(k, 0.0) for k in ("unpack", "preprocess", "segmentation", "grading", "report"))
                 rows.append({"client": client_s, "http+proxy": client_s - timings["total"], "upload": timings["upload"],
-                             "preprocess": timings["preprocess"], "segmentation": timings["segmentation"],
+                             "unpack": timings["unpack"], "preprocess": timings["preprocess"],
+                             "of which Segmenter calls": timings["preprocess_segmenter_calls"],
+                             "segmentation": timings["segmentation"],
                              "grading+report": timings.get("grading", 0.0) + timings.get("report", 0.0),
-                             "unzip+hops": timings["total"] - timings["upload"] - stages})
+                             "hops": timings["total"] - timings["upload"] - stages})
             report["serve_stages_p50_s"] = _p50s(rows)
             print(f"serve c= 1, stages p50: {report['serve_stages_p50_s']}", flush=True)
     report["serve_overhead_ratio_c1"] = report["serve"][0]["p50_s"] / report["in_process"]["p50_s"]
     print(f"Serve p50 / in-process p50 at concurrency 1: {report['serve_overhead_ratio_c1']:.3f}", flush=True)
+    # The same in-process chain again, with the idle Serve application beside it: on 2 cores Ray's and Serve's own
+    # background work (controller loop, health checks, metrics) slows every stage; this separates that cost from the
+    # graph's (HTTP, hops, round trips).
+    beside, _ = _in_process(model, payload, args.requests, args.device)
+    report["in_process_beside_idle_serve_p50_s"] = statistics.median(beside)
+    print(f"in-process pipeline with the Serve application idle beside it: p50 {statistics.median(beside):.3f} s; "
+          f"Serve p50 / that: {report['serve'][0]['p50_s'] / statistics.median(beside):.3f}", flush=True)
 
     # [3] Batching on vs off at concurrency 4 (a user_config redeploy: no restart).
     report["batching"] = {}

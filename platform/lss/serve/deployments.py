@@ -126,13 +126,19 @@ class Preprocessor:
         return {"fingerprint": self.settings.preprocess.model_dump(mode="json"),
                 "torch_threads": torch.get_num_threads()}
 
-    # Both run in the preprocessing thread, so blocking on the Segmenter's answer does not block the event loop.
-    def _locate(self, image):
+    # Both run in the preprocessing thread, so blocking on the Segmenter's answer does not block the event loop;
+    # each adds its seconds to `spent` (the request's own list: requests run concurrently).
+    def _locate(self, image, spent: list[float]):
+        started = time.perf_counter()
         centre = self.segmenter.locate.remote(image, tuple(self.settings.preprocess.sagittal_shape[1:])).result()
+        spent.append(time.perf_counter() - started)
         return None if centre is None else np.asarray(centre, dtype=float)
 
-    def _find_discs(self, prepared):
-        return self.segmenter.disc_centres.remote(prepared).result()
+    def _find_discs(self, prepared, spent: list[float]):
+        started = time.perf_counter()
+        discs = self.segmenter.disc_centres.remote(prepared).result()
+        spent.append(time.perf_counter() - started)
+        return discs
 
     def _prepare(self, files: list[tuple[str, bytes]], request_id: str, dicom_outputs: bool):
         from lss.inference.prepare import StudyPreparer
@@ -140,9 +146,14 @@ class Preprocessor:
 
         folder = new_upload_folder()  # mode 0700: private to this user
         try:
+            started = time.perf_counter()
             root = _store_upload(files, folder, self.settings.max_unpacked_mb << 20)
             record = open_study(root, limits=self.settings.preprocess.limits)
-            prepared = StudyPreparer(self.settings.preprocess, self._find_discs, self._locate)(record, request_id)
+            unpacked = time.perf_counter() - started
+            spent: list[float] = []
+            prepared = StudyPreparer(self.settings.preprocess, lambda p: self._find_discs(p, spent),
+                                     lambda image: self._locate(image, spent))(record, request_id)
+            prepared.extras.update(unpack_s=unpacked, segmenter_calls_s=sum(spent))
             # The DICOM outputs (rendered on GET) reference the source images: their de-identified headers are read
             # now, while the upload exists, and only when asked for (reading every header again costs ~0.15 s, and
             # beside the preprocessing, on two cores, ~0.7 s). A NIfTI/MHA upload has none; its DICOM URLs say why.
@@ -154,8 +165,10 @@ class Preprocessor:
             shutil.rmtree(folder, ignore_errors=True)
 
     async def prepare(self, files: list[tuple[str, bytes]], request_id: str, dicom_outputs: bool = False):
-        """The study's ``PreparedStudy`` (with ``extras["dicom"]``: with ``dicom_outputs``, the de-identified source
-        headers the DICOM outputs reference, else why there are none).
+        """The study's ``PreparedStudy``, with ``extras``: ``dicom`` (with ``dicom_outputs``, the de-identified source
+        headers the DICOM outputs reference, else why there are none), ``unpack_s`` (seconds to store, unzip and
+        list the upload, which ``seconds`` leaves out) and ``segmenter_calls_s`` (the part of ``seconds`` spent
+        waiting for the Segmenter's locator and sagittal passes).
 
         Raises:
             StudyError: when the upload is not a usable study.
@@ -324,7 +337,9 @@ class Reporter:
                 "dicom": dicom_names, "dicom_error": dicom.get("error"),
                 "report_check": None if check is None else check.as_dict(),
                 "axial_matched": list(prepared.axial_matched), "model_version": prediction.info.get("model_version"),
-                "timings": {"preprocess": prepared.seconds, "segmentation": prediction.info.get("segmentation_s"),
+                "timings": {"unpack": prepared.extras.get("unpack_s"), "preprocess": prepared.seconds,
+                            "preprocess_segmenter_calls": prepared.extras.get("segmenter_calls_s"),
+                            "segmentation": prediction.info.get("segmentation_s"),
                             "grading": graded.seconds, "report": time.perf_counter() - started}}
 
     async def write(self, prediction, graded: GradedStudy, prepared, request_id: str) -> dict[str, Any]:
