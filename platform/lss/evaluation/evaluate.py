@@ -167,6 +167,9 @@ def evaluate_model(
     area_errors: list[float] = []
     argmax_area_errors: list[float] = []  # without the canal offset: the network's own masks
     ap_errors: list[float] = []
+    # The same rule on the labelled masks: the floor the pixel grid and the labels' own rasterisation set.
+    label_area_errors: list[float] = []
+    label_ap_errors: list[float] = []
     has_sagittal, has_axial = [], []
     for start in tqdm(range(0, len(rows), int(batch_size)), desc="evaluate", unit="batch", disable=None):
         chunk = rows[start:start + int(batch_size)]
@@ -221,6 +224,11 @@ def evaluate_model(
                 study_area_errors[b][li] = area_errors[-1]
                 raw_sac = largest_component(raw_predicted[b, li] == Structure.CANAL.index)
                 argmax_area_errors.append(region_area_mm2(raw_sac, spacing) - truth_area)
+                label_sac = largest_component(axial_target[b * n_levels + li].numpy() == Structure.CANAL.index)
+                if label_sac.any():
+                    label_area_errors.append(region_area_mm2(label_sac, spacing) - truth_area)
+                    if math.isfinite(truth_ap):
+                        label_ap_errors.append(ap_diameter_mm(label_sac, spacing, axis=1) - truth_ap)
                 if math.isfinite(truth_ap):
                     ap_errors.append(ap_diameter_mm(sac, spacing, axis=1) - truth_ap)
                     study_ap_errors[b][li] = ap_errors[-1]
@@ -299,12 +307,15 @@ def evaluate_model(
         "area_mm2": _error_summary(area_errors),
         "area_mm2_without_offset": _error_summary(argmax_area_errors),
         "ap_mm": _error_summary(ap_errors),
+        "area_mm2_label_masks": _error_summary(label_area_errors),
+        "ap_mm_label_masks": _error_summary(label_ap_errors),
     }
     if area_errors:
         notes.append("measurements: the dural sac area / AP diameter of the largest predicted canal region on each "
                      "level's centre axial slice, minus the measured truth (bias = mean error); the masks are made "
                      f"with the model's canal offset ({model.canal_offset.offset:+.3f}: {model.canal_offset.note}); "
-                     "area_mm2_without_offset: the plain argmax masks.")
+                     "area_mm2_without_offset: the plain argmax masks; *_label_masks: the same rule on the "
+                     "labelled masks (what the pixel grid and the labels allow: no model can measure closer).")
     if any(segmentation.values()):
         notes.append("Dice: a structure absent from both prediction and target is left out (NaN), a structure "
                      "predicted where the target has none scores 0, a structure a case does not label (a real set "
@@ -634,7 +645,11 @@ def _markdown(results: dict[str, Any]) -> str:
                 for name, unit, key, m in (("area", "mm2", "area", measured["area_mm2"]),
                                            ("AP diameter", "mm", "ap", measured["ap_mm"]),
                                            ("area, plain argmax (no canal offset)", "mm2", "-",
-                                            measured.get("area_mm2_without_offset") or {"n": 0}))
+                                            measured.get("area_mm2_without_offset") or {"n": 0}),
+                                           ("area, labelled masks (the floor)", "mm2", "-",
+                                            measured.get("area_mm2_label_masks") or {"n": 0}),
+                                           ("AP diameter, labelled masks (the floor)", "mm", "-",
+                                            measured.get("ap_mm_label_masks") or {"n": 0}))
                 if m.get("n")]
         parts.append(_table(["measurement", "levels", "bias [95% CI]", "mean absolute error [95% CI]",
                              "median absolute error"], rows))
