@@ -101,6 +101,19 @@ def test_run_tuning_needs_the_pid_tversky_loss(tmp_path):
         run_tuning(config, tmp_path)
 
 
+def test_a_sweep_trains_the_pid_tversky_loss_when_the_loss_was_left_at_its_default():
+    from lss.config import load_config
+    from lss.tuning import pid_tversky_config
+
+    default = load_config(overrides=["loss.kp=0.3"])
+    assert default.loss.name == "dice_ce"
+    swept = pid_tversky_config(default)
+    assert (swept.loss.name, swept.loss.kp) == ("pid_tversky", 0.3)
+    assert pid_tversky_config(swept) is swept
+    with pytest.raises(ValueError, match="pid_tversky"):
+        pid_tversky_config(load_config(overrides=["loss.name=tversky"]))
+
+
 def _history(scores, beta0=0.5):
     return [{"epoch": e, "val_dice_macro": s, "beta_sagittal_disc": beta0 + 0.01 * e,
              "alpha_sagittal_disc": 1 - beta0 - 0.01 * e} for e, s in enumerate(scores, start=1)]

@@ -7,11 +7,13 @@ from lss.tuning.search import (
     TuneSummary,
     apply_trial,
     make_smoke_dataset,
+    pid_tversky_config,
     run_tuning,
     search_space,
     smoke_config,
     trial_settings,
 )
 
-__all__ = ["GAINS", "TuneSummary", "apply_trial", "make_smoke_dataset", "run_tuning", "search_space", "smoke_config",
-           "trial_settings", "format_best", "format_trials", "plot_gains", "plot_traces", "trial_row", "write_report"]
+__all__ = ["GAINS", "TuneSummary", "apply_trial", "make_smoke_dataset", "pid_tversky_config", "run_tuning",
+           "search_space", "smoke_config", "trial_settings", "format_best", "format_trials", "plot_gains",
+           "plot_traces", "trial_row", "write_report"]
