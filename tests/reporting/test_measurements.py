@@ -123,3 +123,14 @@ def test_ap_diameter_is_taken_in_the_midline_of_a_crescent():
     assert ap_diameter_mm(mask, (1.0, 0.5), axis=1) == pytest.approx(1.5)  # the midline (row 4): 3 pixels x 0.5 mm
     # a midline between two pixel lines: the mean of both
     assert ap_diameter_mm(mask[:8], (1.0, 0.5), axis=1) == pytest.approx((4 + 3) / 2 * 0.5)
+
+
+def test_the_dural_sac_is_the_largest_canal_region_measured_once():
+    from lss.reporting.measurements import dural_sac_mm
+
+    canal = np.zeros((20, 20), dtype=bool)
+    canal[5:15, 4:12] = True  # 10 x 8 pixels: the sac
+    canal[0:2, 0:2] = True  # a stray 2 x 2 island: not the sac
+    area, ap = dural_sac_mm(canal, (0.5, 0.5))
+    assert area == pytest.approx(80 * 0.25) and ap == pytest.approx(8 * 0.5)
+    assert dural_sac_mm(np.zeros((4, 4), dtype=bool), (1.0, 1.0)) is None

@@ -39,11 +39,7 @@ from lss.metrics import (
     selective_metrics,
     severity_metrics,
 )
-from lss.reporting.measurements import (
-    ap_diameter_mm,
-    largest_component,
-    region_area_mm2,
-)
+from lss.reporting.measurements import dural_sac_mm
 
 __all__ = ["RESULTS_JSON", "RESULTS_MD", "PLOTS", "read_split", "evaluate_model", "format_summary"]
 
@@ -211,26 +207,26 @@ def evaluate_model(
             for li in range(n_levels):
                 if not case["axial_present"][li]:
                     continue
-                sac = largest_component(predicted[b, li] == Structure.CANAL.index)
                 spacing = axial_spacing[b * n_levels + li]
-                if sac.any():
+                sac = dural_sac_mm(predicted[b, li] == Structure.CANAL.index, spacing)
+                if sac is not None:
                     # The rule grade of the measured masks: where the grading errors come from, head or masks.
-                    study_rule_grades[b][li] = grade_from_measurements(
-                        region_area_mm2(sac, spacing), ap_diameter_mm(sac, spacing, axis=1)).index
+                    study_rule_grades[b][li] = grade_from_measurements(*sac).index
                 truth_area, truth_ap = float(case["area_mm2"][li]), float(case["ap_mm"][li])
                 if not math.isfinite(truth_area):
                     continue
-                area_errors.append(region_area_mm2(sac, spacing) - truth_area)
+                area, ap = sac or (0.0, 0.0)  # no sac found: measured as nothing
+                area_errors.append(area - truth_area)
                 study_area_errors[b][li] = area_errors[-1]
-                raw_sac = largest_component(raw_predicted[b, li] == Structure.CANAL.index)
-                argmax_area_errors.append(region_area_mm2(raw_sac, spacing) - truth_area)
-                label_sac = largest_component(axial_target[b * n_levels + li].numpy() == Structure.CANAL.index)
-                if label_sac.any():
-                    label_area_errors.append(region_area_mm2(label_sac, spacing) - truth_area)
+                raw_area = (dural_sac_mm(raw_predicted[b, li] == Structure.CANAL.index, spacing) or (0.0, 0.0))[0]
+                argmax_area_errors.append(raw_area - truth_area)
+                label = dural_sac_mm(axial_target[b * n_levels + li].numpy() == Structure.CANAL.index, spacing)
+                if label is not None:
+                    label_area_errors.append(label[0] - truth_area)
                     if math.isfinite(truth_ap):
-                        label_ap_errors.append(ap_diameter_mm(label_sac, spacing, axis=1) - truth_ap)
+                        label_ap_errors.append(label[1] - truth_ap)
                 if math.isfinite(truth_ap):
-                    ap_errors.append(ap_diameter_mm(sac, spacing, axis=1) - truth_ap)
+                    ap_errors.append(ap - truth_ap)
                     study_ap_errors[b][li] = ap_errors[-1]
         axial_level_of_case.extend(int(i) % n_levels for i in torch.nonzero(labelled).flatten())
         axial_study_of_case.extend(start + int(i) // n_levels for i in torch.nonzero(labelled).flatten())

@@ -46,12 +46,9 @@ def measure_sac(logits: torch.Tensor, offset: float, spacing_mm: Sequence[float]
         spacing_mm: (2,) mm per pixel along H and W.
     """
     from lss.model.canal_offset import canal_margin
-    from lss.reporting.measurements import ap_diameter_mm, largest_component, region_area_mm2
+    from lss.reporting.measurements import dural_sac_mm
 
-    sac = largest_component(canal_margin(logits.detach().float().cpu(), channel_dim=0) + offset > 0)
-    if not sac.any():
-        return None
-    return region_area_mm2(sac, spacing_mm), ap_diameter_mm(sac, spacing_mm, axis=1)
+    return dural_sac_mm(canal_margin(logits.detach().float().cpu(), channel_dim=0) + offset > 0, spacing_mm)
 
 
 @dataclass

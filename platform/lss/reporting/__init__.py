@@ -15,6 +15,7 @@ from lss.reporting.measurements import (
     LevelMeasurements,
     ap_diameter_mm,
     disc_height_mm,
+    dural_sac_mm,
     largest_component,
     level_discs_of,
     measure_study,
@@ -27,6 +28,6 @@ from lss.reporting.reporter import StudyReporter
 __all__ = [
     "CheckedText", "Contradiction", "contradiction_rates", "enforce_consistency", "find_contradictions",
     "LevelFinding", "StudyFindings", "build_findings", "GroundedReportWriter", "Report", "ReportSentence",
-    "LevelMeasurements", "ap_diameter_mm", "disc_height_mm", "largest_component", "level_discs_of",
+    "LevelMeasurements", "ap_diameter_mm", "disc_height_mm", "dural_sac_mm", "largest_component", "level_discs_of",
     "measure_study", "principal_axes", "ray_run_mm", "region_area_mm2", "StudyReporter",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "region_area_mm2",
     "largest_component",
     "ap_diameter_mm",
+    "dural_sac_mm",
     "principal_axes",
     "disc_height_mm",
     "ray_run_mm",
@@ -96,6 +97,20 @@ def ap_diameter_mm(mask: ArrayLike, spacing_mm: ArrayLike, axis: int = 1) -> flo
     middle = (occupied[0] + occupied[-1]) / 2
     counts = [int(lines[i].sum()) for i in sorted({int(np.floor(middle)), int(np.ceil(middle))})]
     return float(np.mean(counts) * spacing[axis])
+
+
+def dural_sac_mm(canal: ArrayLike, spacing_mm: ArrayLike) -> tuple[float, float] | None:
+    """The dural sac of one axial slice as every report, evaluation and the measured grade measure it: the area
+    (mm2) and midline AP diameter (mm) of the largest connected region of ``canal``; None when there is none.
+
+    Args:
+        canal: (H, W) bool canal mask (predicted or labelled), W posterior -> anterior.
+        spacing_mm: (2,) mm per pixel along H and W.
+    """
+    sac = largest_component(canal)
+    if not sac.any():
+        return None
+    return region_area_mm2(sac, spacing_mm), ap_diameter_mm(sac, spacing_mm, axis=1)
 
 
 def principal_axes(mask: ArrayLike, spacing_mm: ArrayLike) -> tuple[np.ndarray, np.ndarray, float]:
@@ -233,10 +248,9 @@ def measure_study(prediction) -> list[LevelMeasurements]:
     for li, level in enumerate(LEVELS):
         m = LevelMeasurements(level=level, sagittal_slice=int(prediction.sagittal_slice))
         if prediction.axial_present[li]:
-            sac = largest_component(prediction.axial_masks[li] == canal)
-            if sac.any():
-                m.area_mm2 = _round(region_area_mm2(sac, prediction.axial_spacing[li]))
-                m.ap_mm = _round(ap_diameter_mm(sac, prediction.axial_spacing[li], axis=1))
+            sac = dural_sac_mm(prediction.axial_masks[li] == canal, prediction.axial_spacing[li])
+            if sac is not None:
+                m.area_mm2, m.ap_mm = _round(sac[0]), _round(sac[1])
             source = axial_info.get(level, {})
             m.axial_slice = {"series": source.get("series"), "slice": source.get("centre_slice")}
         disc = discs[level]
