@@ -137,6 +137,20 @@ def test_series_folders_of_one_study_are_merged(tmp_path: Path) -> None:
     assert [(r.study_id, [s.view for s in r.series]) for r in records] == [("exam", ["sagittal", "axial"])]
 
 
+def test_a_mask_beside_a_dicom_series_folder_is_its_mask_not_an_image(tmp_path: Path) -> None:
+    """The layout ``lss synth --format dicom`` writes: ``sagittal_t2/`` (DICOM) + ``sagittal_t2_mask.nii.gz``. Read as
+    an image series of its own, a label map was graded as if it were an axial image."""
+    uid = generate_uid()
+    study = tmp_path / "study"
+    write_series(image_volume(sagittal_axes()), study / "sagittal_t2", study_uid=uid, series_description="Sag T2")
+    write_series(image_volume(axial_axes(5.0)), study / "axial_t2_l4_l5", study_uid=uid, series_description="Ax T2")
+    write_nifti(label_volume(sagittal_axes()), study / "sagittal_t2_mask.nii.gz")
+    write_nifti(label_volume(axial_axes(5.0)), study / "axial_t2_l4_l5_mask.nii.gz")
+    (record,), errors = generic.discover(study)
+    assert errors == [] and [s.format for s in record.series] == ["dicom", "dicom"]
+    assert [Path(s.mask_path).name for s in record.series] == ["sagittal_t2_mask.nii.gz", "axial_t2_l4_l5_mask.nii.gz"]
+
+
 def test_flat_folder_with_two_series(tmp_path: Path) -> None:
     uid = generate_uid()
     write_series(image_volume(axial_axes(5.0)), tmp_path / "flat", study_uid=uid, file_name="ax{index}.dcm")

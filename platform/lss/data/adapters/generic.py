@@ -17,7 +17,8 @@ angled stack per disc) gives one record per stack, series_id ``f"{SeriesInstance
 (DICOM) or the affine (files). Sagittal series come first, ordered
 non-localiser (5 or more slices, no "loc"/"scout"/"survey" in the description) before localiser, then T2 (by
 description or file name) before others; axial series follow, with level None. Coronal, mixed-orientation and
-non-MR series are not listed. A file named ``{stem}_mask``/``_seg``/``_label``/``_labels`` is the mask of ``{stem}``.
+non-MR series are not listed. A file named ``{stem}_mask``/``_seg``/``_label``/``_labels`` is the mask of ``{stem}``:
+the image file of that stem, or the DICOM series in the folder of that name (never an image of its own).
 A study without a sagittal series gives a "missing_sagittal" error entry, an unreadable one an entry with its
 reader's code; neither stops the others. Folder and file names become study ids: rename any that carry patient data.
 Error messages name neither (nor a SeriesDescription): series and files are numbered ("DICOM series 2", "image file
@@ -28,6 +29,7 @@ an image file over it gives an "image_too_large" entry and is left out.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,18 +160,30 @@ def _dicom_candidates(study: _Study, errors: list[AdapterError]) -> list[_Candid
     return candidates
 
 
-def _file_candidates(study: _Study, errors: list[AdapterError]) -> list[_Candidate]:
+def _mask_base(stem: str, is_partner) -> str | None:
+    """``{base}`` of a file named ``{base}_mask`` (or another ``MASK_SUFFIXES``) when ``is_partner(base)``."""
+    return next((stem[: -len(s)] for s in MASK_SUFFIXES if stem.lower().endswith(s) and is_partner(stem[: -len(s)])),
+                None)
+
+
+def _file_candidates(study: _Study, errors: list[AdapterError],
+                     dicom_folders: dict[Path, SeriesRecord | None]) -> list[_Candidate]:
     stems = {_stem(p): p for p in study.files}
     masks: dict[str, Path] = {}
     images = []
     for stem, path in stems.items():
-        base = next(
-            (stem[: -len(s)] for s in MASK_SUFFIXES if stem.lower().endswith(s) and stem[: -len(s)] in stems), None
-        )
+        base = _mask_base(stem, lambda b: b in stems)
         if base is not None:
             masks[base] = path
-        else:
-            images.append((stem, path))
+            continue
+        # The mask of a DICOM series stored beside its folder (``axial_l4_l5/`` + ``axial_l4_l5_mask.nii.gz``): a
+        # label map, never an image series of its own (read as one, it would be graded).
+        folder = _mask_base(stem, lambda b, parent=path.parent: parent / b in dicom_folders)
+        if folder is not None:
+            if dicom_folders[path.parent / folder] is not None:
+                dicom_folders[path.parent / folder].mask_path = str(path)
+            continue
+        images.append((stem, path))
     numbers = {path: number for number, path in enumerate(study.files, start=1)}
     candidates = []
     for stem, path in images:
@@ -199,7 +213,12 @@ def _file_candidates(study: _Study, errors: list[AdapterError]) -> list[_Candida
 
 
 def _record(study: _Study, errors: list[AdapterError]) -> StudyRecord | None:
-    candidates = _dicom_candidates(study, errors) + _file_candidates(study, errors)
+    dicom = _dicom_candidates(study, errors)
+    # A mask attaches to a DICOM series whose folder holds that one record alone (not to the stacks of a
+    # multi-stack series, which share one folder: None).
+    folders = Counter(Path(c.record.path) for c in dicom)
+    dicom_folders = {Path(c.record.path): c.record if folders[Path(c.record.path)] == 1 else None for c in dicom}
+    candidates = dicom + _file_candidates(study, errors, dicom_folders)
     ranked = [c for _, c in sorted(enumerate(candidates), key=lambda t: t[1].rank(t[0]))]
     series = [c.record for c in ranked]
     seen: dict[str, int] = {}
