@@ -91,7 +91,8 @@ def crop_placement(model_path: Path, config, card: Path, study_ids: list[str]) -
     from lss.model import load_model
     from lss.preprocessing.transforms import preprocess_study
 
-    locator = SpineLocator(load_model(model_path).eval(), tuple(config.preprocess.sagittal_shape[1:]))
+    locator = SpineLocator(load_model(model_path).eval(), config.preprocess.sagittal_shape[1:],
+                           config.preprocess.sagittal_spacing_mm[1:])
     records = {r.study_id: r for r in discover(card).records}
     distances, coverage = [], []
     for sid in study_ids:
@@ -145,7 +146,7 @@ def level_safety(model_path: Path, config, card: Path, data_dir: Path, study_ids
     from lss.preprocessing.transforms import preprocess_study
 
     model = load_model(model_path).eval()
-    locator = SpineLocator(model, tuple(config.preprocess.sagittal_shape[1:]))
+    locator = SpineLocator(model, config.preprocess.sagittal_shape[1:], config.preprocess.sagittal_spacing_mm[1:])
     records = {r.study_id: r for r in discover(card).records}
     named = right = 0
     for sid in study_ids:

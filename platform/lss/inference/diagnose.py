@@ -101,9 +101,9 @@ class Diagnoser:
                  device: str | torch.device = "cpu") -> None:
         self.config = config or LSSConfig()
         self.segmenter = StudySegmenter(model_path, device)
-        # Without a mask, a coarse pass of this model over the whole field of view places the sagittal crop.
+        # Without a mask, a first pass of this model over the whole field of view places the sagittal crop.
         self.preparer = StudyPreparer(self.config.preprocess, find_discs=self.segmenter.disc_centres_one,
-                                      locate=self.segmenter.locator(self.config.preprocess.sagittal_shape[1:]))
+                                      locate=self.segmenter.locator(self.config.preprocess))
         self.reporter = StudyReporter(self.config.report)
 
     @property

@@ -123,7 +123,7 @@ class StudyPreparer:
     Example::
 
         preparer = StudyPreparer(config.preprocess, find_discs=segmenter.disc_centres_one,
-                                 locate=segmenter.locator(shape))
+                                 locate=segmenter.locator(config.preprocess))
         prepared = preparer(open_study(path, workdir))
     """
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lss.config import PreprocessConfig
 from lss.data.cases import model_version
 from lss.inference.locate import SpineLocator
 from lss.inference.predict import StudyPrediction, disc_centres, predict_cases
@@ -43,14 +44,14 @@ class StudySegmenter:
         self.model = load_model(self.model_path, map_location=self.device).eval()
         self.version = model_version(self.model_path)
 
-    def locator(self, shape: Sequence[int]) -> SpineLocator:
-        """The coarse pass that places the sagittal crop of a study without a mask; ``shape`` is the sagittal input
-        (Y, Z) (``preprocess.sagittal_shape[1:]``)."""
-        return SpineLocator(self.model, (int(shape[0]), int(shape[1])), self.device)
+    def locator(self, config: PreprocessConfig) -> SpineLocator:
+        """The model's first pass that places the sagittal crop of a study without a mask, for the crop size and
+        working spacing of ``config``."""
+        return SpineLocator(self.model, config.sagittal_shape[1:], config.sagittal_spacing_mm[1:], self.device)
 
-    def locate(self, image: np.ndarray, shape: Sequence[int]) -> np.ndarray | None:
+    def locate(self, image: np.ndarray, config: PreprocessConfig) -> np.ndarray | None:
         """The spine's voxel centre in a whole sagittal field of view, or None when no spine was found."""
-        return self.locator(shape)(image)
+        return self.locator(config)(image)
 
     def predict(self, studies: Sequence[Any]) -> list[StudyPrediction]:
         """One forward pass over ``lss.inference.prepare.PreparedStudy`` objects of the same shapes.

@@ -2,7 +2,7 @@
 
 Sagittal: channel-first -> ``Orientationd`` RAS -> ``Spacingd`` to ``sagittal_spacing_mm`` -> percentile intensity
 scaling to [0, 1] -> a ``sagittal_shape`` crop centred on the spine (the mask's labels when there is a mask, else
-the spine a coarse pass of the model finds in the whole field of view when a ``locator`` is given, see
+the lumbar spine a first pass of the model finds in the whole field of view when a ``locator`` is given, see
 ``lss.preprocessing.locate``, else the field of view's centre; ``info["sagittal_crop_placed_by"]`` says which) -> pad.
 
 Sagittal labels: the mask is read with the series' geometry overrides (``read_series_mask``), translated to native
@@ -258,8 +258,8 @@ def _crop(data: dict, centre: np.ndarray, size: tuple[int, ...]):
 def _spine_centre(labels: np.ndarray | None, shape: tuple[int, ...], structure_labels=None,
                   crop_z: int | None = None, margin_z: int = 8) -> np.ndarray:
     """The centre of the labelled voxels; with ``crop_z``, a labelled span longer than the crop is anchored at its
-    caudal end (as the coarse pass does, ``lss.preprocessing.locate.spine_centre``): levels are counted from the
-    sacrum, so the lowest labelled vertebra and what lies below it stay in the crop."""
+    caudal end (as the model's first pass does where it cannot count the levels, ``lss.preprocessing.locate``):
+    levels are counted from the sacrum, so the lowest labelled vertebra and what lies below it stay in the crop."""
     if labels is not None:
         selected = labels > 0 if structure_labels is None else np.isin(labels, structure_labels)
         if selected.any():
@@ -312,13 +312,13 @@ def _sagittal(record: StudyRecord, series: SeriesRecord, config: PreprocessConfi
     data = Spacingd(keys=keys, pixdim=config.sagittal_spacing_mm, mode=modes)(data)
     data["image"] = _scale(data["image"], config)
     labels = data["label"][0].numpy().round().astype(np.int16) if "label" in data else None
-    # The crop follows the spine: where the mask puts it, else where a coarse pass of the model over the whole field
+    # The crop follows the spine: where the mask puts it, else where a first pass of the model over the whole field
     # of view finds it (lss.preprocessing.locate), else the field of view's centre.
     if labels is not None and (labels > 0).any():
         centre, placed_by = _spine_centre(labels, labels.shape, crop_z=config.sagittal_shape[2]), "labels"
     else:
         centre = locator(data["image"][0].numpy()) if locator is not None else None
-        placed_by = "coarse_pass" if centre is not None else "field_of_view_centre"
+        placed_by = "model_pass" if centre is not None else "field_of_view_centre"
         if centre is None:
             centre = (np.array(data["image"].shape[1:]) - 1) / 2.0
     # Which crop pixels hold the acquired image and which are padding: levels beyond the image's edge are "not in
@@ -446,7 +446,7 @@ def preprocess_study(record: StudyRecord, config: PreprocessConfig, locator: Loc
         record: the study.
         config: the preprocessing settings.
         locator: places the sagittal crop of a study without a mask (``lss.inference.locate.SpineLocator``: a
-            coarse pass of the model over the whole field of view); None: the field of view's centre.
+            first pass of the model over the whole field of view); None: the field of view's centre.
         sagittal_from: this study preprocessed before with the same ``config`` and ``locator``: its sagittal arrays
             are taken as they are and only the axial series are read (the sagittal part does not depend on the
             levels, so the diagnosis chain's second pass, once unlabelled axial series have levels, skips it).

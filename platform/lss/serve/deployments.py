@@ -31,6 +31,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from lss.config import PreprocessConfig
 from lss.data.cases import model_version
 from lss.serve.errors import ServeError, install_log_redaction
 from lss.serve.housekeeping import Sweeper, new_upload_folder, prune_results, sweep_uploads
@@ -130,7 +131,7 @@ class Preprocessor:
     # each adds its seconds to `spent` (the request's own list: requests run concurrently).
     def _locate(self, image, spent: list[float]):
         started = time.perf_counter()
-        centre = self.segmenter.locate.remote(image, tuple(self.settings.preprocess.sagittal_shape[1:])).result()
+        centre = self.segmenter.locate.remote(image, self.settings.preprocess).result()
         spent.append(time.perf_counter() - started)
         return None if centre is None else np.asarray(centre, dtype=float)
 
@@ -225,9 +226,9 @@ class Segmenter:
         with self._lock:
             return self.stage
 
-    async def locate(self, image, shape: tuple[int, int]) -> list[float] | None:
+    async def locate(self, image, config: PreprocessConfig) -> list[float] | None:
         """The spine's voxel centre in a whole sagittal field of view (``lss.inference.locate.SpineLocator``)."""
-        centre = await asyncio.to_thread(self._current().locate, image, shape)
+        centre = await asyncio.to_thread(self._current().locate, image, config)
         return None if centre is None else [float(v) for v in centre]
 
     async def disc_centres(self, prepared) -> dict[str, tuple[float, float, float] | None]:
