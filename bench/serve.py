@@ -48,14 +48,13 @@ REPO = Path(__file__).resolve().parents[1]
 def _study_zip(out: Path) -> bytes:
     """One standard synthetic study (sagittal + 5 axial stacks, DICOM), images only, zipped.
 
-    Its sagittal field of view is 300 mm (superior-inferior), as lumbar protocols often have: the generator's default
-    260 mm ends inside S1 on this phantom, and level naming then (rightly) refuses to count from a sacrum it cannot
-    tell from a cut L5, so every level is "not assessable" and the chain stops short of the axial stages."""
+    The generator's default 300 mm sagittal field of view reaches the sacrum; with the 260 mm of earlier defaults
+    this phantom ended inside S1, level naming (rightly) refused to count from a sacrum it could not tell from a cut
+    L5, every level was "not assessable" and the chain stopped short of the axial stages."""
     from lss.config import SynthConfig
     from lss.data.synth.generate import generate_dataset
 
-    if not (out / "manifest.jsonl").is_file():
-        generate_dataset(SynthConfig(cases=1, seed=777, format="dicom", sagittal_fov_mm=(300.0, 200.0)), out)
+    generate_dataset(SynthConfig(cases=1, seed=777, format="dicom"), out)  # reused while its settings are the same
     study = next((out / "studies").iterdir())
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -222,7 +221,7 @@ def main() -> None:
     from lss.ray_session import init_ray, shutdown_ray
     from lss.serve import deploy_config, free_port
 
-    payload = _study_zip(out / "study_fov300")
+    payload = _study_zip(out / "study")
     model = _model(args.model, out, args.text_encoder)
     where = torch.cuda.get_device_name(0) if gpu else "CPU"
     report: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {where}", "device": args.device,

@@ -7,7 +7,7 @@
 [4] the phantom-only model (Ray Train)  [5] one mixed model per cross-validation fold of fastcleverseg_vb2 (Ray
 Train; phantoms + the other folds + the Vesal training slices, by the sampling weights of ``train.mix``)
 [6] scores: vertebral-body Dice / HD95 on each fold's held-out scans, disc and body Dice on the Vesal validation
-slices (15-19), the coarse pass's crop placement, the evidence image of the shared SCT scan per model
+slices (15-19), the crop placement of the model's first pass, the evidence image of the shared SCT scan per model
 [7] results/real.md (this job writes it; never edit it by hand).
 """
 
@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from lss.anatomy import LEVELS, Severity, vertebra_label
 from lss.cli import add_config_arguments, command_args, setup_logging, train_from_args
 from lss.config import MixSource, load_config
 from lss.data.adapters.card import card_splits, load_card
 from lss.data.cases import read_jsonl
 from lss.data.synth.generate import generate_dataset
+from lss.evaluation.real_scans import crop_placement, level_safety
 from lss.evaluation.segmentation import bootstrap_interval, score_segmentation
 from lss.preprocessing.pipeline import run_preprocessing
 from lss.ray_session import init_ray, shutdown_ray
@@ -69,112 +69,11 @@ def _train(config, data: Path, name: str, mix: list[MixSource]) -> Path:
 
 
 def _evidence(model_path: Path, config, out: Path) -> Path | None:
-    """The sagittal evidence image of the shared SCT scan, diagnosed with the model's coarse pass."""
+    """The sagittal evidence image of the shared SCT scan, diagnosed with the model's first pass placing the crop."""
     from lss.inference.diagnose import Diagnoser
 
     Diagnoser(model_path, config).diagnose_path(SCT_SCAN, out)
     return next(iter(sorted(out.rglob("sagittal.png"))), None)
-
-
-def crop_placement(model_path: Path, config, card: Path, study_ids: list[str]) -> tuple[list[float], list[float]]:
-    """Where the coarse pass puts the sagittal crop of scans preprocessed as a user's would be (without masks).
-
-    Returns:
-        per scan, the distance (mm, sagittal plane) between the middle of that crop and the middle of the crop the
-        labels place (centred on the labelled bodies; the coarse pass centres on all the spine it sees, sacrum
-        and lower thoracic spine included, so some offset is by design), and the share of the labelled L1-L5 body
-        voxels that lie inside the coarse pass's crop (what grading needs: 1.0 = every lumbar body is in view).
-    """
-    from lss.data.adapters.card import discover
-    from lss.inference.diagnose import without_labels
-    from lss.inference.locate import SpineLocator
-    from lss.model import load_model
-    from lss.preprocessing.transforms import preprocess_study
-
-    locator = SpineLocator(load_model(model_path).eval(), config.preprocess.sagittal_shape[1:],
-                           config.preprocess.sagittal_spacing_mm[1:])
-    records = {r.study_id: r for r in discover(card).records}
-    distances, coverage = [], []
-    for sid in study_ids:
-        labelled = preprocess_study(records[sid], config.preprocess)
-        blind = preprocess_study(without_labels(records[sid]), config.preprocess, locator)
-        # The middle of each crop in patient space (mm): where the labels put it, and where the coarse pass did.
-        centres = [np.asarray(c.sagittal_affine)[:3, :3] @ ((np.array(c.sagittal_image.shape) - 1) / 2.0)
-                   + np.asarray(c.sagittal_affine)[:3, 3] for c in (labelled, blind)]
-        distances.append(float(np.linalg.norm((centres[0] - centres[1])[1:])))  # in the sagittal plane
-        lumbar = [vertebra_label(name) for name in ("L1", "L2", "L3", "L4", "L5")]
-        voxels = np.argwhere(np.isin(labelled.sagittal_labels, lumbar)).T.astype(float)
-        world = labelled.sagittal_affine[:3, :3] @ voxels + labelled.sagittal_affine[:3, 3:4]
-        inverse = np.linalg.inv(blind.sagittal_affine)
-        inside_vox = inverse[:3, :3] @ world + inverse[:3, 3:4]
-        size = np.array(blind.sagittal_image.shape)[:, None]
-        coverage.append(float(np.all((inside_vox > -0.5) & (inside_vox < size - 0.5), axis=0).mean()))
-    return distances, coverage
-
-
-def labels_on_crop(labelled, blind) -> np.ndarray:
-    """(Y, Z) native labels of ``labelled``'s crop, resampled (nearest) onto the mid-sagittal slice of ``blind``'s
-    crop through patient space; 0 where the labelled crop does not reach."""
-    x, ny, nz = blind.sagittal_image.shape[0] // 2, *blind.sagittal_image.shape[1:]
-    yy, zz = np.meshgrid(np.arange(ny), np.arange(nz), indexing="ij")
-    voxels = np.stack([np.full(yy.size, x), yy.ravel(), zz.ravel(), np.ones(yy.size)])
-    inside = np.linalg.inv(labelled.sagittal_affine) @ (blind.sagittal_affine @ voxels)
-    index = np.round(inside[:3]).astype(int)
-    shape = np.array(labelled.sagittal_labels.shape)[:, None]
-    valid = np.all((index >= 0) & (index < shape), axis=0)
-    out = np.zeros(yy.size, dtype=labelled.sagittal_labels.dtype)
-    out[valid] = labelled.sagittal_labels[tuple(index[:, valid])]
-    return out.reshape(ny, nz)
-
-
-def level_safety(model_path: Path, config, card: Path, data_dir: Path, study_ids: list[str]) -> dict[str, Any]:
-    """Level naming and what the diagnosis states, on held-out real scans of healthy subjects.
-
-    Naming: the scan is preprocessed as a user's would be (crop placed by the model's coarse pass, no mask) and its
-    labels are carried onto that crop; the disc the model's naming puts at each level must overlap the disc derived
-    between that level's two labelled bodies (``lss.model.level_targets``;
-    L1/L2-L4/L5, since the sacrum is not labelled). Safety: the same scan is diagnosed as a user's would be, without
-    its mask; every level of these healthy subjects stated Moderate or Severe without a review flag is a false
-    alarm, and the share of assessable levels is the coverage.
-    """
-    from lss.data.adapters.card import discover
-    from lss.inference.diagnose import Diagnoser, without_labels
-    from lss.inference.locate import SpineLocator
-    from lss.inference.predict import column_spacing, predict_cases
-    from lss.model import load_model
-    from lss.model.level_targets import level_disc_targets
-    from lss.preprocessing.transforms import preprocess_study
-
-    model = load_model(model_path).eval()
-    locator = SpineLocator(model, config.preprocess.sagittal_shape[1:], config.preprocess.sagittal_spacing_mm[1:])
-    records = {r.study_id: r for r in discover(card).records}
-    named = right = 0
-    for sid in study_ids:
-        # The crop a user's scan gets (placed by the coarse pass, no mask), with the labels carried onto it.
-        blind = preprocess_study(without_labels(records[sid]), config.preprocess, locator)
-        labelled = preprocess_study(records[sid], config.preprocess)
-        labels = labels_on_crop(labelled, blind)
-        prediction = predict_cases(model, [blind.arrays()], [sid], [blind.info])[0]
-        truth = level_disc_targets(labels, column_spacing(blind.sagittal_affine, (1, 2)), LEVELS,
-                                   derive_from_bodies=True)
-        for li in range(len(LEVELS)):
-            if truth[li].any():
-                named += 1
-                disc = prediction.level_discs[li]
-                right += int(bool(disc.any()) and bool((disc & truth[li]).sum() * 2 > disc.sum()))
-    diagnoser = Diagnoser(model_path, config)
-    counts = {"levels": 0, "assessable": 0, "graded": 0, "withheld": 0, "moderate_severe_unflagged": 0,
-              "moderate_severe_flagged": 0}
-    for sid in study_ids:
-        findings = diagnoser.diagnose_record(without_labels(records[sid])).findings
-        for finding in findings.levels:
-            counts["levels"] += 1
-            counts["assessable"] += int(finding.assessable)
-            counts["graded"] += int(finding.stated_severity is not None)
-            counts["withheld"] += int(finding.withheld)
-            if finding.stated_severity in (Severity.MODERATE, Severity.SEVERE):
-                counts["moderate_severe_flagged" if finding.review else "moderate_severe_unflagged"] += 1
-    return {"naming_levels": named, "naming_right": right, **counts}
 
 
 def sct_safety(model_path: Path, config) -> dict[str, Any]:
@@ -290,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         total: dict[str, int] = {}
         for k, test in enumerate(test_folds):
             model = models["phantom-only" if label == "phantom-only" else f"mixed fold {k + 1}"]
-            for key, value in level_safety(model, config, CARDS / "fastcleverseg_vb2.yaml",
-                                           data["fastcleverseg_vb2"], test).items():
+            for key, value in level_safety(model, config, CARDS / "fastcleverseg_vb2.yaml", test).items():
                 total[key] = total.get(key, 0) + value
         total["sct"] = sct_safety(models["phantom-only" if label == "phantom-only" else "mixed fold 1"], config)
         safety[label] = total
@@ -299,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{total['assessable']}/{total['levels']}, Moderate/Severe stated without review "
               f"{total['moderate_severe_unflagged']}")
 
-    # Evidence of the shared SCT scan, per model (the coarse pass places the crop; no label is used).
+    # Evidence of the shared SCT scan, per model (the model's first pass places the crop; no label is used).
     figures = results / "real"
     if figures.exists():
         shutil.rmtree(figures)
@@ -332,14 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         "on by any model.",
         "- Mean over held-out cases, with a 95% bootstrap interval over cases; unlabelled structures are not scored.",
         "",
-        "- Coarse pass (the crop a scan without a mask gets): on the held-out vb2 scans preprocessed without "
-        "their masks, the share of labelled L1-L5 body voxels inside the crop the model's coarse pass places, and the "
-        "distance (mm, sagittal plane) from the crop the labels place (centred on the T11-L5 bodies; the coarse "
-        "pass centres on all the spine in view, sacrum included, so part of the offset is by design).",
+        "- Crop placement (the crop a scan without a mask gets): on the held-out vb2 scans preprocessed without "
+        "their masks, the share of labelled L1-L5 body voxels inside the crop the model's first pass places, and the "
+        "distance (mm, sagittal plane) from the crop the labels place (centred on the T11-L5 bodies; the model's "
+        "first pass centres between L5/S1 and L1/L2, so part of the offset is by design).",
         "- Vesal columns of the mixed row pool the three fold models on the same 5 slices (n = 15).",
         "",
         "| model | vb2 vertebral-body Dice | vb2 vertebral-body HD95 (mm) | Vesal disc Dice | Vesal body Dice | "
-        "vb2 L1-L5 bodies inside the coarse crop | vb2 crop offset (mm) |",
+        "vb2 L1-L5 bodies inside the model-placed crop | vb2 crop offset (mm) |",
         "|---|---|---|---|---|---|---|",
     ]
     for label, row in rows.items():

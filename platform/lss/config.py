@@ -64,7 +64,10 @@ class SynthConfig(_Section):
     format: Literal["dicom", "nifti"] = "nifti"
     sagittal_inplane_mm: tuple[float, float] = (0.5, 0.9)
     sagittal_slice_mm: tuple[float, float] = (3.0, 4.0)
-    sagittal_fov_mm: tuple[float, float] = Field((260.0, 200.0), description="(superior-inferior, anterior-posterior)")
+    sagittal_fov_mm: tuple[float, float] = Field(
+        (300.0, 200.0), description="(superior-inferior, anterior-posterior); 300 mm centred on the lumbar spine "
+        "shows the top of the sacrum, as lumbar protocols do (260 mm, the default before, ended inside S1 on some "
+        "phantoms; the real fastcleverseg_vb2 scans reach 86-125 mm below L5)")
     sagittal_lateral_coverage_mm: float = Field(56.0, gt=0, description="left-right extent covered by sagittal slices")
     sagittal_fov_random: bool = Field(
         False, description="a random superior-inferior field of view per study: its superior edge anywhere from the "
@@ -146,7 +149,10 @@ class PreprocessConfig(_Section):
     """
 
     sagittal_spacing_mm: tuple[float, float, float] = (3.5, 1.25, 1.25)
-    sagittal_shape: tuple[int, int, int] = (12, 128, 192)
+    sagittal_shape: tuple[int, int, int] = Field(
+        (12, 128, 240), description="the crop (X, Y, Z) at sagittal_spacing_mm: 300 mm along the spine, centred "
+        "between L5/S1 and L1/L2, holds L1 and ~70 mm below L5/S1 (a 240 mm crop, the default before, held 70-88% of "
+        "the L1-L5 bodies of the real 380 mm fields of view of fastcleverseg_vb2)")
     axial_spacing_mm: tuple[float, float] = (0.9, 0.9)
     axial_shape: tuple[int, int] = (112, 112)
     axial_slices: int = Field(3, ge=1)

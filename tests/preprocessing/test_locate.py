@@ -1,4 +1,4 @@
-"""The model's first pass: where the crop goes in a whole field of view, and the model placing the crop of a real scan."""
+"""The model's first pass: where the crop goes in a whole field of view, and the model placing a real scan's crop."""
 
 from __future__ import annotations
 
