@@ -1,7 +1,7 @@
 """Where the lumbar spine is in a sagittal field of view: the geometry of the model's first pass.
 
 A real sagittal series may show anything from the lower thoracic spine to the coccyx, with the spine anywhere in
-an abdomen-wide field of view, while the model reads a fixed crop (``preprocess.sagittal_shape``, 240 mm along the
+an abdomen-wide field of view, while the model reads a fixed crop (``preprocess.sagittal_shape``, 300 mm along the
 spine at the working spacing). Without a mask, the crop is placed by the model itself: its sagittal branch segments
 the middle slices of the whole field of view at the working spacing, window by window
 (``lss.inference.locate.SpineLocator``), and ``spine_centre`` turns that mask into the crop's centre:
