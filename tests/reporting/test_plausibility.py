@@ -191,6 +191,29 @@ def test_an_axial_sac_of_1000_mm2_is_not_assessable():
     assert finding.stated_severity is None and finding.status == "not_assessable"
 
 
+def test_a_sac_narrower_than_the_ranges_on_both_views_is_graded_severe_for_review():
+    """An obliterated sac (7 mm2 on the axial slice, 1 mm of canal left behind the disc on the sagittal view, the
+    canal continuing above and below) is the tightest compression, not an impossible mask."""
+    prediction = known_prediction(sac_radius_mm=(9.0, 8.0, 8.0, 1.5, 8.5), probs=probs(L4_L5=SEVERE))
+    z = DISC_Z[3]
+    prediction.sagittal_mask[CANAL_Y[0]:CANAL_Y[1] - 2, z - 8:z + 8] = 0
+    assessment = assess(prediction)
+    assert assessment.extreme_narrowing == {"L4/L5"} and all(assessment.assessable(lv) for lv in LEVELS)
+    finding = build_findings(prediction).level("L4/L5")
+    assert finding.measurements.area_mm2 < 10 and finding.measurements.sagittal_ap_mm < 2
+    assert finding.stated_severity == Severity.SEVERE and finding.status == "graded"
+    assert finding.review and "narrower than a sac is expected" in finding.review_reason
+
+
+def test_a_sac_below_the_ranges_on_one_view_only_is_not_assessable():
+    """The axial sac measures 7 mm2 but the sagittal canal behind the disc is 12 mm deep: a gap in a mask."""
+    prediction = known_prediction(sac_radius_mm=(9.0, 8.0, 8.0, 1.5, 8.5), probs=probs(L4_L5=SEVERE))
+    assessment = assess(prediction)
+    assert assessment.extreme_narrowing == set() and not assessment.assessable("L4/L5")
+    assert any("10-600 mm2" in r for r in assessment.level_reasons["L4/L5"])
+    assert build_findings(prediction).level("L4/L5").stated_severity is None
+
+
 # -- findings and the report -----------------------------------------------------------------------------------------
 
 

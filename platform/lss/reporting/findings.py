@@ -232,6 +232,10 @@ def build_findings(prediction) -> StudyFindings:
             finding.review = True
             finding.review_reason = ("the segmented canal is interrupted behind the disc on the sagittal view "
                                      "(possible compression)")
+        elif level in assessment.extreme_narrowing:
+            finding.review = True
+            finding.review_reason = ("the dural sac measures narrower than a sac is expected to be on both views "
+                                     "(extreme compression, or a gap in the masks)")
         elif rule is None and prediction.axial_present[li]:
             finding.review = True
             finding.review_reason = "no dural sac was segmented on the axial slice, so the grade is not measured"

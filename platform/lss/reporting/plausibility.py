@@ -12,6 +12,13 @@ discs 8-12 mm, lower when degenerated; canal AP 15-20 mm at mid-lumbar levels):
   bodies lie in adult ranges; a canal runs behind the disc, continuous with the canal above and below, with an AP
   diameter a canal can have; an axial area / AP a dural sac can have.
 
+A sac measured below those ranges' lower bounds is either a gap in a mask or the tightest compression there is (an
+obliterated sac, Schizas grade D). Where both views agree on severe narrowing (the sagittal canal behind the disc
+narrower than Verbiest's 10 mm or interrupted, the axial sac smaller than the severe area) and the canal continues
+above and below, it is read as compression: the level stays assessable and the findings flag it for review
+(``Assessment.extreme_narrowing``). One view alone below a lower bound is not assessable: refusing to read the most
+severe level was the alternative, and hiding a complete block is not safe either.
+
 Every failed check is one reason in words. A level with any reason is not assessable: the findings never state a
 grade for it (``lss.reporting.findings``), and the report, API, SR and viewer say "not assessable" and why.
 """
@@ -24,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from lss.anatomy import LEVELS, Structure
+from lss.anatomy import CUTOFFS, LEVELS, Structure
 from lss.reporting.levels import FOUND, NOT_IN_FIELD_OF_VIEW, name_levels
 from lss.reporting.measurements import LevelMeasurements
 
@@ -69,12 +76,15 @@ class Assessment:
         level_reasons: level -> its own problems (study reasons not repeated).
         naming: the level naming's summary (``LevelNaming.summary()``).
         canal_interrupted: levels where the canal runs above and below the disc but not behind it (no AP measured).
+        extreme_narrowing: levels whose sac measures below a lower bound of the ranges while both views agree on
+            severe narrowing and the canal continues above and below (read as compression; flagged for review).
     """
 
     study_reasons: list[str] = field(default_factory=list)
     level_reasons: dict[str, list[str]] = field(default_factory=dict)
     naming: dict[str, Any] = field(default_factory=dict)
     canal_interrupted: set[str] = field(default_factory=set)
+    extreme_narrowing: set[str] = field(default_factory=set)
 
     def reasons(self, level: str) -> list[str]:
         """Every reason that level is not assessable (empty when it is)."""
@@ -86,6 +96,11 @@ class Assessment:
 
 def _outside(value: float | None, bounds: tuple[float, float]) -> bool:
     return value is not None and not bounds[0] <= value <= bounds[1]
+
+
+def _low_or_high(value: float, bounds: tuple[float, float], low: list[str], high: list[str]) -> list[str]:
+    """Where a reason about ``value`` outside ``bounds`` goes: ``low`` when under the lower bound, else ``high``."""
+    return low if value < bounds[0] else high
 
 
 def _range(bounds: tuple[float, float], unit: str) -> str:
@@ -140,6 +155,7 @@ def assess_study(prediction, measurements: list[LevelMeasurements],
     by_level = {item.get("level"): i for i, item in enumerate(chain)}
     for level, measured in zip(LEVELS, measurements, strict=True):
         reasons = out.level_reasons[level]
+        below_range: list[str] = []  # measurements under a lower bound: compression or a gap in a mask
         state = status.get(level)
         if state != FOUND:
             reasons.append("the level's disc is not in the field of view" if state == NOT_IN_FIELD_OF_VIEW
@@ -192,14 +208,25 @@ def assess_study(prediction, measurements: list[LevelMeasurements],
             if not canal[middle[0], middle[1]]:
                 reasons.append("the canal behind the disc is not continuous with the canal above and below")
             if _outside(measured.sagittal_ap_mm, ranges.sagittal_ap_mm):
-                reasons.append(f"the sagittal canal AP diameter ({measured.sagittal_ap_mm:.1f} mm) is not one a "
-                               f"canal can have ({_range(ranges.sagittal_ap_mm, 'mm')})")
+                _low_or_high(measured.sagittal_ap_mm, ranges.sagittal_ap_mm, below_range, reasons).append(
+                    f"the sagittal canal AP diameter ({measured.sagittal_ap_mm:.1f} mm) is not one a canal can have "
+                    f"({_range(ranges.sagittal_ap_mm, 'mm')})")
         if _outside(measured.area_mm2, ranges.area_mm2):
-            reasons.append(f"the axial dural sac area ({measured.area_mm2:.0f} mm2) is not one a dural sac can have "
-                           f"({_range(ranges.area_mm2, 'mm2')})")
+            _low_or_high(measured.area_mm2, ranges.area_mm2, below_range, reasons).append(
+                f"the axial dural sac area ({measured.area_mm2:.0f} mm2) is not one a dural sac can have "
+                f"({_range(ranges.area_mm2, 'mm2')})")
         if _outside(measured.ap_mm, ranges.axial_ap_mm):
-            reasons.append(f"the axial dural sac AP diameter ({measured.ap_mm:.1f} mm) is outside "
-                           f"{_range(ranges.axial_ap_mm, 'mm')}")
+            _low_or_high(measured.ap_mm, ranges.axial_ap_mm, below_range, reasons).append(
+                f"the axial dural sac AP diameter ({measured.ap_mm:.1f} mm) is outside "
+                f"{_range(ranges.axial_ap_mm, 'mm')}")
+        if below_range:
+            sagittal_narrow = level in out.canal_interrupted or (
+                measured.sagittal_ap_mm is not None and measured.sagittal_ap_mm < CUTOFFS.absolute_ap_mm)
+            axial_narrow = measured.area_mm2 is not None and measured.area_mm2 < CUTOFFS.severe_area_mm2
+            if sagittal_narrow and axial_narrow and not reasons:
+                out.extreme_narrowing.add(level)
+            else:
+                reasons.extend(below_range)
         # Spacing reasons can repeat (one per neighbour): keep each once, in order.
         out.level_reasons[level] = list(dict.fromkeys(reasons))
     return out
