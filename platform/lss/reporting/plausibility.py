@@ -16,8 +16,9 @@ A sac measured below those ranges' lower bounds is either a gap in a mask or the
 obliterated sac, Schizas grade D). Where both views agree on severe narrowing (the sagittal canal behind the disc
 narrower than Verbiest's 10 mm or interrupted, the axial sac smaller than the severe area) and the canal continues
 above and below, it is read as compression: the level stays assessable and the findings flag it for review
-(``Assessment.extreme_narrowing``). One view alone below a lower bound is not assessable: refusing to read the most
-severe level was the alternative, and hiding a complete block is not safe either.
+(``Assessment.extreme_narrowing``). One view alone below a lower bound stays not assessable: a gap in one mask is
+likelier than a block the other view does not show. (Any value below a lower bound used to make the level not
+assessable, which hid exactly the complete blocks.)
 
 Every failed check is one reason in words. A level with any reason is not assessable: the findings never state a
 grade for it (``lss.reporting.findings``), and the report, API, SR and viewer say "not assessable" and why.
