@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--studies", help="comma-separated study ids (default: all 17 scans)")
     parser.add_argument("--out", default="outputs/bench/real_blind")
     args = parser.parse_args()
+    if not Path(args.model).is_file():
+        parser.error(f"--model {args.model}: no such model file")
     studies = args.studies.split(",") if args.studies else ALL
     config = load_config(None)
     rows = {}

@@ -37,3 +37,8 @@ def test_the_scores_of_one_scan_diagnosed_without_its_mask(tiny_model_file):
     counts = level_safety(tiny_model_file, config, CARD, [STUDY])
     assert counts["levels"] == 5 and counts["assessable"] <= 5 and counts["naming_right"] <= counts["naming_levels"]
     assert counts["graded"] + counts["withheld"] <= counts["assessable"]
+
+
+def test_an_unknown_study_id_is_a_clear_error(tiny_model_file):
+    with pytest.raises(ValueError, match="not in fastcleverseg_vb2.yaml: fastcleverseg_vb2_99"):
+        crop_placement(tiny_model_file, LSSConfig(), CARD, [STUDY, "fastcleverseg_vb2_99"])

@@ -18,6 +18,21 @@ from lss.anatomy import LEVELS, Severity, vertebra_label
 __all__ = ["crop_placement", "labels_on_crop", "level_safety"]
 
 
+def _records(card: Path, study_ids: list[str]) -> dict[str, Any]:
+    """The card's study records by id.
+
+    Raises:
+        ValueError: naming the requested ids the card does not list (the first few).
+    """
+    from lss.data.adapters.card import discover
+
+    records = {r.study_id: r for r in discover(card).records}
+    unknown = [sid for sid in study_ids if sid not in records]
+    if unknown:
+        raise ValueError(f"{len(unknown)} study id(s) are not in {Path(card).name}: {', '.join(unknown[:3])}.")
+    return records
+
+
 def crop_placement(model_path: Path, config, card: Path, study_ids: list[str]) -> tuple[list[float], list[float]]:
     """Where the model's first pass puts the sagittal crop of scans preprocessed as a user's would be (no masks).
 
@@ -27,7 +42,6 @@ def crop_placement(model_path: Path, config, card: Path, study_ids: list[str]) -
         offset is by design), and the share of the labelled L1-L5 body voxels that lie inside the crop of the
         model's first pass (what grading needs: 1.0 = every lumbar body is in view).
     """
-    from lss.data.adapters.card import discover
     from lss.inference.diagnose import without_labels
     from lss.inference.locate import SpineLocator
     from lss.model import load_model
@@ -35,7 +49,7 @@ def crop_placement(model_path: Path, config, card: Path, study_ids: list[str]) -
 
     locator = SpineLocator(load_model(model_path).eval(), config.preprocess.sagittal_shape[1:],
                            config.preprocess.sagittal_spacing_mm[1:])
-    records = {r.study_id: r for r in discover(card).records}
+    records = _records(card, study_ids)
     distances, coverage = [], []
     for sid in study_ids:
         labelled = preprocess_study(records[sid], config.preprocess)
@@ -79,7 +93,6 @@ def level_safety(model_path: Path, config, card: Path, study_ids: list[str]) -> 
     its mask; every level of these healthy subjects stated Moderate or Severe without a review flag is a false
     alarm, and the share of assessable levels is the coverage.
     """
-    from lss.data.adapters.card import discover
     from lss.inference.diagnose import Diagnoser, without_labels
     from lss.inference.locate import SpineLocator
     from lss.inference.predict import column_spacing, predict_cases
@@ -89,7 +102,7 @@ def level_safety(model_path: Path, config, card: Path, study_ids: list[str]) -> 
 
     model = load_model(model_path).eval()
     locator = SpineLocator(model, config.preprocess.sagittal_shape[1:], config.preprocess.sagittal_spacing_mm[1:])
-    records = {r.study_id: r for r in discover(card).records}
+    records = _records(card, study_ids)
     named = right = 0
     for sid in study_ids:
         # The crop a user's scan gets (placed by the model's first pass, no mask), with the labels carried onto it.
