@@ -30,13 +30,22 @@ import numpy as np
 
 from lss.anatomy import LEVELS, Structure
 
-__all__ = ["spine_column", "spine_centre", "Locator", "SPINE_STRUCTURES"]
+__all__ = ["anchor_caudal", "spine_column", "spine_centre", "Locator", "SPINE_STRUCTURES"]
 
 # What the crop is centred on: the column of bodies and discs with the canal behind them.
 SPINE_STRUCTURES: tuple[Structure, ...] = (Structure.VERTEBRAL_BODY, Structure.DISC, Structure.CANAL)
 
 # image (X, Y, Z) float in [0, 1] at the working spacing -> voxel centre (3,) or None when no spine is found.
 Locator = Callable[[np.ndarray], "np.ndarray | None"]
+
+
+def anchor_caudal(centre_z: float, z_low: float, z_high: float, crop_z: int, margin_z: int = 8) -> float:
+    """The crop's centre along Z for a spine spanning ``[z_low, z_high]`` pixels: ``centre_z`` where the span and
+    ``margin_z`` on both sides fit in ``crop_z``, else the centre that keeps ``margin_z`` below the caudal end (levels
+    are counted from the sacrum, so the sacrum must stay in the crop; the thoracic end is what may be cut)."""
+    if z_high - z_low + 2 * margin_z > crop_z:
+        return float(z_low - margin_z + crop_z / 2.0)
+    return float(centre_z)
 
 
 def spine_column(mask: np.ndarray, min_pixels: int = 20,
@@ -94,7 +103,5 @@ def spine_centre(mask: np.ndarray, spacing_mm: Sequence[float], crop_z: int | No
             z_high = z_low + (len(LEVELS) - 1) * naming.spacing_mm / float(spacing_mm[1])
         lumbar = points[(points[:, 1] >= z_low) & (points[:, 1] <= z_high)]
         return np.array([lumbar[:, 0].mean() if lumbar.size else centre[0], (z_low + z_high) / 2.0])
-    z_lo, z_hi = points[:, 1].min(), points[:, 1].max()
-    if z_hi - z_lo + 2 * margin_z > crop_z:
-        centre[1] = z_lo - margin_z + crop_z / 2.0
+    centre[1] = anchor_caudal(centre[1], points[:, 1].min(), points[:, 1].max(), crop_z, margin_z)
     return centre

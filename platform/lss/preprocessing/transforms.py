@@ -44,7 +44,7 @@ from lss.data.io import read_series, read_series_mask
 from lss.data.io.limits import check_declared_image, check_resampled
 from lss.data.manifest import SeriesRecord, StudyRecord
 from lss.data.volume import Volume
-from lss.preprocessing.locate import Locator
+from lss.preprocessing.locate import Locator, anchor_caudal
 
 __all__ = ["PreprocessedStudy", "preprocess_study", "check_volume"]
 
@@ -266,9 +266,7 @@ def _spine_centre(labels: np.ndarray | None, shape: tuple[int, ...], structure_l
             points = np.argwhere(selected)
             centre = points.mean(axis=0)
             if crop_z is not None:
-                low, high = points[:, -1].min(), points[:, -1].max()
-                if high - low + 2 * margin_z > crop_z:
-                    centre[-1] = low - margin_z + crop_z / 2.0
+                centre[-1] = anchor_caudal(centre[-1], points[:, -1].min(), points[:, -1].max(), crop_z, margin_z)
             return centre
     return (np.array(shape) - 1) / 2.0
 
