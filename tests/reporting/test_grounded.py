@@ -98,8 +98,25 @@ def test_report_sections_order_and_evidence():
             assert evidence["axial_slice"] == {"series": f"ax{LEVELS.index(level)}", "slice": 2}
 
 
+def test_the_concise_style_is_one_line_from_l5_s1_up_with_the_areas():
+    findings = build_findings(known_prediction(probs=_probs(RULE)))
+    text = GroundedReportWriter("concise").write(findings).text
+    areas = [format_area_mm2(f.measurements.area_mm2) for f in findings.levels]
+    # 113 mm2 is Normal/Mild in the relative-stenosis band: "mild", never "no stenosis".
+    assert text == (f"Central canal: L5/S1 no stenosis, {areas[4]}; L4/L5 severe stenosis, {areas[3]}; "
+                    f"L3/L4 mild stenosis, {areas[2]}; L2/L3 no stenosis, {areas[1]}; L1/L2 no stenosis, {areas[0]}. "
+                    "Severe central canal stenosis at L4/L5.")
+    assert extract_statements(text) == dict(zip(LEVELS, RULE, strict=True))
+    disagreeing = build_findings(known_prediction(probs=_probs([Severity.NORMAL_MILD] * 5)))
+    withheld = GroundedReportWriter("concise").write(disagreeing)
+    assert "L4/L5 grade withheld [" in withheld.text and "L4/L5" not in extract_statements(withheld.text)
+    with pytest.raises(ValueError, match="narrative"):
+        GroundedReportWriter("narrative")
+
+
+@pytest.mark.parametrize("style", ["structured", "concise"])
 @pytest.mark.parametrize("seed", range(6))
-def test_the_report_states_exactly_the_findings(seed):
+def test_the_report_states_exactly_the_findings(seed, style):
     """Whatever the grades, every graded level is stated once with the model's grade, and a level whose measurements
     contradict the model is not stated at all: nothing more, nothing else."""
     rng = np.random.default_rng(seed)
@@ -107,14 +124,15 @@ def test_the_report_states_exactly_the_findings(seed):
     present = rng.random(len(LEVELS)) > 0.3
     radii = rng.uniform(3.5, 10.0, len(LEVELS))
     findings = build_findings(known_prediction(sac_radius_mm=radii, probs=_probs(grades), axial_present=present))
-    writer = GroundedReportWriter()
+    writer = GroundedReportWriter(style)
     report = writer.write(findings)
     stated = {f.level: f.stated_severity for f in findings.levels if f.stated_severity is not None}
     assert stated == {lv: g for lv, g, f in zip(LEVELS, grades, findings.levels, strict=True)
                       if not f.measurement_conflict}
     assert extract_statements(report.text) == stated
     assert writer.write(findings).text == report.text  # deterministic
-    impression = report.text.split("IMPRESSION:")[1].lower()
+    impression = " ".join(s.text for s in report.sentences if s.section == "impression").lower()
+    assert impression in " ".join(report.text.split()).lower()
     for level, grade in zip(LEVELS, grades, strict=True):
         if grade is Severity.NORMAL_MILD or level not in stated:
             for word in ("moderate", "severe"):

@@ -10,7 +10,7 @@ import pytest
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from lss.reporting.nlg import SPICE_NOT_COMPUTED, NLGScorer, _ptb_tokenize, nlg_scores
+from lss.reporting.nlg import SPICE_NOT_COMPUTED, NLGScorer, nlg_scores, ptb_tokenize
 
 # id -> (reference, paraphrase of it, unrelated text). The last reference has line breaks, as real reports do.
 CORPUS: dict[str, tuple[str, str, str]] = {
@@ -107,12 +107,12 @@ def test_meteor_java_process_is_closed(scored):
 def test_tokenizer_matches_pycocoevalcap_and_keeps_reports_on_one_line():
     texts = ["L4/L5: Severe stenosis (dural sac area 62 mm2, AP diameter 7.9 mm).", "Patent canal; no stenosis!",
              "Ünïcode “quotes” at L5-S1."]
-    ours = _ptb_tokenize(texts)
+    ours = ptb_tokenize(texts)
     theirs = PTBTokenizer().tokenize({str(i): [{"caption": text}] for i, text in enumerate(texts)})
     assert ours == [theirs[str(i)][0] for i in range(len(texts))]
     assert ours[0] == "l4/l5 severe stenosis -lrb- dural sac area 62 mm2 ap diameter 7.9 mm -rrb-"
     # A report's line breaks (and the Unicode separators Java also breaks on) must not shift texts between ids.
-    assert _ptb_tokenize(["FINDINGS:\nL4/L5: severe.\r\nL5/S1: normal.\u2028End", "next"]) == [
+    assert ptb_tokenize(["FINDINGS:\nL4/L5: severe.\r\nL5/S1: normal.\u2028End", "next"]) == [
         "findings l4/l5 severe l5/s1 normal end", "next"]
 
 

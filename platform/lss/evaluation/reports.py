@@ -24,7 +24,7 @@ import torch
 from lss.anatomy import LEVELS, Severity, disc_label_for_level
 from lss.data.cases import INDEX_NAME, load_case, read_jsonl, select_indexed_studies
 
-__all__ = ["evaluate_reports", "reports_markdown"]
+__all__ = ["evaluate_reports", "reports_markdown", "true_findings"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def case_sagittal_labels(case: dict[str, Any]):
     return None if labels is None else labels[labels.shape[0] // 2]
 
 
-def _true_findings(study_id: str, record: dict[str, Any]):
+def true_findings(study_id: str, record: dict[str, Any]):
     """Findings holding the ground truth of a study record (for the upper-bound row)."""
     from lss.reporting.findings import LevelFinding, StudyFindings
     from lss.reporting.measurements import LevelMeasurements
@@ -102,6 +102,7 @@ def evaluate_reports(
     from lss.reporting.clinical import clinical_accuracy
     from lss.reporting.consistency import contradiction_rates
     from lss.reporting.findings import build_findings
+    from lss.reporting.grounded import GROUNDED_STYLES
     from lss.reporting.nlg import NLGScorer
     from lss.reporting.reporter import StudyReporter
 
@@ -116,7 +117,7 @@ def evaluate_reports(
         raise ValueError("no evaluated study has reference reports and known grades: nothing to score reports on.")
     model = load_model(model_path, map_location=device).eval()
     # The writers as the product runs them (the report stage of lss diagnose and of the Serve Reporter).
-    grounded = StudyReporter()
+    grounded = StudyReporter(ReportConfig(style=style if style in GROUNDED_STYLES else "structured"))
     learned = None if generator_path is None else StudyReporter(
         ReportConfig(writer="learned", generator_path=str(generator_path), style=style))
     written: dict[str, dict[str, str]] = {"grounded": {}}
@@ -148,7 +149,7 @@ def evaluate_reports(
                 findings_of["learned"][sid] = findings
             styles = row["record"]["reports"]
             references[sid] = [styles[style]] if style in styles else [text for _, text in sorted(styles.items())]
-            findings_of[ORACLE][sid] = _true_findings(sid, row["record"])
+            findings_of[ORACLE][sid] = true_findings(sid, row["record"])
             written[ORACLE][sid] = grounded.grounded.write(findings_of[ORACLE][sid]).text
             all_references[sid] = [text for _, text in sorted(styles.items())]
             truth[sid] = _truth(row)

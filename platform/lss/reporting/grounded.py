@@ -1,6 +1,11 @@
 """The grounded report writer (the default): Technique, Findings (one line per level, in anatomical order) and
 Impression, where every sentence is built from one finding and carries its evidence.
 
+Two styles (``report.style``): "structured" (the default: the sections above, area and AP diameter per level) and
+"concise" (one line from L5/S1 up, "L4/L5 moderate stenosis, 95 mm2", then the Impression), as radiologists dictate
+a short report; both are built from the same findings, with the same notes, and read back the same way
+(``lss.reporting.clinical``).
+
 It states nothing the findings do not hold: a level's sentence names the model's grade, the measured dural sac area
 and AP diameter (when measured), and, in square brackets, whether the level is lower-confidence or flagged for
 review. A level that is not assessable says so and why; a level whose grade is withheld (the model's confidence is
@@ -16,7 +21,10 @@ from typing import Any
 from lss.anatomy import CUTOFFS, LEVELS, Severity, format_area_mm2, format_diameter_mm
 from lss.reporting.findings import LevelFinding, StudyFindings
 
-__all__ = ["Report", "ReportSentence", "GroundedReportWriter"]
+__all__ = ["Report", "ReportSentence", "GroundedReportWriter", "GROUNDED_STYLES"]
+
+# The styles the grounded writer writes (``report.style``); the learned generator writes those it was trained on.
+GROUNDED_STYLES = ("structured", "concise")
 
 
 @dataclass
@@ -50,15 +58,15 @@ class Report:
                 "sentences": [vars(s) for s in self.sentences]}
 
 
-def _severity_phrase(finding: LevelFinding) -> str:
+def _severity_phrase(finding: LevelFinding, concise: bool = False) -> str:
     if finding.severity is Severity.SEVERE:
-        return "severe central canal stenosis"
+        return "severe stenosis" if concise else "severe central canal stenosis"
     if finding.severity is Severity.MODERATE:
-        return "moderate central canal stenosis"
+        return "moderate stenosis" if concise else "moderate central canal stenosis"
     area = finding.measurements.area_mm2
     if area is not None and area < CUTOFFS.relative_area_mm2:
-        return "mild narrowing of the central canal"
-    return "no significant central canal stenosis"
+        return "mild stenosis" if concise else "mild narrowing of the central canal"
+    return "no stenosis" if concise else "no significant central canal stenosis"
 
 
 def _evidence(finding: LevelFinding) -> dict[str, Any]:
@@ -82,29 +90,50 @@ def _evidence(finding: LevelFinding) -> dict[str, Any]:
 
 
 class GroundedReportWriter:
-    """Writes a radiologist-style report from ``StudyFindings``; see the module docstring."""
+    """Writes a radiologist-style report from ``StudyFindings``; see the module docstring.
+
+    Args:
+        style: "structured" or "concise" (``GROUNDED_STYLES``).
+
+    Raises:
+        ValueError: for another style.
+    """
 
     name = "grounded"
 
+    def __init__(self, style: str = "structured") -> None:
+        if style not in GROUNDED_STYLES:
+            raise ValueError(f"the grounded writer writes the styles {list(GROUNDED_STYLES)}, not {style!r}.")
+        self.style = style
+
     def _level_sentence(self, finding: LevelFinding) -> str:
+        """The level's line: "L4/L5: Moderate central canal stenosis (dural sac area 95 mm2, AP diameter 6.5 mm)."
+        (structured) or "L4/L5 moderate stenosis, 95 mm2" (concise: a clause of the one Findings line)."""
         m = finding.measurements
+        concise = self.style == "concise"
+        head, end = (f"{finding.level} ", "") if concise else (f"{finding.level}: ", ".")
         if not finding.assessable:
             # Square brackets: the reasons may name the canal, and must not read as a statement about it.
-            return f"{finding.level}: not assessable [{'; '.join(finding.not_assessable_reasons)}]."
+            return f"{head}not assessable [{'; '.join(finding.not_assessable_reasons)}]{end}"
         if finding.withheld:
             # The reason names grades (the model's and the measurements'): in brackets, so it is not a statement.
             sagittal = (f"; sagittal canal AP {format_diameter_mm(m.sagittal_ap_mm)}"
                         if m.sagittal_ap_mm is not None
                         and not (finding.measurement_conflict and finding.rule_source == "sagittal_ap") else "")
-            return f"{finding.level}: grade withheld [{finding.withheld_reason}{sagittal}]."
-        text = f"{finding.level}: {_severity_phrase(finding).capitalize()}"
-        measured = []
-        if m.area_mm2 is not None:
-            measured.append(f"dural sac area {format_area_mm2(m.area_mm2)}")
-        if m.ap_mm is not None:
-            measured.append(f"AP diameter {format_diameter_mm(m.ap_mm)}")
-        if measured:
-            text += f" ({', '.join(measured)})"
+            return f"{head}grade withheld [{finding.withheld_reason}{sagittal}]{end}"
+        if concise:  # the area alone, as a dictated short report gives it; the AP diameter stays in the evidence
+            text = head + _severity_phrase(finding, concise=True)
+            if m.area_mm2 is not None:
+                text += f", {format_area_mm2(m.area_mm2)}"
+        else:
+            text = head + _severity_phrase(finding).capitalize()
+            measured = []
+            if m.area_mm2 is not None:
+                measured.append(f"dural sac area {format_area_mm2(m.area_mm2)}")
+            if m.ap_mm is not None:
+                measured.append(f"AP diameter {format_diameter_mm(m.ap_mm)}")
+            if measured:
+                text += f" ({', '.join(measured)})"
         notes = []
         if finding.lower_confidence:
             sagittal = (f", sagittal canal AP {format_diameter_mm(m.sagittal_ap_mm)}"
@@ -114,7 +143,7 @@ class GroundedReportWriter:
             notes.append(f"review: {finding.review_reason}")
         if notes:
             text += " [" + "; ".join(notes) + "]"
-        return text + "."
+        return text + end
 
     def _technique(self, findings: StudyFindings) -> str:
         if not findings.assessable:
@@ -145,8 +174,9 @@ class GroundedReportWriter:
             findings: from ``lss.reporting.build_findings``.
         """
         ordered = sorted(findings.levels, key=lambda f: LEVELS.index(f.level))
-        sentences = [ReportSentence("technique", self._technique(findings))]
-        for finding in ordered:
+        concise = self.style == "concise"
+        sentences = [] if concise else [ReportSentence("technique", self._technique(findings))]
+        for finding in reversed(ordered) if concise else ordered:  # a short report is dictated from L5/S1 up
             sentences.append(ReportSentence("findings", self._level_sentence(finding), [finding.level],
                                             {finding.level: _evidence(finding)}))
         impression, levels = self._impression(findings)
@@ -176,6 +206,11 @@ class GroundedReportWriter:
                 {lv: _evidence(by_level[lv]) for lv in flagged}))
         for note in findings.notes:
             sentences.append(ReportSentence("impression", f"[{note}]"))
+        if concise:
+            clauses = [s.text for s in sentences if s.section == "findings"]
+            text = " ".join(([f"Central canal: {'; '.join(clauses)}."] if clauses else [])
+                            + [s.text for s in sentences if s.section == "impression"])
+            return Report(study_id=findings.study_id, writer=self.name, text=text, sentences=sentences)
         lines = ["TECHNIQUE: " + sentences[0].text, "", "FINDINGS:"]
         lines += [s.text for s in sentences if s.section == "findings"]
         lines += ["", "IMPRESSION:"] + [s.text for s in sentences if s.section == "impression"]

@@ -27,7 +27,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer
 
-__all__ = ["nlg_scores", "NLGScorer", "SPICE_NOT_COMPUTED"]
+__all__ = ["nlg_scores", "NLGScorer", "ptb_tokenize", "SPICE_NOT_COMPUTED"]
 
 SPICE_NOT_COMPUTED = (
     "not computed: SPICE needs the Stanford CoreNLP models, which pycocoevalcap downloads at run time; "
@@ -88,7 +88,7 @@ def _java() -> str:
     return java
 
 
-def _ptb_tokenize(texts: list[str]) -> list[str]:
+def ptb_tokenize(texts: list[str]) -> list[str]:
     """PTB-tokenizes texts with the jar, flags and punctuation list of pycocoevalcap's ``PTBTokenizer``.
 
     ``PTBTokenizer.tokenize`` writes its temporary file into its own package folder (site-packages), which fails
@@ -188,7 +188,7 @@ class NLGScorer:
         """The scores of one set of reports; see ``nlg_scores`` for what they are and what is raised."""
         ids = _check_inputs(predictions, references)
         ref_lists = [list(references[key]) for key in ids]
-        tokens = _ptb_tokenize([predictions[key] for key in ids] + [ref for refs in ref_lists for ref in refs])
+        tokens = ptb_tokenize([predictions[key] for key in ids] + [ref for refs in ref_lists for ref in refs])
         res = {key: [tokens[i]] for i, key in enumerate(ids)}
         gts, start = {}, len(ids)
         for key, refs in zip(ids, ref_lists, strict=True):

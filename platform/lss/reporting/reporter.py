@@ -18,7 +18,7 @@ import torch
 from lss.config import ReportConfig
 from lss.reporting.consistency import CheckedText, enforce_consistency
 from lss.reporting.findings import StudyFindings
-from lss.reporting.grounded import GroundedReportWriter, Report
+from lss.reporting.grounded import GROUNDED_STYLES, GroundedReportWriter, Report
 
 __all__ = ["StudyReporter"]
 
@@ -30,13 +30,18 @@ class StudyReporter:
         config: the ``report`` settings (default ``ReportConfig()``: the grounded writer).
 
     Raises:
-        ValueError: when the learned writer is chosen without ``generator_path``.
+        ValueError: when the learned writer is chosen without ``generator_path``, or the grounded writer with a style
+            it does not write.
         FileNotFoundError: when the generator folder does not exist.
     """
 
     def __init__(self, config: ReportConfig | None = None) -> None:
         self.config = config or ReportConfig()
-        self.grounded = GroundedReportWriter()
+        style = self.config.style
+        if self.config.writer == "grounded" and style not in GROUNDED_STYLES:
+            raise ValueError(f"report.style={style!r}: the grounded writer writes {list(GROUNDED_STYLES)}.")
+        # The learned generator may write a style the grounded writer does not; its fallback is then "structured".
+        self.grounded = GroundedReportWriter(style if style in GROUNDED_STYLES else "structured")
         self.generator = None
         self.generator_version: str | None = None
         if self.config.writer == "learned":
@@ -68,4 +73,4 @@ class StudyReporter:
         return checked.report(findings.study_id, writer="learned"), checked
 
     def describe(self) -> dict[str, Any]:
-        return {"writer": self.config.writer, "generator_version": self.generator_version}
+        return {"writer": self.config.writer, "style": self.config.style, "generator_version": self.generator_version}
