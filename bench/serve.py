@@ -10,7 +10,9 @@ One run prints (and writes to outputs/bench/serve_{cpu,cuda}.json):
    sequentially (the cost Serve cannot remove);
 2. Serve at concurrency 1, 4 and 16: p50 / p95 / p99 latency and throughput; Serve's overhead as the ratio of
    the p50s at concurrency 1, and where it goes (each stage's p50 in-process and in Serve, and the in-process chain
-   again while the Serve application idles beside it: what Ray's own background work costs on this machine);
+   again while the Serve application idles beside it: what Ray's own background work costs on this machine), and
+   the ratio measured in interleaved pairs (one study in-process, then the same through Serve), which the machine's
+   drift between phases cannot move;
 3. batching on (max_batch_size 4) vs off (1) at concurrency 4, switched by a user_config redeploy;
 4. a load of 16 concurrent clients for --load-seconds: the 5xx count and the replica counts over time (up with the
    load, back down after it);
@@ -79,35 +81,39 @@ def _model(path: str | None, out: Path, text_encoder: str) -> Path:
     return target.resolve()
 
 
-def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> tuple[list[float], list[dict]]:
-    """The same chain as the Serve graph (``Diagnoser``: prepare -> segment -> grade -> report), in one process.
+class _InProcessChain:
+    """The same chain as the Serve graph (``Diagnoser``: prepare -> segment -> grade -> report), in this process.
 
-    Returns:
-        The seconds of each study, and of each stage: ``open`` (write, unzip, list), ``prepare`` (with its locator
-        pass and, where axial series need levels, a sagittal pass of the model: ``of which model passes``),
-        ``segmentation``, ``grade+report``.
+    Each call diagnoses one upload and returns its seconds and each stage's: ``open`` (write, unzip, list),
+    ``prepare`` (with its locator pass and, where axial series need levels, a sagittal pass of the model: ``of which
+    model passes``), ``segmentation``, ``grade+report``.
     """
-    from lss.inference import Diagnoser, open_study
-    from lss.inference.prepare import without_labels
-    from lss.reporting import build_findings
 
-    diagnoser = Diagnoser(model_path, device=device)
-    # The locator and sagittal passes, timed as the Serve Preprocessor times its calls to the Segmenter for them.
-    spent: list[float] = []
+    def __init__(self, model_path: Path, device: str) -> None:
+        from lss.inference import Diagnoser
 
-    def timed(function):
+        self.diagnoser = Diagnoser(model_path, device=device)
+        # The locator and sagittal passes, timed as the Serve Preprocessor times its calls to the Segmenter for them.
+        self.spent: list[float] = []
+        preparer = self.diagnoser.preparer
+        preparer.locate, preparer.find_discs = self._timed(preparer.locate), self._timed(preparer.find_discs)
+        self.last = None
+
+    def _timed(self, function):
         def call(*args):
             started = time.perf_counter()
             try:
                 return function(*args)
             finally:
-                spent.append(time.perf_counter() - started)
+                self.spent.append(time.perf_counter() - started)
         return call
 
-    diagnoser.preparer.locate = timed(diagnoser.preparer.locate)
-    diagnoser.preparer.find_discs = timed(diagnoser.preparer.find_discs)
-    times, stages = [], []
-    for i in range(n + 1):
+    def __call__(self, payload: bytes) -> tuple[float, dict]:
+        from lss.inference import open_study
+        from lss.inference.prepare import without_labels
+        from lss.reporting import build_findings
+
+        diagnoser = self.diagnoser
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
             archive = Path(folder) / "upload.zip"
@@ -115,7 +121,7 @@ def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> tuple[
             # diagnose_path's steps, timed one by one
             record = without_labels(open_study(archive, Path(folder) / "work",
                                                limits=diagnoser.config.preprocess.limits))
-            spent.clear()
+            self.spent.clear()
             opened = time.perf_counter()
             prepared = diagnoser.prepare(record)
             ready = time.perf_counter()
@@ -123,17 +129,21 @@ def _in_process(model_path: Path, payload: bytes, n: int, device: str) -> tuple[
             predicted = time.perf_counter()
             findings = build_findings(prediction)
             diagnoser.reporter.write(findings, prediction)
-        if not i:  # which path the chain took on this study: a level not named skips the axial matching and grading
-            statuses = [level.status for level in findings.levels]
-            print(f"in-process answer: levels {dict(Counter(statuses))}; axial series matched to "
-                  f"{len(prepared.axial_matched)} levels", flush=True)
-        if i:  # the first call warms the caches
-            ended = time.perf_counter()
-            times.append(ended - started)
-            stages.append({"open": opened - started, "prepare": ready - opened,
-                           "of which model passes": sum(spent), "segmentation": predicted - ready,
-                           "grade+report": ended - predicted})
-    return times, stages
+        ended = time.perf_counter()
+        self.last = (prepared, findings)
+        return ended - started, {"open": opened - started, "prepare": ready - opened,
+                                 "of which model passes": sum(self.spent), "segmentation": predicted - ready,
+                                 "grade+report": ended - predicted}
+
+    def run(self, payload: bytes, n: int) -> tuple[list[float], list[dict]]:
+        """``n`` studies in a row after one that warms the caches: their seconds and stage seconds."""
+        self(payload)
+        prepared, findings = self.last
+        # which path the chain took: a level not named skips the axial matching and grading
+        print(f"in-process answer: levels {dict(Counter(level.status for level in findings.levels))}; axial series "
+              f"matched to {len(prepared.axial_matched)} levels", flush=True)
+        rows = [self(payload) for _ in range(n)]
+        return [seconds for seconds, _ in rows], [stages for _, stages in rows]
 
 
 def _p50s(rows: list[dict]) -> dict[str, float]:
@@ -230,7 +240,8 @@ def main() -> None:
 
     # [1] The pipeline in-process, sequentially.
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))
-    local, local_stages = _in_process(model, payload, args.requests, args.device)
+    chain = _InProcessChain(model, args.device)
+    local, local_stages = chain.run(payload, args.requests)
     report["in_process"] = {"p50_s": statistics.median(local), "n": len(local), "stages_p50_s": _p50s(local_stages)}
     print(f"in-process pipeline: p50 {report['in_process']['p50_s']:.3f} s over {len(local)} studies; stages p50 "
           f"{report['in_process']['stages_p50_s']}", flush=True)
@@ -271,10 +282,27 @@ def main() -> None:
     # The same in-process chain again, with the idle Serve application beside it: on 2 cores Ray's and Serve's own
     # background work (controller loop, health checks, metrics) slows every stage; this separates that cost from the
     # graph's (HTTP, hops, round trips).
-    beside, _ = _in_process(model, payload, args.requests, args.device)
+    beside, _ = chain.run(payload, args.requests)
     report["in_process_beside_idle_serve_p50_s"] = statistics.median(beside)
     print(f"in-process pipeline with the Serve application idle beside it: p50 {statistics.median(beside):.3f} s; "
           f"Serve p50 / that: {report['serve'][0]['p50_s'] / statistics.median(beside):.3f}", flush=True)
+    # Paired and interleaved: one study in-process, then the same study through Serve, --requests times. The
+    # machine's speed drifts by 10-25% between the phases above (a shared VM); a pair sees the same machine.
+    pairs = []
+    for _ in range(args.requests):
+        local_s, _ = chain(payload)
+        serve_s, _ = _timed_post(url, payload)
+        pairs.append((local_s, serve_s))
+    ratios = [serve_s / local_s for local_s, serve_s in pairs]
+    report["interleaved"] = {"n": len(pairs), "in_process_p50_s": statistics.median(p[0] for p in pairs),
+                             "serve_p50_s": statistics.median(p[1] for p in pairs),
+                             "ratio_p50": statistics.median(ratios),
+                             "ratio_quartiles": [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]}
+    row = report["interleaved"]
+    print(f"interleaved pairs (in-process, then Serve, {len(pairs)} times): in-process p50 "
+          f"{row['in_process_p50_s']:.3f} s, Serve p50 {row['serve_p50_s']:.3f} s; Serve / in-process per pair: "
+          f"median {row['ratio_p50']:.3f} (quartiles {row['ratio_quartiles'][0]:.3f}-{row['ratio_quartiles'][1]:.3f})",
+          flush=True)
 
     # [3] Batching on vs off at concurrency 4 (a user_config redeploy: no restart).
     report["batching"] = {}
