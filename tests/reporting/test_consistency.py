@@ -289,3 +289,18 @@ def test_the_report_table_has_a_contradiction_rate_for_every_writer(evaluated):
     assert rows["grounded"][column] == "0.000" and rows[ORACLE][column] == "0.000"
     assert rows["learned"][column] == "1.000"
     assert "2 of 2 raw reports contradicted" in table and CONTRADICTING in table
+
+
+@pytest.mark.java
+def test_the_concise_style_is_scored_against_the_concise_references(preprocessed_nifti, tiny_model_file):
+    """``report.style=concise``: both grounded rows write the concise form, scored against the concise reference;
+    fed the true findings it states every level right."""
+    from lss.evaluation.reports import ORACLE, evaluate_reports
+
+    results = evaluate_reports(tiny_model_file, preprocessed_nifti, style="concise")
+    assert results["style"] == "concise"
+    for name in ("grounded", ORACLE):
+        assert all(text.startswith(("Central canal:", "[No level")) for text in results["writers"][name]["examples"]
+                   .values())
+        assert results["writers"][name]["consistency"]["contradiction_rate"] == 0.0
+    assert results["writers"][ORACLE]["clinical"]["accuracy"] == 1.0
