@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from pycocoevalcap.cider.cider import Cider
 
+from lss.config import grounded_style
 from lss.evaluation.reports import true_findings
-from lss.reporting.grounded import GROUNDED_STYLES, GroundedReportWriter
+from lss.reporting.grounded import GroundedReportWriter
 from lss.reporting.nlg import NLGScorer, ptb_tokenize
 
 
@@ -41,7 +42,7 @@ def main() -> None:
     if len(rows) < 2:
         parser.error(f"--data {args.data}: fewer than 2 studies with a {args.style!r} reference report")
     # The writer in the references' style where it writes it (structured, concise), else structured.
-    writer = GroundedReportWriter(args.style if args.style in GROUNDED_STYLES else "structured")
+    writer = GroundedReportWriter(grounded_style(args.style))
     texts = {r["study_id"]: writer.write(true_findings(r["study_id"], r["record"])).text for r in rows}
     references = {r["study_id"]: [r["record"]["reports"][args.style]] for r in rows}
     with NLGScorer() as scorer:

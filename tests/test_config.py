@@ -76,3 +76,17 @@ def test_cli_prints_resolved_config(capsys):
     out = capsys.readouterr().out
     assert "epochs: 3" in out and "use_gpu: true" in out
     assert main(["config", "--set", "train.nope=1"]) == 2
+
+
+def test_the_report_style_is_one_the_writer_writes():
+    from lss.config import GROUNDED_STYLES, ReportConfig, grounded_style
+
+    ReportConfig(style="concise").check_writer_style()
+    with pytest.raises(ValueError, match="grounded writer writes"):
+        ReportConfig(style="narrative").check_writer_style()
+    # A learned generator may be asked for a style the grounded writer does not write (lss evaluate --generator sets
+    # report.style while report.writer stays grounded): the configuration itself accepts it; its fallback is
+    # structured.
+    assert ReportConfig(style="narrative").style == "narrative"
+    ReportConfig(writer="learned", generator_path="g", style="narrative").check_writer_style()
+    assert [grounded_style(s) for s in (*GROUNDED_STYLES, "narrative")] == [*GROUNDED_STYLES, "structured"]

@@ -383,6 +383,16 @@ class TuneConfig(_Section):
     storage_path: str = "outputs/tune"
 
 
+# The report styles the grounded writer writes (``report.style``); the learned generator writes those it was trained on.
+GROUNDED_STYLES = ("structured", "concise")
+
+
+def grounded_style(style: str) -> str:
+    """The grounded writer's style for ``report.style``: the same where it writes it, else "structured" (the
+    fallback of a learned generator asked for a style the grounded writer does not write)."""
+    return style if style in GROUNDED_STYLES else "structured"
+
+
 class ReportConfig(_Section):
     """Report writing (``lss.reporting``): the grounded writer and the learned report generator.
 
@@ -390,7 +400,8 @@ class ReportConfig(_Section):
         writer: "grounded" (the default: template sentences from the findings, every one with its evidence) or
             "learned" (a small transformer decoder that cross-attends to the per-level features).
         generator_path: a folder saved by the learned generator (``save_generator``); needed for ``writer="learned"``.
-        style: the reference style the learned generator is asked to write (its first token).
+        style: the report style: the grounded writer writes "structured" (the default) or "concise"
+            (``GROUNDED_STYLES``); the learned generator any reference style it was trained on (its first token).
         layers, hidden, heads: size of the learned decoder (a ``transformers`` GPT-2 built from a config, with
             cross-attention; never downloaded).
         max_new_tokens: generation limit of the learned decoder.
@@ -415,6 +426,15 @@ class ReportConfig(_Section):
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}).")
         return self
+
+    def check_writer_style(self) -> None:
+        """Raises ValueError where the configured writer is the grounded one and ``style`` is not one it writes.
+
+        Not a validator: ``lss evaluate --generator`` and ``lss train-reporter`` set ``style`` for a learned generator
+        (any style it was trained on) while ``writer`` stays "grounded"; the check belongs to where a report is
+        written (``lss.reporting.reporter.StudyReporter``) and to ``lss serve``'s check before Ray starts."""
+        if self.writer == "grounded" and self.style not in GROUNDED_STYLES:
+            raise ValueError(f"report.style={self.style!r}: the grounded writer writes {list(GROUNDED_STYLES)}.")
 
 
 class ServeConfig(_Section):

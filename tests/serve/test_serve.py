@@ -637,6 +637,22 @@ def test_lss_serve_names_a_bad_model_file_in_one_line_before_ray_starts(tmp_path
     assert time.perf_counter() - started < 20  # no Ray start, no deploy attempt
 
 
+def test_lss_serve_names_a_bad_application_setting_in_one_line_before_ray_starts(tmp_path, capsys):
+    import yaml
+
+    from lss.cli import main
+
+    data = yaml.safe_load((REPO_ROOT / "serve_configs" / "local.yaml").read_text())
+    data["applications"][0]["args"]["overrides"].append("report.style=narrative")  # not a grounded style
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(data))
+    started = time.perf_counter()
+    assert main(["serve", "--serve-config", str(path), "--model", str(tmp_path / "absent.pt")]) == 2
+    ours = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lss serve:")]
+    assert len(ours) == 1 and "'lss'" in ours[0] and "narrative" in ours[0] and "grounded writer" in ours[0]
+    assert time.perf_counter() - started < 20  # no Ray start, no deploy attempt
+
+
 def test_stage_errors_cross_process_boundaries_intact():
     import pickle
 

@@ -96,13 +96,12 @@ def evaluate_reports(
     Raises:
         ValueError: when no evaluated study has reference reports and known grades.
     """
-    from lss.config import ReportConfig
+    from lss.config import ReportConfig, grounded_style
     from lss.inference.predict import predict_cases
     from lss.model import load_model
     from lss.reporting.clinical import clinical_accuracy
     from lss.reporting.consistency import contradiction_rates
     from lss.reporting.findings import build_findings
-    from lss.reporting.grounded import GROUNDED_STYLES
     from lss.reporting.nlg import NLGScorer
     from lss.reporting.reporter import StudyReporter
 
@@ -117,7 +116,7 @@ def evaluate_reports(
         raise ValueError("no evaluated study has reference reports and known grades: nothing to score reports on.")
     model = load_model(model_path, map_location=device).eval()
     # The writers as the product runs them (the report stage of lss diagnose and of the Serve Reporter).
-    grounded = StudyReporter(ReportConfig(style=style if style in GROUNDED_STYLES else "structured"))
+    grounded = StudyReporter(ReportConfig(style=grounded_style(style)))
     learned = None if generator_path is None else StudyReporter(
         ReportConfig(writer="learned", generator_path=str(generator_path), style=style))
     written: dict[str, dict[str, str]] = {"grounded": {}}

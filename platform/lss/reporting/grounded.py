@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lss.anatomy import CUTOFFS, LEVELS, Severity, format_area_mm2, format_diameter_mm
+from lss.config import GROUNDED_STYLES
 from lss.reporting.findings import LevelFinding, StudyFindings
 
 __all__ = ["Report", "ReportSentence", "GroundedReportWriter", "GROUNDED_STYLES"]
-
-# The styles the grounded writer writes (``report.style``); the learned generator writes those it was trained on.
-GROUNDED_STYLES = ("structured", "concise")
 
 
 @dataclass

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from lss.config import ReportConfig
+from lss.config import ReportConfig, grounded_style
 from lss.reporting.consistency import CheckedText, enforce_consistency
 from lss.reporting.findings import StudyFindings
-from lss.reporting.grounded import GROUNDED_STYLES, GroundedReportWriter, Report
+from lss.reporting.grounded import GroundedReportWriter, Report
 
 __all__ = ["StudyReporter"]
 
@@ -37,11 +37,10 @@ class StudyReporter:
 
     def __init__(self, config: ReportConfig | None = None) -> None:
         self.config = config or ReportConfig()
-        style = self.config.style
-        if self.config.writer == "grounded" and style not in GROUNDED_STYLES:
-            raise ValueError(f"report.style={style!r}: the grounded writer writes {list(GROUNDED_STYLES)}.")
-        # The learned generator may write a style the grounded writer does not; its fallback is then "structured".
-        self.grounded = GroundedReportWriter(style if style in GROUNDED_STYLES else "structured")
+        self.config.check_writer_style()
+        # The learned generator's fallback writes "structured" where it was asked for a style the grounded writer
+        # does not write.
+        self.grounded = GroundedReportWriter(grounded_style(self.config.style))
         self.generator = None
         self.generator_version: str | None = None
         if self.config.writer == "learned":

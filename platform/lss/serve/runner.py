@@ -18,8 +18,8 @@ import yaml
 
 from lss.config import LSSConfig
 
-__all__ = ["ServeConfigError", "load_serve_config", "resolve_config", "check_model_files", "deploy_config", "run_serve",
-           "free_port"]
+__all__ = ["ServeConfigError", "load_serve_config", "resolve_config", "check_app_configs", "check_model_files",
+           "deploy_config", "run_serve", "free_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,26 @@ def resolve_config(data: dict[str, Any], model_path: str | None = None,
     return data
 
 
+def check_app_configs(data: dict[str, Any]) -> None:
+    """Loads each application's LSS configuration (its ``args``: ``config``, ``profile``, ``overrides``) as the
+    application builder will, before Ray starts: a bad setting is a one-line error, not a deploy that fails in the
+    controller.
+
+    Raises:
+        ServeConfigError: naming the application and the setting.
+    """
+    from lss.config import load_config
+
+    for app in data["applications"]:
+        args = app.get("args") or {}
+        try:
+            load_config(args.get("config"), profile=args.get("profile"),
+                        overrides=args.get("overrides") or []).report.check_writer_style()
+        except ValueError as error:  # ConfigError is one
+            reason = " ".join(str(error).split())
+            raise ServeConfigError(f"application {app.get('name')!r}: {reason}") from None
+
+
 def check_model_files(data: dict[str, Any]) -> None:
     """Loads every model file a resolved Serve config names (each application's ``args.model_path`` and any
     Segmenter ``user_config.model_path``), on the CPU, before Ray starts.
@@ -186,6 +206,7 @@ def run_serve(config_file: str | Path, config: LSSConfig, model_path: str | None
     from lss.ray_session import init_ray
 
     data = resolve_config(load_serve_config(config_file), model_path, overrides)
+    check_app_configs(data)
     check_model_files(data)
     http = data.setdefault("http_options", {})  # the file's http_options win; serve.host / serve.port fill the gaps
     http.setdefault("host", config.serve.host)
